@@ -1,0 +1,1 @@
+"""Real-mode guest programs built from GNU as sources."""

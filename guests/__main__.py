@@ -1,0 +1,1 @@
+"""`python -m guests build`: assemble every guest (placeholder until the guests land)."""
