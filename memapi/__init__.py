@@ -1,1 +1,32 @@
-"""memapi package."""
+"""memapi: QEMU's hierarchical memory API in pure Python.
+
+MemoryRegion trees render into immutable FlatViews per AddressSpace; every
+commit diffs old and new views and calls MemoryListeners. Knows nothing of KVM.
+"""
+from .access import UNASSIGNED, IOMMUTLBEntry
+from .address_space import AddressSpace
+from .core import add_coalesced_flusher, remove_coalesced_flusher, transaction, transaction_begin, transaction_commit
+from .dirty import (DirtyBitmapSnapshot, GlobalDirty, global_dirty_log_start, global_dirty_log_stop,
+                    global_dirty_log_sync, reset_dirty, set_dirty, set_dirty_lebitmap, snapshot_and_clear_dirty)
+from .dispatch import dispatch_read, dispatch_write
+from .errors import (AliasCycleError, AliasSubregionError, DirtyLogError, InvalidRangeError, ListenerError,
+                     MemApiError, NoSuchEventfdError, NotAnAliasError, NotASubregionError, RegionInUseError,
+                     RegionKindError, TransactionError)
+from .flatview import FlatRange, FlatView
+from .listener import MemoryListener, MemoryRegionSection
+from .mtree import info_mtree
+from .ops import AccessRules, Endianness, MemoryRegionOps, MemTxAttrs, MemTxResult, UNASSIGNED_IO_OPS, UNASSIGNED_MEM_OPS
+from .ram import PAGE_SIZE, DirtyClient, RamBlock
+from .region import UINT64_MAX, Ioeventfd, MemoryRegion
+
+__all__ = [
+    "AccessRules", "AddressSpace", "AliasCycleError", "AliasSubregionError", "DirtyBitmapSnapshot", "DirtyClient",
+    "DirtyLogError", "Endianness", "FlatRange", "FlatView", "GlobalDirty", "IOMMUTLBEntry", "Ioeventfd",
+    "InvalidRangeError", "ListenerError", "MemApiError", "MemoryListener", "MemoryRegion", "MemoryRegionOps",
+    "MemoryRegionSection", "MemTxAttrs", "MemTxResult", "NoSuchEventfdError", "NotAnAliasError",
+    "NotASubregionError", "PAGE_SIZE", "RamBlock", "RegionInUseError", "RegionKindError", "TransactionError",
+    "UINT64_MAX", "UNASSIGNED", "UNASSIGNED_IO_OPS", "UNASSIGNED_MEM_OPS", "add_coalesced_flusher",
+    "dispatch_read", "dispatch_write", "global_dirty_log_start", "global_dirty_log_stop", "global_dirty_log_sync",
+    "info_mtree", "remove_coalesced_flusher", "reset_dirty", "set_dirty", "set_dirty_lebitmap",
+    "snapshot_and_clear_dirty", "transaction", "transaction_begin", "transaction_commit",
+]

@@ -1,0 +1,126 @@
+"""Address-space accesses (QEMU's flatview_read/write_continue), piece by piece.
+
+RAM and ROMD reads and RAM writes are direct copies, clamped to the end of the
+range; everything else is split by memory_access_size and dispatched to the
+terminal region's ops. ROM writes go to the ROM's default ops and are dropped.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Optional
+
+from . import core
+from .dispatch import dispatch_read, dispatch_write
+from .ops import MemTxAttrs, MemTxResult
+from .region import MemoryRegion
+
+if TYPE_CHECKING:
+    from .address_space import AddressSpace
+
+#: QEMU's io_mem_unassigned: what a hole in an address space resolves to.
+UNASSIGNED = MemoryRegion.io("unassigned", 1 << 64)
+
+_OK = MemTxResult.OK
+
+
+@dataclass(frozen=True)
+class IOMMUTLBEntry:
+    """What an IOMMU's translate returns: where ``addr`` goes and with which permissions."""
+
+    target_as: Optional["AddressSpace"]
+    translated_addr: int
+    addr_mask: int
+    read: bool = True
+    write: bool = True
+
+
+def translate(space: "AddressSpace", addr: int, length: int, is_write: bool, attrs: MemTxAttrs):
+    """Resolve ``addr`` to (terminal region, offset in it, usable length), following IOMMUs."""
+    while True:
+        fr = space.current_map.lookup(addr)
+        if fr is None:
+            return UNASSIGNED, addr, length
+        mr = fr.mr
+        xlat = addr - fr.start + fr.offset_in_region
+        if mr.is_ram:
+            length = min(length, fr.end - addr)
+        if not mr.is_iommu:
+            return mr, xlat, length
+        entry: IOMMUTLBEntry = mr.iommu_translate(mr, xlat, is_write, attrs)
+        if entry.target_as is None or not (entry.write if is_write else entry.read):
+            return UNASSIGNED, addr, length
+        mask = entry.addr_mask
+        addr = (entry.translated_addr & ~mask) | (xlat & mask)
+        length = min(length, (addr | mask) - addr + 1)
+        space = entry.target_as
+
+
+def access_size(mr: MemoryRegion, length: int, offset: int) -> int:
+    """QEMU's memory_access_size: valid.max (0 means 4), natural alignment, remaining, power of two."""
+    ops = mr.ops
+    limit = ops.valid.max_access_size or 4
+    if not ops.impl.unaligned:
+        align = offset & -offset
+        if align and align < limit:
+            limit = align
+    length = min(length, limit)
+    return 1 << (length.bit_length() - 1)
+
+
+def _direct(mr: MemoryRegion, is_write: bool) -> bool:
+    if is_write:
+        return mr.is_ram and not mr.readonly and not mr.is_rom_device and not mr.is_ram_device
+    return (mr.is_ram and not mr.is_ram_device) or mr.is_romd
+
+
+def _prepare_mmio(mr: MemoryRegion) -> None:
+    if mr.flush_coalesced_mmio:
+        core.flush_coalesced()
+
+
+def read(space: "AddressSpace", addr: int, size: int, attrs: MemTxAttrs) -> tuple[bytes, MemTxResult]:
+    out = bytearray()
+    result = _OK
+    while size > 0:
+        mr, offset, length = translate(space, addr, size, False, attrs)
+        if attrs.memory and not mr.is_ram:
+            result |= MemTxResult.ACCESS_ERROR
+            out += bytes(length)
+        elif _direct(mr, False):
+            length = min(length, mr.size - offset)
+            out += mr.ram_block.view[mr.ram_offset + offset:mr.ram_offset + offset + length]
+        else:
+            _prepare_mmio(mr)
+            length = access_size(mr, length, offset)
+            value, res = dispatch_read(mr, offset, length, attrs)
+            out += (value & ((1 << (8 * length)) - 1)).to_bytes(length, "little")
+            result |= res
+        addr += length
+        size -= length
+    return bytes(out), MemTxResult(result)
+
+
+def write(space: "AddressSpace", addr: int, data: Any, attrs: MemTxAttrs) -> MemTxResult:
+    from . import dirty
+
+    data = memoryview(data).cast("B")
+    pos, size = 0, len(data)
+    result = _OK
+    while size > 0:
+        mr, offset, length = translate(space, addr, size, True, attrs)
+        if attrs.memory and not mr.is_ram:
+            result |= MemTxResult.ACCESS_ERROR
+        elif _direct(mr, True):
+            length = min(length, mr.size - offset)
+            start = mr.ram_offset + offset
+            mr.ram_block.view[start:start + length] = data[pos:pos + length]
+            dirty.host_write(mr, offset, length)
+        else:
+            _prepare_mmio(mr)
+            length = access_size(mr, length, offset)
+            value = int.from_bytes(data[pos:pos + length], "little")
+            result |= dispatch_write(mr, offset, value, length, attrs)
+        addr += length
+        pos += length
+        size -= length
+    return MemTxResult(result)

@@ -1,0 +1,231 @@
+"""AddressSpace: a root region, its current FlatView, and the listeners watching it."""
+from __future__ import annotations
+
+from typing import Optional
+
+from . import access, core
+from .errors import ListenerError, RegionKindError
+from .flatview import FlatRange, FlatView, render
+from .listener import MemoryListener, MemoryRegionSection
+from .ops import UNSPECIFIED, MemTxAttrs, MemTxResult
+from .region import Ioeventfd, MemoryRegion
+
+
+class AddressSpace:
+    """A view of memory from one initiator (a CPU's memory or I/O space, a device's DMA)."""
+
+    def __init__(self, root: MemoryRegion, name: str) -> None:
+        if not isinstance(root, MemoryRegion):
+            raise RegionKindError(f"address space {name!r}: root {root!r} is not a MemoryRegion")
+        self.root = root
+        self.name = name
+        self.listeners: list[MemoryListener] = []
+        self.ioeventfds: list[Ioeventfd] = []
+        self.ioeventfd_notifiers = 0
+        with core.STATE.lock:
+            physmr = core.flatview_root(root)
+            shared = next((s.current_map for s in core.STATE.address_spaces()
+                           if s.current_map.root is physmr), None)
+            self.current_map: FlatView = shared if shared is not None else render(physmr)
+            core.STATE.add_address_space(self)
+
+    def __repr__(self) -> str:
+        return f"<AddressSpace {self.name!r} root={self.root.name!r} ranges={len(self.current_map)}>"
+
+    def destroy(self) -> None:
+        """Drop the space (QEMU's address_space_destroy): its listeners must be gone first."""
+        if self.listeners:
+            raise ListenerError(f"address space {self.name!r} still has listeners {[l.name for l in self.listeners]}")
+        with core.STATE.lock:
+            core.STATE.remove_address_space(self)
+
+    @property
+    def flatview(self) -> FlatView:
+        return self.current_map
+
+    # ----------------------------------------------------------- listeners
+    def register_listener(self, listener: MemoryListener) -> None:
+        """memory_listener_register: sort in by priority, then replay the current state to it."""
+        if not isinstance(listener, MemoryListener):
+            raise ListenerError(f"address space {self.name!r}: {listener!r} is not a MemoryListener")
+        if listener.address_space is not None:
+            raise ListenerError(
+                f"listener {listener.name or listener!r} is already registered on {listener.address_space.name!r}")
+        if listener.has("log_sync") and listener.has("log_sync_global"):
+            raise ListenerError(f"listener {listener.name or listener!r} has both log_sync and log_sync_global")
+        with core.STATE.lock:
+            listener.address_space = self
+            self.listeners.append(listener)
+            self.listeners.sort(key=lambda l: (l.priority, l._seq))
+            core.STATE.refresh_listeners()
+            self._replay_add(listener)
+            if listener.has_eventfd:
+                self.ioeventfd_notifiers += 1
+
+    def unregister_listener(self, listener: MemoryListener) -> None:
+        if listener.address_space is not self:
+            raise ListenerError(f"listener {listener.name or listener!r} is not registered on {self.name!r}")
+        with core.STATE.lock:
+            if listener.has_eventfd:
+                self.ioeventfd_notifiers -= 1
+            self._replay_del(listener)
+            self.listeners.remove(listener)
+            listener.address_space = None
+            core.STATE.refresh_listeners()
+
+    def _replay_add(self, l: MemoryListener) -> None:
+        view = self.current_map
+        l.begin()
+        if core.STATE.global_dirty_tracking:
+            l.log_global_start()
+        for fr in view.ranges:
+            section = MemoryRegionSection.of(fr, view)
+            l.region_add(section)
+            if l.has("coalesced_io_add"):
+                for addr, size in _coalesced_pieces(fr, stop_at_miss=True):
+                    l.coalesced_io_add(section, addr, size)
+            if fr.dirty_log_mask:
+                l.log_start(section, 0, fr.dirty_log_mask)
+        for fd in self.ioeventfds:
+            l.eventfd_add(_eventfd_section(fd, view), fd.match_data, fd.data, fd.notifier)
+        l.commit()
+
+    def _replay_del(self, l: MemoryListener) -> None:
+        view = self.current_map
+        l.begin()
+        for fr in view.ranges:
+            section = MemoryRegionSection.of(fr, view)
+            if fr.dirty_log_mask:
+                l.log_stop(section, fr.dirty_log_mask, 0)
+            if l.has("coalesced_io_del"):
+                for addr, size in _coalesced_pieces(fr, stop_at_miss=True):
+                    l.coalesced_io_del(section, addr, size)
+            l.region_del(section)
+        for fd in self.ioeventfds:
+            l.eventfd_del(_eventfd_section(fd, view), fd.match_data, fd.data, fd.notifier)
+        l.commit()
+
+    # ------------------------------------------------------------ commits
+    def _update_topology(self, new: FlatView) -> None:
+        """The two-pass diff of address_space_update_topology_pass, then publish ``new``."""
+        old = self.current_map
+        if self.listeners:
+            self._diff_pass(old, new, adding=False)
+            self._diff_pass(old, new, adding=True)
+        self.current_map = new
+
+    def _diff_pass(self, old_view: FlatView, new_view: FlatView, adding: bool) -> None:
+        old, new = old_view.ranges, new_view.ranges
+        fwd = self.listeners
+        rev = fwd[::-1]
+        i = j = 0
+        while i < len(old) or j < len(new):
+            fo = old[i] if i < len(old) else None
+            fn = new[j] if j < len(new) else None
+            if fo is not None and (fn is None or fo.start < fn.start or (fo.start == fn.start and not fo.same_as(fn))):
+                if not adding:
+                    section = MemoryRegionSection.of(fo, old_view)
+                    self._notify_coalesced(fo, section, rev, "coalesced_io_del")
+                    for l in rev:
+                        l.region_del(section)
+                i += 1
+            elif fo is not None and fn is not None and fo.same_as(fn):
+                if adding:
+                    section = MemoryRegionSection.of(fn, old_view)
+                    for l in fwd:
+                        l.region_nop(section)
+                    if fn.dirty_log_mask & ~fo.dirty_log_mask:
+                        for l in fwd:
+                            l.log_start(section, fo.dirty_log_mask, fn.dirty_log_mask)
+                    if fo.dirty_log_mask & ~fn.dirty_log_mask:
+                        for l in rev:
+                            l.log_stop(section, fo.dirty_log_mask, fn.dirty_log_mask)
+                i += 1
+                j += 1
+            else:
+                if adding:
+                    section = MemoryRegionSection.of(fn, old_view)
+                    for l in fwd:
+                        l.region_add(section)
+                    self._notify_coalesced(fn, section, fwd, "coalesced_io_add")
+                j += 1
+
+    @staticmethod
+    def _notify_coalesced(fr: FlatRange, section: MemoryRegionSection, listeners, callback: str) -> None:
+        for addr, size in _coalesced_pieces(fr):
+            for l in listeners:
+                getattr(l, callback)(section, addr, size)
+
+    def _update_ioeventfds(self) -> None:
+        """Recompute the AS-level ioeventfd list and send the difference (del forward, add reverse)."""
+        if not self.ioeventfd_notifiers:
+            return
+        view = self.current_map
+        new: list[Ioeventfd] = []
+        for fr in view.ranges:
+            delta = fr.start - fr.offset_in_region
+            for fd in fr.mr.ioeventfds:
+                start = fd.start + delta
+                if fr.start <= start < fr.end or (fd.size and start < fr.start < start + fd.size):
+                    new.append(fd.shifted(delta))
+        old = self.ioeventfds
+        fwd = self.listeners
+        rev = fwd[::-1]
+        i = j = 0
+        while i < len(old) or j < len(new):
+            if i < len(old) and (j == len(new) or old[i].sort_key() < new[j].sort_key()):
+                fd = old[i]
+                for l in fwd:
+                    l.eventfd_del(_eventfd_section(fd, view), fd.match_data, fd.data, fd.notifier)
+                i += 1
+            elif j < len(new) and (i == len(old) or new[j].sort_key() < old[i].sort_key()):
+                fd = new[j]
+                for l in rev:
+                    l.eventfd_add(_eventfd_section(fd, view), fd.match_data, fd.data, fd.notifier)
+                j += 1
+            else:
+                i += 1
+                j += 1
+        self.ioeventfds = new
+
+    # ------------------------------------------------------------- access
+    def read(self, addr: int, size: int, attrs: MemTxAttrs = UNSPECIFIED) -> tuple[bytes, MemTxResult]:
+        """address_space_read: ``size`` bytes at ``addr`` and the OR of the pieces' results."""
+        return access.read(self, addr, size, attrs)
+
+    def write(self, addr: int, data: bytes, attrs: MemTxAttrs = UNSPECIFIED) -> MemTxResult:
+        """address_space_write: RAM directly (marking pages dirty), MMIO through the ops."""
+        return access.write(self, addr, data, attrs)
+
+    def read_int(self, addr: int, size: int, attrs: MemTxAttrs = UNSPECIFIED) -> int:
+        """A little-endian load of 1..8 bytes (the result bits are dropped, as KVM does)."""
+        return int.from_bytes(access.read(self, addr, size, attrs)[0], "little")
+
+    def write_int(self, addr: int, value: int, size: int, attrs: MemTxAttrs = UNSPECIFIED) -> MemTxResult:
+        return access.write(self, addr, (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little"), attrs)
+
+    def lookup(self, addr: int) -> Optional[FlatRange]:
+        """The FlatRange at ``addr`` in the current view (None for a hole)."""
+        return self.current_map.lookup(addr)
+
+
+def _eventfd_section(fd: Ioeventfd, view: FlatView) -> MemoryRegionSection:
+    return MemoryRegionSection(None, view, 0, fd.size, fd.start)
+
+
+def _coalesced_pieces(fr: FlatRange, stop_at_miss: bool = False):
+    """(addr, size) of each coalesced range of fr.mr intersected with fr, in AS addresses."""
+    delta = fr.start - fr.offset_in_region
+    for offset, size in fr.mr.coalesced:
+        lo, hi = max(offset + delta, fr.start), min(offset + size + delta, fr.end)
+        if lo >= hi:
+            if stop_at_miss:
+                return
+            continue
+        yield lo, hi - lo
+
+
+def address_space_of(mr: MemoryRegion) -> list[AddressSpace]:
+    """Every live address space whose root is ``mr``."""
+    return [s for s in core.STATE.address_spaces() if s.root is mr]
+

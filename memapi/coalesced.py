@@ -1,0 +1,53 @@
+"""Coalesced MMIO/PIO ranges: listeners hear of them at once, with no transaction (§8)."""
+from __future__ import annotations
+
+from . import core
+from .errors import InvalidRangeError
+from .listener import MemoryRegionSection
+from .region import MemoryRegion
+
+
+def _notify(mr: MemoryRegion, offset: int, size: int, add: bool) -> None:
+    for space in core.STATE.address_spaces():
+        view = space.current_map
+        listeners = space.listeners if add else space.listeners[::-1]
+        for fr in view.ranges:
+            if fr.mr is not mr:
+                continue
+            delta = fr.start - fr.offset_in_region
+            lo, hi = max(offset + delta, fr.start), min(offset + size + delta, fr.end)
+            if lo >= hi:
+                continue
+            section = MemoryRegionSection.of(fr, view)
+            for l in listeners:
+                if add:
+                    l.coalesced_io_add(section, lo, hi - lo)
+                else:
+                    l.coalesced_io_del(section, lo, hi - lo)
+
+
+def add(mr: MemoryRegion, offset: int, size: int) -> None:
+    """memory_region_add_coalescing."""
+    if not (0 <= offset and 0 < size and offset + size <= mr.size and offset + size < 1 << 64):
+        raise InvalidRangeError(
+            f"region {mr.name!r}: coalesced range {offset:#x}+{size:#x} does not fit in the region (size {mr.size:#x})")
+    with core.STATE.lock:
+        mr.coalesced.append((offset, size))
+        _notify(mr, offset, size, True)
+        mr.flush_coalesced_mmio = True
+
+
+def clear(mr: MemoryRegion) -> None:
+    """memory_region_clear_coalescing: flush, then drop each range telling listeners."""
+    if not mr.coalesced:
+        return
+    with core.STATE.lock:
+        flush()
+        mr.flush_coalesced_mmio = False
+        while mr.coalesced:
+            offset, size = mr.coalesced.pop(0)
+            _notify(mr, offset, size, False)
+
+
+def flush() -> None:
+    core.flush_coalesced()

@@ -1,0 +1,226 @@
+"""Dirty tracking bookkeeping (QEMU memory.c and physmem.c, §5 of the spec).
+
+Bitmaps live on each RAM block, one per client. Listeners fill them through
+log_sync (KVM: KVM_GET_DIRTY_LOG via ``set_dirty_lebitmap``); host writes
+through an AddressSpace fill them directly, since KVM cannot see those.
+"""
+from __future__ import annotations
+
+import enum
+
+from . import core
+from .errors import DirtyLogError
+from .ram import PAGE_BITS, PAGE_SIZE, DirtyClient, test_bits
+from .region import MemoryRegion
+
+
+class GlobalDirty(enum.IntFlag):
+    """Reasons for global dirty tracking (QEMU's GLOBAL_DIRTY_*)."""
+
+    MIGRATION = 1
+    DIRTY_RATE = 2
+    LIMIT = 4
+
+
+_GLOBAL_MASK = 0x7
+_VGA_BIT = 1 << DirtyClient.VGA
+
+
+def _clients(mask: int) -> list[int]:
+    return [c for c in DirtyClient if mask & (1 << c)]
+
+
+def _need_ram(mr: MemoryRegion, what: str):
+    if mr.ram_block is None:
+        raise DirtyLogError(f"region {mr.name!r}: {what} needs a region with RAM (QEMU asserts)")
+    return mr.ram_block
+
+
+def set_log(mr: MemoryRegion, log: bool, client: int) -> None:
+    """memory_region_set_log: only DIRTY_MEMORY_VGA, reference-counted."""
+    if client != DirtyClient.VGA:
+        raise DirtyLogError(f"region {mr.name!r}: set_log client {client!r} is not VGA (QEMU asserts)")
+    if not log and mr.vga_logging_count == 0:
+        raise DirtyLogError(f"region {mr.name!r}: set_log(False) without a matching set_log(True)")
+    old = mr.vga_logging_count
+    new = old + (1 if log else -1)
+    mr.vga_logging_count = new
+    if bool(old) == bool(new):
+        return
+    with core.transaction():
+        mr.dirty_log_mask = (mr.dirty_log_mask & ~_VGA_BIT) | (_VGA_BIT if log else 0)
+        core.STATE.update_pending |= mr.enabled
+
+
+def host_write(mr: MemoryRegion, offset: int, length: int) -> None:
+    """invalidate_and_set_dirty: a write through the memory API dirties the clients of the effective mask."""
+    mask = mr.effective_dirty_log_mask
+    if mask:
+        mr.ram_block.set_dirty(mr.ram_offset + offset, length, _clients(mask))
+
+
+def set_dirty(mr: MemoryRegion, offset: int, length: int) -> None:
+    """memory_region_set_dirty: mark pages dirty for the region's effective clients."""
+    _need_ram(mr, "set_dirty")
+    host_write(mr, offset, length)
+
+
+def set_dirty_lebitmap(mr: MemoryRegion, offset: int, bitmap: bytes, npages: int) -> None:
+    """Fan a fetched bitmap out (physical_memory_set_dirty_lebitmap): VGA always, MIGRATION while tracking."""
+    block = _need_ram(mr, "set_dirty_lebitmap")
+    first = (mr.ram_offset + offset) >> PAGE_BITS
+    block.merge_bitmap(DirtyClient.VGA, first, bitmap, npages)
+    if core.STATE.global_dirty_tracking:
+        block.merge_bitmap(DirtyClient.MIGRATION, first, bitmap, npages)
+
+
+class DirtyBitmapSnapshot:
+    """Bits taken by snapshot_and_clear_dirty, over 64-page-aligned pages [first, first+count)."""
+
+    __slots__ = ("first", "count", "bits")
+
+    def __init__(self, first: int, count: int, bits: int) -> None:
+        self.first, self.count, self.bits = first, count, bits
+
+    def get_dirty(self, mr: MemoryRegion, offset: int, length: int) -> bool:
+        """memory_region_snapshot_get_dirty: any page of the range set in the snapshot."""
+        lo = ((mr.ram_offset + offset) >> PAGE_BITS) - self.first
+        hi = ((mr.ram_offset + offset + length - 1) >> PAGE_BITS) - self.first
+        if lo < 0 or hi >= self.count:
+            raise DirtyLogError(f"region {mr.name!r}: range {offset:#x}+{length:#x} is outside the snapshot")
+        return bool((self.bits >> lo) & ((1 << (hi - lo + 1)) - 1))
+
+    def dirty_pages(self) -> list[int]:
+        """Page numbers (relative to the RAM block) that were dirty."""
+        bits, out, page = self.bits, [], self.first
+        while bits:
+            low = bits & -bits
+            out.append(page + low.bit_length() - 1)
+            bits ^= low
+        return out
+
+
+def sync(mr=None, last_stage: bool = False) -> None:
+    """memory_region_sync_dirty_bitmap: log_sync per logged range of each listener's space, or log_sync_global."""
+    from .listener import MemoryRegionSection
+
+    for l in list(core.STATE.listeners_sorted):
+        if l.has("log_sync"):
+            view = l.address_space.current_map
+            for fr in view.ranges:
+                if fr.dirty_log_mask and (mr is None or fr.mr is mr):
+                    l.log_sync(MemoryRegionSection.of(fr, view))
+        elif l.has("log_sync_global"):
+            l.log_sync_global(last_stage)
+
+
+def _after_sync() -> None:
+    for l in list(core.STATE.listeners_sorted):
+        l.log_global_after_sync()
+
+
+def _log_clear(mr: MemoryRegion, offset: int, length: int) -> None:
+    """memory_region_clear_dirty_bitmap: log_clear with each mapped piece of [offset, offset+length)."""
+    from .listener import MemoryRegionSection
+
+    for l in list(core.STATE.listeners_sorted):
+        if not l.has("log_clear"):
+            continue
+        view = l.address_space.current_map
+        for fr in view.ranges:
+            if fr.mr is not mr:
+                continue
+            lo = max(offset, fr.offset_in_region)
+            hi = min(offset + length, fr.offset_in_region + fr.end - fr.start)
+            if lo < hi:
+                start = fr.start + lo - fr.offset_in_region
+                l.log_clear(MemoryRegionSection(mr, view, lo, hi - lo, start, fr.readonly, fr.nonvolatile,
+                                                fr.unmergeable))
+
+
+def snapshot_and_clear_dirty(mr: MemoryRegion, offset: int, length: int, client: int) -> DirtyBitmapSnapshot:
+    """Sync, then atomically take the client's bits over the range widened to 64 pages."""
+    block = _need_ram(mr, "snapshot_and_clear_dirty")
+    _check_client(mr, client)
+    with core.STATE.lock:
+        sync(mr)
+        start = mr.ram_offset + offset
+        first = (start >> PAGE_BITS) & ~63
+        last = -(-((start + length + PAGE_SIZE - 1) >> PAGE_BITS) // 64) * 64
+        count = min(last, -(-block.npages // 64) * 64) - first
+        snap = DirtyBitmapSnapshot(first, count, block.take_dirty(client, first, count))
+        _log_clear(mr, offset, length)
+        _after_sync()
+    return snap
+
+
+def reset_dirty(mr: MemoryRegion, offset: int, length: int, client: int) -> None:
+    """memory_region_reset_dirty: test-and-clear the client's bits, then log_clear the page-rounded range."""
+    block = _need_ram(mr, "reset_dirty")
+    _check_client(mr, client)
+    with core.STATE.lock:
+        first = (mr.ram_offset + offset) >> PAGE_BITS
+        last = (mr.ram_offset + offset + length - 1) >> PAGE_BITS
+        if block.take_dirty(client, first, last - first + 1):
+            _log_clear(mr, (first << PAGE_BITS) - mr.ram_offset, (last - first + 1) << PAGE_BITS)
+
+
+def get_dirty(mr: MemoryRegion, offset: int, length: int, client: int) -> bool:
+    """Peek without clearing (for tests and the demo; QEMU removed this API in 2019)."""
+    block = _need_ram(mr, "get_dirty")
+    first = (mr.ram_offset + offset) >> PAGE_BITS
+    last = (mr.ram_offset + offset + length - 1) >> PAGE_BITS
+    return bool(test_bits(block.dirty[client], first, last - first + 1))
+
+
+def _check_client(mr: MemoryRegion, client: int) -> None:
+    if client not in tuple(DirtyClient):
+        raise DirtyLogError(f"region {mr.name!r}: dirty client {client!r} is not VGA, CODE or MIGRATION")
+
+
+def global_dirty_log_start(flags: int) -> bool:
+    """memory_global_dirty_log_start: first reason on calls log_global_start, then re-renders."""
+    if not flags or flags & ~_GLOBAL_MASK:
+        raise DirtyLogError(f"global dirty log start: flags {flags:#x} must be a non-empty subset of {_GLOBAL_MASK:#x}")
+    state = core.STATE
+    with state.lock:
+        flags &= ~state.global_dirty_tracking
+        if not flags:
+            return True
+        old = state.global_dirty_tracking
+        state.global_dirty_tracking |= flags
+        if old:
+            return True
+        started = []
+        for l in list(state.listeners_sorted):
+            if not l.log_global_start():
+                for s in reversed(started):
+                    s.log_global_stop()
+                state.global_dirty_tracking = old
+                return False
+            started.append(l)
+        with core.transaction():
+            state.update_pending = True
+    return True
+
+
+def global_dirty_log_stop(flags: int) -> None:
+    """memory_global_dirty_log_stop: when the last reason goes, re-render, then log_global_stop (reverse)."""
+    state = core.STATE
+    if not flags or flags & ~_GLOBAL_MASK or state.global_dirty_tracking & flags != flags:
+        raise DirtyLogError(
+            f"global dirty log stop: flags {flags:#x} are not all on (tracking {state.global_dirty_tracking:#x})")
+    with state.lock:
+        state.global_dirty_tracking &= ~flags
+        if state.global_dirty_tracking:
+            return
+        with core.transaction():
+            state.update_pending = True
+        for l in reversed(list(state.listeners_sorted)):
+            l.log_global_stop()
+
+
+def global_dirty_log_sync(last_stage: bool = False) -> None:
+    """memory_global_dirty_log_sync: every listener's log_sync over all logged ranges."""
+    with core.STATE.lock:
+        sync(None, last_stage)

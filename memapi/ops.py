@@ -1,0 +1,105 @@
+"""MMIO callbacks and their access rules (QEMU's MemoryRegionOps), plus MemTx types.
+
+Callbacks receive the MemoryRegion first:
+``read(mr, offset, size) -> int`` and ``write(mr, offset, value, size)``;
+the attribute-taking forms return a MemTxResult:
+``read_with_attrs(mr, offset, size, attrs) -> (int, MemTxResult)`` and
+``write_with_attrs(mr, offset, value, size, attrs) -> MemTxResult``.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+
+class MemTxResult(enum.IntFlag):
+    """Result bits of an access (OR-ed over the pieces of a split access)."""
+
+    OK = 0
+    ERROR = 1
+    DECODE_ERROR = 2
+    ACCESS_ERROR = 4
+
+
+class Endianness(enum.IntEnum):
+    """Device endianness; NATIVE is the target's (x86: little)."""
+
+    NATIVE = 0
+    BIG = 1
+    LITTLE = 2
+
+
+@dataclass(frozen=True)
+class MemTxAttrs:
+    """Transaction attributes (the fields of QEMU's MemTxAttrs that matter here)."""
+
+    unspecified: bool = False
+    secure: bool = False
+    user: bool = False
+    memory: bool = False
+    debug: bool = False
+    requester_id: int = 0
+
+
+UNSPECIFIED = MemTxAttrs(unspecified=True)
+
+Accepts = Callable[..., bool]
+
+
+@dataclass(frozen=True)
+class AccessRules:
+    """``valid`` (what the guest may do) or ``impl`` (what the callbacks implement).
+
+    A max of 0 means "any size" for valid and 4 for impl; a min of 0 means 1.
+    ``accepts(mr, offset, size, is_write, attrs)`` only matters for valid.
+    """
+
+    min_access_size: int = 0
+    max_access_size: int = 0
+    unaligned: bool = False
+    accepts: Optional[Accepts] = None
+
+
+@dataclass(frozen=True)
+class MemoryRegionOps:
+    """The callbacks of an I/O or ROM-device region and their access rules."""
+
+    read: Optional[Callable[..., int]] = None
+    write: Optional[Callable[..., None]] = None
+    read_with_attrs: Optional[Callable[..., tuple]] = None
+    write_with_attrs: Optional[Callable[..., MemTxResult]] = None
+    endianness: Endianness = Endianness.NATIVE
+    valid: AccessRules = AccessRules()
+    impl: AccessRules = AccessRules()
+
+    def __post_init__(self) -> None:
+        if self.impl.unaligned and not self.valid.unaligned:
+            from .errors import InvalidRangeError
+
+            raise InvalidRangeError(
+                "MemoryRegionOps: impl.unaligned requires valid.unaligned (QEMU asserts this in init_io)"
+            )
+
+    @property
+    def big_endian(self) -> bool:
+        return self.endianness == Endianness.BIG
+
+
+def _reject(mr, offset, size, is_write, attrs) -> bool:
+    return False
+
+
+def _all_ones(mr, offset, size) -> int:
+    return (1 << 64) - 1
+
+
+def _ignore(mr, offset, value, size) -> None:
+    return None
+
+
+#: QEMU's unassigned_mem_ops: accepts nothing (reads 0 with DECODE_ERROR, drops writes).
+UNASSIGNED_MEM_OPS = MemoryRegionOps(valid=AccessRules(accepts=_reject))
+
+#: QEMU's unassigned_io_ops (x86 port I/O): reads all ones, ignores writes.
+UNASSIGNED_IO_OPS = MemoryRegionOps(read=_all_ones, write=_ignore, endianness=Endianness.LITTLE)

@@ -1,0 +1,147 @@
+"""Host memory behind RAM, ROM and ROM-device regions, with per-client dirty bitmaps.
+
+A RamBlock owns (or borrows) one host mapping and never moves it: listeners may
+hand its address to the kernel. Dirty bitmaps are one bit per 4 KiB page, stored
+little-endian in bytearrays, the layout KVM_GET_DIRTY_LOG uses, so a bitmap
+fetched from KVM can be OR-ed in without conversion.
+"""
+from __future__ import annotations
+
+import ctypes
+import enum
+import mmap
+import os
+from typing import Optional
+
+PAGE_SIZE = 4096
+PAGE_BITS = 12
+
+# Python exposes MAP_NORESERVE only from 3.13; the value is Linux's.
+_MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000)
+
+
+class DirtyClient(enum.IntEnum):
+    """Dirty-memory clients, QEMU's DIRTY_MEMORY_* numbers."""
+
+    VGA = 0
+    CODE = 1
+    MIGRATION = 2
+
+
+DIRTY_CLIENTS = tuple(DirtyClient)
+
+
+class RamBlock:
+    """One contiguous host buffer: anonymous, file- or fd-backed, or a caller's buffer."""
+
+    def __init__(self, name: str, size: int, *, max_size: Optional[int] = None,
+                 fd: int = -1, offset: int = 0, shared: bool = False, buffer=None) -> None:
+        self.name = name
+        self.used_length = size
+        self.max_length = max_size if max_size is not None else size
+        self.fd = fd
+        self.fd_offset = offset
+        self.dirty: list[Optional[bytearray]] = [None] * len(DIRTY_CLIENTS)
+        self._mmap: Optional[mmap.mmap] = None
+        length = max(self.max_length, 1)
+        if buffer is not None:
+            target = memoryview(buffer).cast("B")
+            if target.readonly or target.nbytes < self.max_length:
+                raise ValueError(
+                    f"RAM block {name!r}: the buffer must be writable and at least {self.max_length:#x} bytes"
+                )
+        elif fd >= 0:
+            # A private mapping of a read-only file is copy-on-write: the file never changes.
+            flags = mmap.MAP_SHARED if shared else mmap.MAP_PRIVATE
+            target = self._mmap = mmap.mmap(fd, length, flags=flags, offset=offset)
+        else:
+            flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_NORESERVE
+            target = self._mmap = mmap.mmap(-1, length, flags=flags)
+        self._anchor = (ctypes.c_char * length).from_buffer(target)
+        self.host_addr: int = ctypes.addressof(self._anchor)
+        self.view = memoryview(self._anchor).cast("B")
+
+    # ------------------------------------------------------------------ data
+    def read(self, offset: int, length: int) -> bytes:
+        return bytes(self.view[offset:offset + length])
+
+    def write(self, offset: int, data) -> None:
+        self.view[offset:offset + len(data)] = data
+
+    # ----------------------------------------------------------------- dirty
+    @property
+    def npages(self) -> int:
+        return (self.max_length + PAGE_SIZE - 1) >> PAGE_BITS
+
+    def bitmap(self, client: int) -> bytearray:
+        """The client's bitmap, allocated on first use (8-byte multiple, like KVM's)."""
+        bm = self.dirty[client]
+        if bm is None:
+            bm = self.dirty[client] = bytearray(((self.npages + 63) // 64) * 8)
+        return bm
+
+    def set_dirty(self, offset: int, length: int, clients) -> None:
+        """Mark the pages of [offset, offset+length) dirty for each client."""
+        if length <= 0:
+            return
+        first, last = offset >> PAGE_BITS, (offset + length - 1) >> PAGE_BITS
+        for client in clients:
+            set_bits(self.bitmap(client), first, last - first + 1)
+
+    def merge_bitmap(self, client: int, first_page: int, bits: bytes, npages: int) -> None:
+        """OR a little-endian bitmap of ``npages`` pages in at ``first_page``."""
+        value = int.from_bytes(bits, "little") & ((1 << npages) - 1)
+        if value:
+            or_bits(self.bitmap(client), first_page, value, npages)
+
+    def take_dirty(self, client: int, first_page: int, npages: int) -> int:
+        """Atomically (under the caller's lock) copy and clear bits; returns them as an int."""
+        bm = self.dirty[client]
+        if bm is None or npages <= 0:
+            return 0
+        return take_bits(bm, first_page, npages)
+
+    def close(self) -> None:
+        """Unmap the host memory (a caller's buffer is only released)."""
+        self.view.release()
+        self._anchor = None
+        if self._mmap is not None:
+            self._mmap.close()
+            self._mmap = None
+
+
+# ---------------------------------------------------------------- bit helpers
+def set_bits(bm: bytearray, first: int, count: int) -> None:
+    or_bits(bm, first, (1 << count) - 1, count)
+
+
+def or_bits(bm: bytearray, first: int, value: int, count: int) -> None:
+    lo, hi = first >> 3, (first + count + 7) >> 3
+    shift = first & 7
+    cur = int.from_bytes(bm[lo:hi], "little") | (value << shift)
+    bm[lo:hi] = cur.to_bytes(hi - lo, "little")
+
+
+def take_bits(bm: bytearray, first: int, count: int) -> int:
+    lo, hi = first >> 3, (first + count + 7) >> 3
+    shift = first & 7
+    cur = int.from_bytes(bm[lo:hi], "little")
+    mask = ((1 << count) - 1) << shift
+    taken = (cur & mask) >> shift
+    if taken:
+        bm[lo:hi] = (cur & ~mask).to_bytes(hi - lo, "little")
+    return taken
+
+
+def test_bits(bm: Optional[bytearray], first: int, count: int) -> int:
+    if bm is None:
+        return 0
+    lo, hi = first >> 3, (first + count + 7) >> 3
+    return (int.from_bytes(bm[lo:hi], "little") >> (first & 7)) & ((1 << count) - 1)
+
+
+def memfd(name: str, size: int) -> int:
+    """A memfd of ``size`` bytes, for shared or file-like RAM."""
+    fd = os.memfd_create(name, os.MFD_CLOEXEC)
+    os.ftruncate(fd, size)
+    return fd

@@ -1,0 +1,505 @@
+"""MemoryRegion: one node of a memory tree, with QEMU's constructors and mutators.
+
+Every mutator validates first (raising a MemApiError that names the region,
+the address and the rule, with nothing changed), then applies the change inside
+a transaction, so outside an explicit transaction it commits at once.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator, Optional
+
+from . import core
+from .errors import (AliasCycleError, AliasSubregionError, InvalidRangeError, NoSuchEventfdError,
+                     NotASubregionError, NotAnAliasError, RegionInUseError, RegionKindError)
+from .ops import UNASSIGNED_MEM_OPS, MemoryRegionOps
+from .ram import DirtyClient, RamBlock, memfd
+
+UINT64_MAX = (1 << 64) - 1
+INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
+
+
+def _size(name: str, size: Any) -> int:
+    """QEMU's size rule: UINT64_MAX means exactly 2**64; anything outside [0, 2**64] is refused."""
+    if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= 1 << 64:
+        raise InvalidRangeError(f"region {name!r}: size {size!r} does not fit in [0, 2**64]")
+    return 1 << 64 if size == UINT64_MAX else size
+
+
+def _u64(name: str, what: str, value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= UINT64_MAX:
+        raise InvalidRangeError(f"region {name!r}: {what} {value!r} is not a 64-bit unsigned value")
+    return value
+
+
+class Ioeventfd:
+    """One ioeventfd of a region: [start, start+size) written with data (if match_data)."""
+
+    __slots__ = ("start", "size", "match_data", "data", "notifier")
+
+    def __init__(self, start: int, size: int, match_data: bool, data: int, notifier: Any) -> None:
+        self.start, self.size, self.match_data, self.data, self.notifier = start, size, match_data, data, notifier
+
+    def sort_key(self) -> tuple:
+        """QEMU's memory_region_ioeventfd_before ordering."""
+        return (self.start, self.size, self.match_data, self.data if self.match_data else 0, id(self.notifier))
+
+    def matches(self, other: "Ioeventfd") -> bool:
+        """QEMU's memory_region_ioeventfd_equal: a size of 0 on either side is a wildcard."""
+        return self.start == other.start and (
+            not self.size or not other.size or (
+                self.size == other.size and self.match_data == other.match_data
+                and (not self.match_data or self.data == other.data) and self.notifier is other.notifier))
+
+    def shifted(self, delta: int) -> "Ioeventfd":
+        return Ioeventfd(self.start + delta, self.size, self.match_data, self.data, self.notifier)
+
+    def __repr__(self) -> str:
+        data = f" data={self.data:#x}" if self.match_data else ""
+        return f"<Ioeventfd {self.start:#x}+{self.size}{data}>"
+
+
+class MemoryRegion:
+    """A region of a memory tree. Build one with a constructor classmethod (ram, io, alias, ...)."""
+
+    def __init__(self, name: Optional[str], size: int, *, owner: Any = None) -> None:
+        self.name = name
+        self.owner = owner
+        self.size = _size(name, size)
+        self.addr = 0
+        self.priority = 0
+        self.enabled = True
+        self.readonly = False
+        self.nonvolatile = False
+        self.unmergeable = False
+        self.romd_mode = True
+        self.terminates = False
+        self.is_ram = False
+        self.is_rom_device = False
+        self.is_ram_device = False
+        self.is_iommu = False
+        self.migratable = False
+        self.disable_reentrancy_guard = False
+        self.ops: MemoryRegionOps = UNASSIGNED_MEM_OPS
+        self.ram_block: Optional[RamBlock] = None
+        self.ram_offset = 0
+        self.alias: Optional[MemoryRegion] = None
+        self.alias_offset = 0
+        self.iommu_translate: Optional[Callable] = None
+        self.container: Optional[MemoryRegion] = None
+        self.subregions: list[MemoryRegion] = []
+        self.mapped_via_alias = 0
+        self.dirty_log_mask = 0
+        self.vga_logging_count = 0
+        self.ioeventfds: list[Ioeventfd] = []
+        self.coalesced: list[tuple[int, int]] = []
+        self.flush_coalesced_mmio = False
+
+    # ------------------------------------------------------------ constructors
+    @classmethod
+    def container(cls, name: str, size: int, *, owner: Any = None) -> "MemoryRegion":
+        """A pure container: renders only its subregions (memory_region_init)."""
+        return cls(name, size, owner=owner)
+
+    @classmethod
+    def io(cls, name: str, size: int, ops: Optional[MemoryRegionOps] = None, *, owner: Any = None) -> "MemoryRegion":
+        """MMIO or port I/O served by ``ops``; None gives an unassigned (reservation-like) region."""
+        mr = cls(name, size, owner=owner)
+        mr.terminates = True
+        mr.ops = ops if ops is not None else UNASSIGNED_MEM_OPS
+        return mr
+
+    @classmethod
+    def reservation(cls, name: str, size: int, *, owner: Any = None) -> "MemoryRegion":
+        """Claims a range: hides what is below it, every access is a decode error."""
+        return cls.io(name, size, None, owner=owner)
+
+    @classmethod
+    def ram(cls, name: str, size: int, *, owner: Any = None, migratable: bool = True,
+            max_size: Optional[int] = None) -> "MemoryRegion":
+        """Anonymous RAM (MAP_NORESERVE: untouched pages cost nothing)."""
+        mr = cls(name, size, owner=owner)
+        return mr._init_ram(RamBlock(name, mr.size, max_size=max_size), migratable)
+
+    @classmethod
+    def ram_from_fd(cls, name: str, size: int, fd: int, *, offset: int = 0, shared: bool = True,
+                    readonly: bool = False, owner: Any = None, migratable: bool = True) -> "MemoryRegion":
+        """RAM backed by a file descriptor (a file, shm or memfd); readonly maps it copy-on-write."""
+        mr = cls(name, size, owner=owner)
+        mr._init_ram(RamBlock(name, mr.size, fd=fd, offset=offset, shared=shared and not readonly), migratable)
+        mr.readonly = readonly
+        return mr
+
+    @classmethod
+    def ram_from_file(cls, name: str, size: int, path: str, *, shared: bool = True, readonly: bool = False,
+                      owner: Any = None) -> "MemoryRegion":
+        """RAM backed by a file (created and sized if missing, unless readonly)."""
+        import os
+
+        flags = os.O_RDONLY if readonly else os.O_RDWR | os.O_CREAT
+        fd = os.open(path, flags | os.O_CLOEXEC, 0o600)
+        try:
+            if not readonly and os.fstat(fd).st_size < size:
+                os.ftruncate(fd, size)
+            return cls.ram_from_fd(name, size, fd, shared=shared, readonly=readonly, owner=owner)
+        finally:
+            os.close(fd)
+
+    @classmethod
+    def ram_memfd(cls, name: str, size: int, *, owner: Any = None) -> "MemoryRegion":
+        """RAM in a memfd, shared: another process or mapping can see it."""
+        import os
+
+        fd = memfd(name, size)
+        try:
+            return cls.ram_from_fd(name, size, fd, owner=owner)
+        finally:
+            os.close(fd)
+
+    @classmethod
+    def ram_ptr(cls, name: str, size: int, buffer: Any, *, owner: Any = None) -> "MemoryRegion":
+        """RAM over a caller's writable buffer (memory_region_init_ram_ptr)."""
+        mr = cls(name, size, owner=owner)
+        return mr._init_ram(RamBlock(name, mr.size, buffer=buffer), migratable=False)
+
+    @classmethod
+    def rom(cls, name: str, size: int, data: bytes = b"", *, owner: Any = None) -> "MemoryRegion":
+        """Read-only RAM: guests read it directly, writes are dropped."""
+        mr = cls.ram(name, size, owner=owner)
+        mr.readonly = True
+        if data:
+            mr.ram_block.write(0, data)
+        return mr
+
+    @classmethod
+    def rom_device(cls, name: str, size: int, ops: MemoryRegionOps, data: bytes = b"", *,
+                   owner: Any = None) -> "MemoryRegion":
+        """Reads come from RAM while in romd mode; writes (and reads otherwise) go to ``ops``."""
+        if ops is None:
+            raise RegionKindError(f"region {name!r}: a ROM device needs ops (QEMU asserts)")
+        mr = cls(name, size, owner=owner)
+        mr.terminates = True
+        mr.is_rom_device = True
+        mr.migratable = True
+        mr.ops = ops
+        mr.ram_block = RamBlock(name, mr.size)
+        if data:
+            mr.ram_block.write(0, data)
+        return mr
+
+    @classmethod
+    def ram_device(cls, name: str, size: int, buffer: Any, *, owner: Any = None) -> "MemoryRegion":
+        """A device's memory (BAR) mapped from a buffer; accessed through host-endian ops."""
+        from .ops import AccessRules, Endianness
+
+        mr = cls.ram_ptr(name, size, buffer, owner=owner)
+        mr.is_ram_device = True
+
+        def read(region, offset, width):
+            return int.from_bytes(region.ram_block.view[offset:offset + width], "little")
+
+        def write(region, offset, value, width):
+            region.ram_block.view[offset:offset + width] = value.to_bytes(width, "little")
+
+        rules = AccessRules(1, 8, unaligned=True)
+        mr.ops = MemoryRegionOps(read=read, write=write, endianness=Endianness.LITTLE, valid=rules, impl=rules)
+        return mr
+
+    @classmethod
+    def alias(cls, name: str, target: "MemoryRegion", offset: int, size: int, *, owner: Any = None) -> "MemoryRegion":
+        """A window of ``size`` bytes into ``target`` starting at ``offset`` (aliases of aliases too)."""
+        mr = cls(name, size, owner=owner)
+        if not isinstance(target, MemoryRegion):
+            raise RegionKindError(f"alias {name!r}: target {target!r} is not a MemoryRegion")
+        mr.alias = target
+        mr.alias_offset = _u64(name, "alias offset", offset)
+        return mr
+
+    @classmethod
+    def iommu(cls, name: str, size: int, translate: Callable, *, owner: Any = None) -> "MemoryRegion":
+        """An IOMMU: ``translate(mr, addr, is_write, attrs) -> IOMMUTLBEntry`` redirects accesses."""
+        mr = cls(name, size, owner=owner)
+        mr.terminates = True
+        mr.is_iommu = True
+        mr.iommu_translate = translate
+        return mr
+
+    def _init_ram(self, block: RamBlock, migratable: bool) -> "MemoryRegion":
+        self.terminates = True
+        self.is_ram = True
+        self.migratable = migratable
+        self.ram_block = block
+        return self
+
+    # -------------------------------------------------------------- predicates
+    @property
+    def is_rom(self) -> bool:
+        return self.is_ram and self.readonly
+
+    @property
+    def is_romd(self) -> bool:
+        return self.is_rom_device and self.romd_mode
+
+    @property
+    def size_u64(self) -> int:
+        """QEMU's memory_region_size(): 2**64 reads as UINT64_MAX."""
+        return min(self.size, UINT64_MAX)
+
+    @property
+    def is_mapped(self) -> bool:
+        return self.container is not None or self.mapped_via_alias > 0
+
+    @property
+    def kind(self) -> str:
+        """QEMU's memory_region_type, as mtree prints it (aliases show their final target)."""
+        mr = self
+        while mr.alias is not None:
+            mr = mr.alias
+        if mr.is_ram_device:
+            return "ramd"
+        if mr.is_romd:
+            return "romd"
+        if mr.is_rom:
+            return "rom"
+        return "ram" if mr.is_ram else "i/o"
+
+    @property
+    def effective_dirty_log_mask(self) -> int:
+        """The stored VGA bit plus MIGRATION while global tracking is on (memory_region_get_dirty_log_mask)."""
+        mask = self.dirty_log_mask
+        if core.STATE.global_dirty_tracking and (
+                (self.ram_block is not None and self.migratable) or self.is_iommu):
+            mask |= 1 << DirtyClient.MIGRATION
+        return mask
+
+    def final_target(self) -> "MemoryRegion":
+        mr = self
+        while mr.alias is not None:
+            mr = mr.alias
+        return mr
+
+    def walk(self) -> Iterator["MemoryRegion"]:
+        """This region and its descendants, depth first in sibling order (aliases not followed)."""
+        yield self
+        for sub in self.subregions:
+            yield from sub.walk()
+
+    def __repr__(self) -> str:
+        where = f" @{self.addr:#x}" if self.container is not None else ""
+        alias = f" -> {self.alias.name}+{self.alias_offset:#x}" if self.alias is not None else ""
+        state = "" if self.enabled else " disabled"
+        return f"<MemoryRegion {self.name!r} {self.kind} size={self.size:#x}{where}{alias} prio={self.priority}{state}>"
+
+    # ------------------------------------------------------------------- tree
+    def add_subregion(self, offset: int, sub: "MemoryRegion") -> None:
+        """Map ``sub`` at ``offset`` with priority 0 (memory_region_add_subregion)."""
+        self._add_subregion(offset, sub, 0)
+
+    def add_subregion_overlap(self, offset: int, sub: "MemoryRegion", priority: int) -> None:
+        """Map ``sub`` at ``offset`` with a signed 32-bit priority."""
+        self._add_subregion(offset, sub, priority)
+
+    def _add_subregion(self, offset: int, sub: "MemoryRegion", priority: int) -> None:
+        self._check_can_hold(offset, sub, priority)
+        with core.transaction():
+            sub.priority = priority
+            self._link(offset, sub)
+
+    def _check_can_hold(self, offset: int, sub: "MemoryRegion", priority: int) -> None:
+        if not isinstance(sub, MemoryRegion):
+            raise RegionKindError(f"region {self.name!r}: subregion {sub!r} is not a MemoryRegion")
+        _u64(self.name, f"offset of subregion {sub.name!r}", offset)
+        if not isinstance(priority, int) or not INT32_MIN <= priority <= INT32_MAX:
+            raise InvalidRangeError(
+                f"region {self.name!r}: priority {priority!r} of {sub.name!r} at {offset:#x} is not a signed 32-bit value")
+        if sub.container is not None:
+            raise RegionInUseError(
+                f"region {sub.name!r} cannot be added to {self.name!r} at {offset:#x}: "
+                f"it is already a subregion of {sub.container.name!r} at {sub.addr:#x}")
+        if self.alias is not None:
+            raise AliasSubregionError(
+                f"region {sub.name!r} cannot be added at {offset:#x} to alias {self.name!r}: "
+                "subregions of an alias are never rendered")
+        if sub is self or _reaches(sub, self):
+            raise AliasCycleError(
+                f"adding {sub.name!r} to {self.name!r} at {offset:#x} would make {self.name!r} "
+                "contain itself (through subregions or alias targets)")
+
+    def _link(self, offset: int, sub: "MemoryRegion") -> None:
+        sub.container = self
+        target = sub.alias
+        while target is not None:
+            target.mapped_via_alias += 1
+            target = target.alias
+        sub.addr = offset
+        subs = self.subregions
+        for i, other in enumerate(subs):
+            if sub.priority >= other.priority:
+                subs.insert(i, sub)
+                break
+        else:
+            subs.append(sub)
+        core.STATE.update_pending |= self.enabled and sub.enabled
+
+    def _unlink(self, sub: "MemoryRegion") -> None:
+        sub.container = None
+        target = sub.alias
+        while target is not None:
+            target.mapped_via_alias -= 1
+            target = target.alias
+        self.subregions.remove(sub)
+        core.STATE.update_pending |= self.enabled and sub.enabled
+
+    def del_subregion(self, sub: "MemoryRegion") -> None:
+        """Unmap ``sub`` from this container."""
+        if not isinstance(sub, MemoryRegion) or sub.container is not self:
+            where = "no container" if getattr(sub, "container", None) is None else f"container {sub.container.name!r}"
+            raise NotASubregionError(
+                f"cannot delete {getattr(sub, 'name', sub)!r} from {self.name!r}: it is not its subregion ({where})")
+        with core.transaction():
+            self._unlink(sub)
+
+    def set_address(self, addr: int) -> None:
+        """Move within the container: a delete and re-add, so the region becomes newest of its priority."""
+        _u64(self.name, "address", addr)
+        if addr == self.addr:
+            return
+        container = self.container
+        if container is None:
+            self.addr = addr
+            return
+        with core.transaction():
+            container._unlink(self)
+            container._link(addr, self)
+
+    def set_enabled(self, enabled: bool) -> None:
+        enabled = bool(enabled)
+        if enabled != self.enabled:
+            with core.transaction():
+                self.enabled = enabled
+                core.STATE.update_pending = True
+
+    def set_size(self, size: int) -> None:
+        size = _size(self.name, size)
+        if size != self.size:
+            with core.transaction():
+                self.size = size
+                core.STATE.update_pending = True
+
+    def _set_flag(self, attr: str, value: bool) -> None:
+        value = bool(value)
+        if getattr(self, attr) != value:
+            with core.transaction():
+                setattr(self, attr, value)
+                core.STATE.update_pending |= self.enabled
+
+    def set_readonly(self, readonly: bool) -> None:
+        self._set_flag("readonly", readonly)
+
+    def set_nonvolatile(self, nonvolatile: bool) -> None:
+        self._set_flag("nonvolatile", nonvolatile)
+
+    def set_unmergeable(self, unmergeable: bool) -> None:
+        self._set_flag("unmergeable", unmergeable)
+
+    def rom_device_set_romd(self, romd_mode: bool) -> None:
+        """Switch a ROM device between direct reads (romd) and trapping every access."""
+        if not self.is_rom_device:
+            raise RegionKindError(f"region {self.name!r}: rom_device_set_romd needs a ROM device")
+        self._set_flag("romd_mode", romd_mode)
+
+    def set_alias_offset(self, offset: int) -> None:
+        if self.alias is None:
+            raise NotAnAliasError(f"region {self.name!r}: set_alias_offset({offset!r}) needs an alias")
+        offset = _u64(self.name, "alias offset", offset)
+        if offset != self.alias_offset:
+            with core.transaction():
+                self.alias_offset = offset
+                core.STATE.update_pending |= self.enabled
+
+    # ---------------------------------------------------------------- dirty log
+    def set_log(self, log: bool, client: int = DirtyClient.VGA) -> None:
+        """Reference-counted VGA logging; only crossings of zero re-render."""
+        from . import dirty
+
+        dirty.set_log(self, log, client)
+
+    # ----------------------------------------------------------------- ioeventfd
+    def add_eventfd(self, addr: int, size: int, match_data: bool, data: int, notifier: Any) -> None:
+        """Signal ``notifier`` instead of calling the ops for matching writes (memory_region_add_eventfd)."""
+        entry = self._eventfd(addr, size, match_data, data, notifier)
+        keys = [e.sort_key() for e in self.ioeventfds]
+        key = entry.sort_key()
+        index = next((i for i, k in enumerate(keys) if key < k), len(keys))
+        with core.transaction():
+            self.ioeventfds.insert(index, entry)
+            core.STATE.ioeventfd_pending |= self.enabled
+
+    def del_eventfd(self, addr: int, size: int, match_data: bool, data: int, notifier: Any) -> None:
+        """Remove the first matching ioeventfd; a size of 0 matches any at ``addr``."""
+        probe = self._eventfd(addr, size, match_data, data, notifier)
+        for i, entry in enumerate(self.ioeventfds):
+            if probe.matches(entry):
+                break
+        else:
+            raise NoSuchEventfdError(
+                f"region {self.name!r}: no ioeventfd at offset {addr:#x} size {size} matches "
+                f"(match_data={match_data}, data={data:#x})")
+        with core.transaction():
+            del self.ioeventfds[i]
+            core.STATE.ioeventfd_pending |= self.enabled
+
+    def _eventfd(self, addr: int, size: int, match_data: bool, data: int, notifier: Any) -> Ioeventfd:
+        _u64(self.name, "ioeventfd offset", addr)
+        if size not in (0, 1, 2, 4, 8):
+            raise InvalidRangeError(f"region {self.name!r}: ioeventfd at {addr:#x} has size {size}, not 0/1/2/4/8")
+        _u64(self.name, "ioeventfd data", data)
+        if size and self.ops.big_endian:
+            from .dispatch import bswap
+
+            data = bswap(data & ((1 << (8 * size)) - 1), size)
+        return Ioeventfd(addr, size, bool(match_data), data, notifier)
+
+    # ---------------------------------------------------------------- coalescing
+    def add_coalescing(self, offset: int, size: int) -> None:
+        """Queue writes to [offset, offset+size) instead of exiting (listeners told at once)."""
+        from . import coalesced
+
+        coalesced.add(self, offset, size)
+
+    def set_coalescing(self) -> None:
+        from . import coalesced
+
+        coalesced.clear(self)
+        coalesced.add(self, 0, self.size)
+
+    def clear_coalescing(self) -> None:
+        from . import coalesced
+
+        coalesced.clear(self)
+
+    def set_flush_coalesced(self) -> None:
+        self.flush_coalesced_mmio = True
+
+    def clear_flush_coalesced(self) -> None:
+        """Flush the ring; the flag stays while the region still has coalesced ranges."""
+        from . import coalesced
+
+        coalesced.flush()
+        if not self.coalesced:
+            self.flush_coalesced_mmio = False
+
+
+def _reaches(start: MemoryRegion, goal: MemoryRegion) -> bool:
+    """True if ``goal`` is reachable from ``start`` through subregions and alias targets."""
+    stack, seen = [start], set()
+    while stack:
+        mr = stack.pop()
+        if mr is goal:
+            return True
+        if id(mr) in seen:
+            continue
+        seen.add(id(mr))
+        stack.extend(mr.subregions)
+        if mr.alias is not None:
+            stack.append(mr.alias)
+    return False
