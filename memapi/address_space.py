@@ -204,6 +204,14 @@ class AddressSpace:
     def write_int(self, addr: int, value: int, size: int, attrs: MemTxAttrs = UNSPECIFIED) -> MemTxResult:
         return access.write(self, addr, (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little"), attrs)
 
+    def store(self, addr: int, value: int, size: int) -> MemTxResult:
+        """A guest store from an exit: the same semantics as write(), a shorter path for plain MMIO/PIO."""
+        return access.write_value(self, addr, value, size)
+
+    def load(self, addr: int, size: int) -> int:
+        """A guest load from an exit: the same semantics as read_int(), a shorter path for plain MMIO/PIO."""
+        return access.read_value(self, addr, size)
+
     def lookup(self, addr: int) -> Optional[FlatRange]:
         """The FlatRange at ``addr`` in the current view (None for a hole)."""
         return self.current_map.lookup(addr)

@@ -85,6 +85,25 @@ class MemoryRegionOps:
     def big_endian(self) -> bool:
         return self.endianness == Endianness.BIG
 
+    @property
+    def direct_sizes(self) -> frozenset:
+        """Aligned sizes that reach one callback unchanged: no splitting, widening, swap or accepts."""
+        cached = self.__dict__.get("_direct_sizes")
+        if cached is None:
+            cached = frozenset(size for size in (1, 2, 4, 8) if self._is_direct(size))
+            object.__setattr__(self, "_direct_sizes", cached)
+        return cached
+
+    def _is_direct(self, size: int) -> bool:
+        valid, impl = self.valid, self.impl
+        if self.big_endian or valid.accepts is not None or self.read is None or self.write is None:
+            return False
+        if valid.max_access_size and not valid.min_access_size <= size <= valid.max_access_size:
+            return False
+        if size > (valid.max_access_size or 4):
+            return False
+        return (impl.min_access_size or 1) <= size <= (impl.max_access_size or 4)
+
 
 def _reject(mr, offset, size, is_write, attrs) -> bool:
     return False

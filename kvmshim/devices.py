@@ -1,0 +1,98 @@
+"""Device models for the guests: plain MemoryRegionOps, no KVM involved.
+
+``serial`` is the transmit side of a 16550 at 0x3f8, ``debug-exit`` ends the run
+with a status like QEMU's isa-debug-exit (our status is the byte itself),
+``testdev`` is the MMIO register file the ``mmio`` guest checks, and ``pio-test``
+is the port range the ``pio`` guest exercises.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+from memapi import AccessRules, Endianness, MemoryRegion, MemoryRegionOps
+
+_LSR = 5
+_LSR_THR_EMPTY_AND_IDLE = 0x60
+
+
+class Serial:
+    """16550 transmit path: THR writes become output, LSR always says ready."""
+
+    def __init__(self, on_output: Optional[Callable[[bytes], None]] = None) -> None:
+        self.output = bytearray()
+        self.on_output = on_output
+        ops = MemoryRegionOps(read=self._read, write=self._write, endianness=Endianness.LITTLE,
+                              valid=AccessRules(1, 1), impl=AccessRules(1, 1))
+        self.region = MemoryRegion.io("serial", 8, ops)
+
+    def _read(self, mr, offset: int, size: int) -> int:
+        return _LSR_THR_EMPTY_AND_IDLE if offset == _LSR else 0
+
+    def _write(self, mr, offset: int, value: int, size: int) -> None:
+        if offset == 0:
+            self.output.append(value & 0xFF)
+            if self.on_output is not None:
+                self.on_output(bytes((value & 0xFF,)))
+
+
+class DebugExit:
+    """A port whose byte written ends the run; ``status`` is that byte."""
+
+    def __init__(self, on_exit: Callable[[int], None]) -> None:
+        self.status: Optional[int] = None
+        self._on_exit = on_exit
+        self.region = MemoryRegion.io("debug-exit", 1, MemoryRegionOps(
+            read=lambda mr, offset, size: 0, write=self._write, endianness=Endianness.LITTLE))
+
+    def _write(self, mr, offset: int, value: int, size: int) -> None:
+        self.status = value & 0xFF
+        self._on_exit(self.status)
+
+
+TESTDEV_ID = 0x4B564D53
+
+
+class TestDevice:
+    """The ``mmio`` guest's register file: ID (ro), 32/16/8-bit scratch, result; records accesses."""
+
+    __test__ = False  # not a pytest class
+
+    def __init__(self) -> None:
+        self.regs = {0x4: 0, 0x8: 0, 0xA: 0, 0x10: 0}
+        self.accesses: list[tuple[str, int, int, int]] = []
+        self.region = MemoryRegion.io("testdev", 0x1000, MemoryRegionOps(
+            read=self._read, write=self._write, endianness=Endianness.LITTLE,
+            valid=AccessRules(1, 4), impl=AccessRules(1, 4)))
+
+    def _read(self, mr, offset: int, size: int) -> int:
+        value = TESTDEV_ID if offset == 0 else self.regs.get(offset, 0)
+        value &= (1 << (8 * size)) - 1
+        self.accesses.append(("read", offset, size, value))
+        return value
+
+    def _write(self, mr, offset: int, value: int, size: int) -> None:
+        self.accesses.append(("write", offset, size, value))
+        if offset in self.regs:
+            self.regs[offset] = value
+
+    @property
+    def result(self) -> int:
+        return self.regs[0x10]
+
+
+class PortTestDevice:
+    """16 ports at 0x600 for the ``pio`` guest: records writes, reads return fixed values."""
+
+    READS = {0x8: 0x01, 0xA: 0x0203, 0xC: 0x04050607}
+
+    def __init__(self) -> None:
+        self.writes: list[tuple[int, int, int]] = []
+        self.region = MemoryRegion.io("pio-test", 0x10, MemoryRegionOps(
+            read=self._read, write=self._write, endianness=Endianness.LITTLE,
+            valid=AccessRules(1, 4, unaligned=True), impl=AccessRules(1, 4, unaligned=True)))
+
+    def _read(self, mr, offset: int, size: int) -> int:
+        return self.READS.get(offset, 0) & ((1 << (8 * size)) - 1)
+
+    def _write(self, mr, offset: int, value: int, size: int) -> None:
+        self.writes.append((offset, value, size))

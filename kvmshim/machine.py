@@ -1,0 +1,126 @@
+"""A small machine: memory and I/O AddressSpaces, RAM, devices, the KVM listeners and one vCPU.
+
+The wiring keeps the layers apart: memapi models memory, kvm/ talks to the
+kernel, listeners/ bridges them, and this module only connects the pieces.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Callable, Optional, Union
+
+import guests
+import memapi
+from kvm import Kvm
+from listeners.kvm_memory import KVMIoListener, KVMMemoryListener
+from listeners.vcpu_runner import RunOutcome, VcpuRunner
+from memapi import AddressSpace, MemoryRegion
+
+from .devices import DebugExit, PortTestDevice, Serial, TestDevice
+
+MiB = 1 << 20
+TESTDEV_GPA = 0xD0000
+TEST_ROM_GPA = 0xE0000
+BIOS_SIZE = 0x10000
+
+
+class Machine:
+    """One VM with one vCPU, built on the memory API. Use as a context manager."""
+
+    def __init__(self, ram_size: int = 16 * MiB, *, on_output: Optional[Callable[[bytes], None]] = None,
+                 max_slot_size: Optional[int] = None) -> None:
+        self.kvm = Kvm()
+        self.vm = self.kvm.create_vm()
+        self.system = MemoryRegion.container("system", 1 << 64)
+        self.io = MemoryRegion.io("io", 0x10000, memapi.UNASSIGNED_IO_OPS)
+        self.memory = AddressSpace(self.system, "memory")
+        self.io_space = AddressSpace(self.io, "I/O")
+        self.kvm_memory = KVMMemoryListener(self.vm, max_slot_size=max_slot_size, inhibit=self._inhibit)
+        self.kvm_io = KVMIoListener(self.vm)
+        self.memory.register_listener(self.kvm_memory)
+        self.io_space.register_listener(self.kvm_io)
+        self.ram = MemoryRegion.ram("ram", ram_size)
+        self.serial = Serial(on_output)
+        self.debug_exit = DebugExit(self._guest_exit)
+        self.testdev = TestDevice()
+        self.porttest = PortTestDevice()
+        self.test_rom = MemoryRegion.rom("test-rom", 0x1000, b"ROM!")
+        with memapi.transaction():
+            self.system.add_subregion(0, self.ram)
+            self.system.add_subregion_overlap(TESTDEV_GPA, self.testdev.region, 1)
+            self.system.add_subregion_overlap(TEST_ROM_GPA, self.test_rom, 1)
+            self.io.add_subregion(0x3F8, self.serial.region)
+            self.io.add_subregion(0x501, self.debug_exit.region)
+            self.io.add_subregion(0x600, self.porttest.region)
+        self.vcpu = self.vm.create_vcpu(0)
+        self.runner = VcpuRunner(self.vcpu, self.memory, self.io_space)
+        self.bios: Optional[MemoryRegion] = None
+
+    # ------------------------------------------------------------ lifecycle
+    def __enter__(self) -> "Machine":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Unregister the listeners, close the vCPU, VM and /dev/kvm fds and unmap guest memory."""
+        if self.vcpu.closed:
+            return
+        self.memory.unregister_listener(self.kvm_memory)
+        self.io_space.unregister_listener(self.kvm_io)
+        self.vcpu.close()
+        self.vm.close()
+        self.kvm.close()
+        self.memory.destroy()
+        self.io_space.destroy()
+        for region in (self.ram, self.test_rom, self.bios):
+            if region is not None:
+                region.ram_block.close()
+
+    def _inhibit(self):
+        """Hold the vCPU out of KVM_RUN while slots are swapped (one vCPU here: it is in userspace)."""
+        return memapi.core.STATE.lock
+
+    # ------------------------------------------------------------ guests
+    def load(self, guest: Union[str, Path]) -> guests.GuestSpec:
+        """Build ``guest`` if needed, place it in memory and point the vCPU at its entry."""
+        spec = guests.spec(guest)
+        image = guests.build(guest).read_bytes()
+        if spec.kind == "bios":
+            self.bios = MemoryRegion.rom("bios", BIOS_SIZE, image)
+            with memapi.transaction():
+                self.system.add_subregion(spec.load_gpa, self.bios)
+                self.system.add_subregion_overlap(spec.alias_gpa, MemoryRegion.alias(
+                    "isa-bios", self.bios, 0, BIOS_SIZE), 1)
+            self.vcpu.reset_state()
+        else:
+            self.memory.write(spec.load_gpa, image)
+            self.vcpu.set_real_mode(spec.cs, spec.ip, sp=spec.sp or 0)
+        return spec
+
+    def _guest_exit(self, status: int) -> None:
+        self.runner.stop()
+
+    def run(self, timeout: Optional[float] = None) -> RunOutcome:
+        return self.runner.run(timeout)
+
+    @property
+    def exit_status(self) -> int:
+        """The debug-exit status, or 0 for a guest that just halted."""
+        return self.debug_exit.status or 0
+
+    def mtree(self, flatview: bool = False, disabled: bool = False) -> str:
+        """`info mtree` of this machine; with ``flatview``, KVM-mapped ranges are marked ` KVM`."""
+        spaces = [self.memory, self.io_space]
+
+        def has_memory(space, start, size):
+            return space is self.memory and self.kvm_memory.has_memory(start, size)
+
+        return memapi.info_mtree(flatview=flatview, disabled=disabled, spaces=spaces,
+                                 accel=has_memory if flatview else None)
+
+
+def stdout_writer(data: bytes) -> None:
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
