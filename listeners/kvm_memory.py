@@ -8,6 +8,7 @@ up again by exact (gpa, size) match. Slot ids are the lowest free ones.
 from __future__ import annotations
 
 import contextlib
+import heapq
 from typing import Callable, ContextManager, Optional
 
 import memapi
@@ -25,13 +26,12 @@ class MemslotExhaustedError(memapi.MemApiError):
 class Slot:
     """One KVM memslot as last sent to the kernel."""
 
-    __slots__ = ("id", "gpa", "size", "host_addr", "flags", "old_flags", "mr", "offset_in_region")
+    __slots__ = ("id", "gpa", "size", "host_addr", "flags", "mr", "offset_in_region", "section_readonly")
 
     def __init__(self, slot_id: int, gpa: int, size: int, host_addr: int, flags: int,
-                 mr: memapi.MemoryRegion, offset_in_region: int) -> None:
-        self.id, self.gpa, self.size, self.host_addr = slot_id, gpa, size, host_addr
-        self.flags, self.old_flags = flags, flags
-        self.mr, self.offset_in_region = mr, offset_in_region
+                 mr: memapi.MemoryRegion, offset_in_region: int, section_readonly: bool) -> None:
+        self.id, self.gpa, self.size, self.host_addr, self.flags = slot_id, gpa, size, host_addr, flags
+        self.mr, self.offset_in_region, self.section_readonly = mr, offset_in_region, section_readonly
 
     def __repr__(self) -> str:
         return f"<Slot {self.id} gpa={self.gpa:#x} size={self.size:#x} flags={self.flags:#x} {self.mr.name}>"
@@ -63,6 +63,8 @@ class KVMMemoryListener(MemoryListener):
         self.readonly_allowed = bool(vm.check_extension(Cap.READONLY_MEM))
         self.inhibit = inhibit or contextlib.nullcontext
         self.slots: dict[int, Slot] = {}
+        self._freed: list[int] = []  # a heap of ids below _next_id that are free again
+        self._next_id = 0
         self._by_range: dict[tuple[int, int], Slot] = {}
         self._pending: list[tuple[bool, MemoryRegionSection]] = []
 
@@ -107,10 +109,10 @@ class KVMMemoryListener(MemoryListener):
             return None
         return add and mr.romd_mode
 
-    def _flags(self, mr: memapi.MemoryRegion) -> int:
-        """kvm_mem_flags, on the terminal region (never the section)."""
+    def _flags(self, mr: memapi.MemoryRegion, section_readonly: bool) -> int:
+        """kvm_mem_flags, plus the section's readonly: unlike QEMU, a readonly alias gives a READONLY slot."""
         flags = MemFlag.LOG_DIRTY_PAGES if mr.effective_dirty_log_mask else 0
-        if (mr.readonly or mr.is_romd) and self.readonly_allowed:
+        if (section_readonly or mr.readonly or mr.is_romd) and self.readonly_allowed:
             flags |= MemFlag.READONLY
         return int(flags)
 
@@ -139,19 +141,26 @@ class KVMMemoryListener(MemoryListener):
             host = block.host_addr + mr.ram_offset + offset
             if host & _PAGE_MASK:
                 continue  # KVM needs a page-aligned host address: leave it to exit.
-            self._add(gpa, size, host, mr, offset)
+            self._add(gpa, size, host, mr, offset, section.readonly)
 
     def _free_id(self) -> int:
-        for slot_id in range(self.nr_slots):
-            if slot_id not in self.slots:
-                return slot_id
+        """The lowest free id (QEMU: the lowest index whose size is 0)."""
+        if self._freed:
+            return heapq.heappop(self._freed)
+        if self._next_id < self.nr_slots:
+            self._next_id += 1
+            return self._next_id - 1
         raise MemslotExhaustedError(
             f"kvm-memory: no free slot available: all {self.nr_slots} KVM_CAP_NR_MEMSLOTS slots are in use")
 
-    def _add(self, gpa: int, size: int, host: int, mr: memapi.MemoryRegion, offset: int) -> None:
+    def _add(self, gpa: int, size: int, host: int, mr: memapi.MemoryRegion, offset: int, readonly: bool) -> None:
         slot_id = self._free_id()
-        slot = Slot(slot_id, gpa, size, host, self._flags(mr), mr, offset)
-        self._ioctl(slot, size, slot.flags)
+        slot = Slot(slot_id, gpa, size, host, self._flags(mr, readonly), mr, offset, readonly)
+        try:
+            self._ioctl(slot, size, slot.flags)
+        except KvmError:
+            heapq.heappush(self._freed, slot_id)
+            raise
         self.slots[slot_id] = slot
         self._by_range[(gpa, size)] = slot
 
@@ -160,6 +169,7 @@ class KVMMemoryListener(MemoryListener):
             self._sync_slot(slot)
         self._ioctl(slot, 0, 0)
         del self.slots[slot.id]
+        heapq.heappush(self._freed, slot.id)
         del self._by_range[(slot.gpa, slot.size)]
 
     def _ioctl(self, slot: Slot, size: int, flags: int) -> None:
@@ -167,7 +177,7 @@ class KVMMemoryListener(MemoryListener):
 
     def _update_flags(self, slot: Slot) -> None:
         """kvm_slot_update_flags: same id, gpa and size; a READONLY change deletes first (75d61fbc)."""
-        flags = self._flags(slot.mr)
+        flags = self._flags(slot.mr, slot.section_readonly)
         if flags == slot.flags:
             return
         if slot.flags & MemFlag.LOG_DIRTY_PAGES and not flags & MemFlag.LOG_DIRTY_PAGES:
