@@ -1,0 +1,32 @@
+"""`kvmshim run GUEST`: boot a guest; its debug-exit status becomes ours."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import parse_size
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("run", help="boot a guest (a name from guests/ or a .S path)")
+    p.add_argument("guest")
+    p.add_argument("-m", "--ram", type=parse_size, default=parse_size("16M"), help="RAM size (default 16M)")
+    p.add_argument("--timeout", type=float, default=None, help="stop the guest after this many seconds")
+    p.add_argument("--trace-exits", action="store_true", help="print every PIO/MMIO exit on stderr")
+    return p
+
+
+def _trace(kind: str, addr: int, value: int, size: int, is_write: bool) -> None:
+    arrow = "<-" if is_write else "->"
+    print(f"[{kind} {addr:#06x} {arrow} {value:#0{2 + 2 * size}x} size {size}]", file=sys.stderr)
+
+
+def run(args) -> int:
+    from ..machine import Machine, stdout_writer
+
+    with Machine(args.ram, on_output=stdout_writer) as machine:
+        machine.load(args.guest)
+        if args.trace_exits:
+            machine.runner.on_exit = _trace
+        machine.run(args.timeout)
+        return machine.exit_status
