@@ -27,7 +27,6 @@ test: install guests
 	$(PY) -m pytest -q
 
 bench: install guests
-	$(PY) -m pytest -q bench --benchmark-enable -p no:cacheprovider
 	$(PY) bench/run_all.py
 
 clean:
