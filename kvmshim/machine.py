@@ -5,15 +5,20 @@ kernel, listeners/ bridges them, and this module only connects the pieces.
 """
 from __future__ import annotations
 
+import contextlib
+import re
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Callable, Optional, Union
 
 import guests
 import memapi
-from kvm import Kvm
+from kvm import Cap, Kvm
+from listeners.kvm_dirty_ring import KVMDirtyRingListener
 from listeners.kvm_memory import KVMIoListener, KVMMemoryListener
-from listeners.vcpu_runner import RunOutcome, VcpuRunner
+from listeners.vcpu_runner import CoalescedRing, RunOutcome, VcpuRunner
 from memapi import AddressSpace, MemoryRegion
 
 from .devices import DebugExit, PortTestDevice, Serial, TestDevice
@@ -25,17 +30,28 @@ BIOS_SIZE = 0x10000
 
 
 class Machine:
-    """One VM with one vCPU, built on the memory API. Use as a context manager."""
+    """One VM with one vCPU, built on the memory API. Use as a context manager.
+
+    Dirty logging uses KVM_GET_DIRTY_LOG, with manual protect (GET + CLEAR) when the
+    kernel offers it and ``manual_protect`` is true; ``dirty_ring`` (bytes) switches
+    to the per-vCPU dirty ring instead.
+    """
 
     def __init__(self, ram_size: int = 16 * MiB, *, on_output: Optional[Callable[[bytes], None]] = None,
-                 max_slot_size: Optional[int] = None) -> None:
+                 max_slot_size: Optional[int] = None, dirty_ring: int = 0, manual_protect: bool = True) -> None:
         self.kvm = Kvm()
         self.vm = self.kvm.create_vm()
+        self.runner: Optional[VcpuRunner] = None
         self.system = MemoryRegion.container("system", 1 << 64)
         self.io = MemoryRegion.io("io", 0x10000, memapi.UNASSIGNED_IO_OPS)
         self.memory = AddressSpace(self.system, "memory")
         self.io_space = AddressSpace(self.io, "I/O")
-        self.kvm_memory = KVMMemoryListener(self.vm, max_slot_size=max_slot_size, inhibit=self._inhibit)
+        if dirty_ring:
+            self.kvm_memory: KVMMemoryListener = KVMDirtyRingListener(
+                self.vm, dirty_ring, max_slot_size=max_slot_size, inhibit=self._inhibit)
+        else:
+            self.kvm_memory = KVMMemoryListener(self.vm, max_slot_size=max_slot_size, inhibit=self._inhibit,
+                                                manual_protect=manual_protect)
         self.kvm_io = KVMIoListener(self.vm)
         self.memory.register_listener(self.kvm_memory)
         self.io_space.register_listener(self.kvm_io)
@@ -53,7 +69,14 @@ class Machine:
             self.io.add_subregion(0x501, self.debug_exit.region)
             self.io.add_subregion(0x600, self.porttest.region)
         self.vcpu = self.vm.create_vcpu(0)
-        self.runner = VcpuRunner(self.vcpu, self.memory, self.io_space)
+        self.coalesced = (CoalescedRing(self.vcpu, self.memory, self.io_space)
+                          if self.vm.check_extension(Cap.COALESCED_MMIO) else None)
+        self.runner = VcpuRunner(self.vcpu, self.memory, self.io_space, coalesced=self.coalesced)
+        if isinstance(self.kvm_memory, KVMDirtyRingListener):
+            self.kvm_memory.add_vcpu(self.vcpu)
+            self.runner.on_dirty_ring_full = self.kvm_memory.reap
+        if self.coalesced is not None:
+            memapi.add_coalesced_flusher(self.coalesced.drain)
         self.bios: Optional[MemoryRegion] = None
 
     # ------------------------------------------------------------ lifecycle
@@ -67,6 +90,8 @@ class Machine:
         """Unregister the listeners, close the vCPU, VM and /dev/kvm fds and unmap guest memory."""
         if self.vcpu.closed:
             return
+        if self.coalesced is not None:
+            memapi.remove_coalesced_flusher(self.coalesced.drain)
         self.memory.unregister_listener(self.kvm_memory)
         self.io_space.unregister_listener(self.kvm_io)
         self.vcpu.close()
@@ -79,8 +104,8 @@ class Machine:
                 region.ram_block.close()
 
     def _inhibit(self):
-        """Hold the vCPU out of KVM_RUN while slots are swapped (one vCPU here: it is in userspace)."""
-        return memapi.core.STATE.lock
+        """Hold the vCPU out of KVM_RUN while slots are swapped or logged slots lose their log."""
+        return self.runner.paused() if self.runner is not None else contextlib.nullcontext()
 
     # ------------------------------------------------------------ guests
     def load(self, guest: Union[str, Path]) -> guests.GuestSpec:
@@ -99,11 +124,28 @@ class Machine:
             self.vcpu.set_real_mode(spec.cs, spec.ip, sp=spec.sp or 0)
         return spec
 
+    def set_params(self, guest: Union[str, Path], **values: int) -> None:
+        """Patch a loaded flat guest's parameter dwords (the ``NAME: .long`` lines after ``params:``)."""
+        spec = guests.spec(guest)
+        offsets = guest_params(spec.source)
+        for name, value in values.items():
+            if name not in offsets:
+                raise KeyError(f"guest {spec.name!r} has no parameter {name!r} (it has {', '.join(offsets)})")
+            self.memory.write_int(spec.load_gpa + offsets[name], value, 4)
+
     def _guest_exit(self, status: int) -> None:
         self.runner.stop()
 
     def run(self, timeout: Optional[float] = None) -> RunOutcome:
         return self.runner.run(timeout)
+
+    def start(self) -> "VcpuThread":
+        """Run the vCPU in a thread of its own (returns once it runs); ``stop()`` on the result ends it."""
+        thread = VcpuThread(self.runner)
+        thread.start()
+        while not self.runner.running and thread.is_alive():
+            time.sleep(0.001)
+        return thread
 
     @property
     def exit_status(self) -> int:
@@ -119,6 +161,52 @@ class Machine:
 
         return memapi.info_mtree(flatview=flatview, disabled=disabled, spaces=spaces,
                                  accel=has_memory if flatview else None)
+
+
+_PARAM = re.compile(r"^\s*(\w+):\s*\.long\b", re.M)
+
+
+def guest_params(source: Path) -> dict[str, int]:
+    """Offsets in the image of a guest's parameters: consecutive ``NAME: .long`` lines after a
+    ``params:`` label that follows ``jmp main`` and ``.p2align 2`` (so the block starts at +4)."""
+    text = source.read_text()
+    start = text.find("\nparams:")
+    if start < 0:
+        raise KeyError(f"guest {source.name}: no 'params:' block")
+    names = []
+    for line in text[start + 9:].splitlines():
+        match = _PARAM.match(line)
+        if not match:
+            break
+        names.append(match[1])
+    return {name: 4 + 4 * i for i, name in enumerate(names)}
+
+
+class VcpuThread(threading.Thread):
+    """A daemon thread running a VcpuRunner; ``join()`` re-raises what the run raised."""
+
+    def __init__(self, runner: VcpuRunner) -> None:
+        super().__init__(name="vcpu0", daemon=True)
+        self.runner = runner
+        self.outcome: Optional[RunOutcome] = None
+        self.error: Optional[BaseException] = None
+
+    def run(self) -> None:
+        try:
+            self.outcome = self.runner.run()
+        except BaseException as err:  # handed to join()
+            self.error = err
+
+    def stop(self, timeout: Optional[float] = 10) -> Optional[RunOutcome]:
+        """Stop the run loop (after the exit in progress) and join."""
+        self.runner.stop()
+        return self.join(timeout)
+
+    def join(self, timeout: Optional[float] = None) -> Optional[RunOutcome]:  # type: ignore[override]
+        super().join(timeout)
+        if self.error is not None:
+            raise self.error
+        return self.outcome
 
 
 def stdout_writer(data: bytes) -> None:

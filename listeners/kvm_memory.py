@@ -4,19 +4,28 @@ region_add/region_del only queue sections; commit applies every delete, then
 every add. Sections are trimmed to whole host pages (sub-page heads and tails
 stay unslotted and exit to userspace), split by a maximum slot size, and looked
 up again by exact (gpa, size) match. Slot ids are the lowest free ones.
+
+Dirty logging (§5.1): a logged slot has a cached bitmap (QEMU's dirty_bmap).
+log_sync fetches with KVM_GET_DIRTY_LOG; with KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2
+the fetch no longer re-protects and log_clear does, with KVM_CLEAR_DIRTY_LOG,
+for exactly the cached pages a client took. Before a logged slot is deleted or
+stops logging its bits are collected, with the vCPUs held out of KVM_RUN
+(``inhibit``) so no write slips between the fetch and the slot change.
 """
 from __future__ import annotations
 
 import contextlib
 import heapq
+import threading
 from typing import Callable, ContextManager, Optional
 
 import memapi
-from kvm import Cap, KvmError, MemFlag, Vm, dirty_bitmap_bytes
+from kvm import Cap, DirtyLogFlag, KvmError, MemFlag, Vm, dirty_bitmap_bytes
 from memapi import MemoryListener, MemoryRegionSection
-from memapi.ram import PAGE_BITS, PAGE_SIZE
+from memapi.ram import PAGE_BITS, PAGE_SIZE, set_bits, take_bits, test_bits
 
 _PAGE_MASK = PAGE_SIZE - 1
+_LOG = int(MemFlag.LOG_DIRTY_PAGES)
 
 
 class MemslotExhaustedError(memapi.MemApiError):
@@ -24,14 +33,26 @@ class MemslotExhaustedError(memapi.MemApiError):
 
 
 class Slot:
-    """One KVM memslot as last sent to the kernel."""
+    """One KVM memslot as last sent to the kernel; ``bitmap``/``scratch`` exist while it logs."""
 
-    __slots__ = ("id", "gpa", "size", "host_addr", "flags", "mr", "offset_in_region", "section_readonly")
+    __slots__ = ("id", "gpa", "size", "host_addr", "flags", "mr", "offset_in_region", "section_readonly",
+                 "bitmap", "scratch")
 
     def __init__(self, slot_id: int, gpa: int, size: int, host_addr: int, flags: int,
                  mr: memapi.MemoryRegion, offset_in_region: int, section_readonly: bool) -> None:
         self.id, self.gpa, self.size, self.host_addr, self.flags = slot_id, gpa, size, host_addr, flags
         self.mr, self.offset_in_region, self.section_readonly = mr, offset_in_region, section_readonly
+        self.bitmap: Optional[bytearray] = None  # cached dirty bits, one per page (QEMU's dirty_bmap)
+        self.scratch: Optional[bytearray] = None  # what KVM_GET_DIRTY_LOG writes into
+
+    @property
+    def npages(self) -> int:
+        return self.size >> PAGE_BITS
+
+    def set_logging(self, on: bool) -> None:
+        """Allocate (zeroed) or drop the dirty bitmaps."""
+        nbytes = dirty_bitmap_bytes(self.size)
+        self.bitmap, self.scratch = (bytearray(nbytes), bytearray(nbytes)) if on else (None, None)
 
     def __repr__(self) -> str:
         return f"<Slot {self.id} gpa={self.gpa:#x} size={self.size:#x} flags={self.flags:#x} {self.mr.name}>"
@@ -54,7 +75,9 @@ class KVMMemoryListener(MemoryListener):
     name = "kvm-memory"
 
     def __init__(self, vm: Vm, as_id: int = 0, max_slot_size: Optional[int] = None,
-                 inhibit: Optional[Callable[[], ContextManager]] = None) -> None:
+                 inhibit: Optional[Callable[[], ContextManager]] = None, manual_protect: bool = True) -> None:
+        """``inhibit()`` must hold every vCPU out of KVM_RUN; ``manual_protect`` uses
+        KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 when the kernel offers it."""
         super().__init__()
         self.vm = vm
         self.as_id = as_id
@@ -67,6 +90,17 @@ class KVMMemoryListener(MemoryListener):
         self._next_id = 0
         self._by_range: dict[tuple[int, int], Slot] = {}
         self._pending: list[tuple[bool, MemoryRegionSection]] = []
+        self._lock = threading.RLock()  # the slot bitmaps: syncs, clears and (ring) the vCPU threads
+        self.manual_protect = manual_protect and self._enable_manual_protect()
+        self.failed_fetches = 0  # fetches that failed before a slot change (all its pages were marked)
+
+    def _enable_manual_protect(self) -> bool:
+        """Enable MANUAL_PROTECT_ENABLE (not INITIALLY_SET: a new log starts clean, as in the pure model)."""
+        offered = self.vm.check_extension(Cap.MANUAL_DIRTY_LOG_PROTECT2)
+        if not offered & DirtyLogFlag.MANUAL_PROTECT_ENABLE:
+            return False
+        self.vm.enable_cap(Cap.MANUAL_DIRTY_LOG_PROTECT2, int(DirtyLogFlag.MANUAL_PROTECT_ENABLE))
+        return True
 
     # ------------------------------------------------------------ queries
     def lookup(self, gpa: int, size: int) -> Optional[Slot]:
@@ -94,7 +128,8 @@ class KVMMemoryListener(MemoryListener):
         adds = [s for add, s in pending if add]
         overlap = any(d.offset_within_address_space < a.end and a.offset_within_address_space < d.end
                       for d in deletes for a in adds)
-        with self.inhibit() if overlap else contextlib.nullcontext():
+        logged = any(slot.flags & _LOG for d in deletes for slot in self._section_slots(d))
+        with self.inhibit() if overlap or logged else contextlib.nullcontext():
             for section in deletes:
                 self._set_phys_mem(section, add=False)
             for section in adds:
@@ -154,38 +189,51 @@ class KVMMemoryListener(MemoryListener):
             f"kvm-memory: no free slot available: all {self.nr_slots} KVM_CAP_NR_MEMSLOTS slots are in use")
 
     def _add(self, gpa: int, size: int, host: int, mr: memapi.MemoryRegion, offset: int, readonly: bool) -> None:
-        slot_id = self._free_id()
-        slot = Slot(slot_id, gpa, size, host, self._flags(mr, readonly), mr, offset, readonly)
+        slot = Slot(self._free_id(), gpa, size, host, self._flags(mr, readonly), mr, offset, readonly)
+        slot.set_logging(bool(slot.flags & _LOG))
+        with self._lock:  # known before KVM can log into it (dirty ring)
+            self.slots[slot.id] = slot
         try:
             self._ioctl(slot, size, slot.flags)
         except KvmError:
-            heapq.heappush(self._freed, slot_id)
+            self._forget(slot)
             raise
-        self.slots[slot_id] = slot
         self._by_range[(gpa, size)] = slot
 
     def _delete(self, slot: Slot) -> None:
-        if slot.flags & MemFlag.LOG_DIRTY_PAGES:
-            self._sync_slot(slot)
+        if slot.flags & _LOG:
+            self._collect(slot)
         self._ioctl(slot, 0, 0)
-        del self.slots[slot.id]
-        heapq.heappush(self._freed, slot.id)
+        self._forget(slot)
         del self._by_range[(slot.gpa, slot.size)]
 
+    def _forget(self, slot: Slot) -> None:
+        with self._lock:
+            del self.slots[slot.id]
+        heapq.heappush(self._freed, slot.id)
+
     def _ioctl(self, slot: Slot, size: int, flags: int) -> None:
-        self.vm.set_user_memory_region(slot.id | self.as_id << 16, slot.gpa, size, slot.host_addr, flags)
+        self.vm.set_user_memory_region(self._kvm_slot(slot), slot.gpa, size, slot.host_addr, flags)
 
     def _update_flags(self, slot: Slot) -> None:
         """kvm_slot_update_flags: same id, gpa and size; a READONLY change deletes first (75d61fbc)."""
         flags = self._flags(slot.mr, slot.section_readonly)
         if flags == slot.flags:
             return
-        if slot.flags & MemFlag.LOG_DIRTY_PAGES and not flags & MemFlag.LOG_DIRTY_PAGES:
-            self._sync_slot(slot)
-        if (flags ^ slot.flags) & MemFlag.READONLY:
-            self._ioctl(slot, 0, flags)
-        self._ioctl(slot, slot.size, flags)
+        stopping = bool(slot.flags & _LOG and not flags & _LOG)
+        if flags & _LOG and slot.bitmap is None:
+            with self._lock:
+                slot.set_logging(True)
+        with self.inhibit() if stopping else contextlib.nullcontext():
+            if stopping:
+                self._collect(slot)
+            if (flags ^ slot.flags) & MemFlag.READONLY:
+                self._ioctl(slot, 0, flags)
+            self._ioctl(slot, slot.size, flags)
         slot.flags = flags
+        if stopping:
+            with self._lock:
+                slot.set_logging(False)
 
     def _section_slots(self, section: MemoryRegionSection):
         for gpa, size, _ in self._chunks(section):
@@ -206,19 +254,72 @@ class KVMMemoryListener(MemoryListener):
                 self._update_flags(slot)
 
     def log_sync(self, section: MemoryRegionSection) -> None:
-        for slot in list(self._section_slots(section)):
-            self._sync_slot(slot)
+        """KVM_GET_DIRTY_LOG for each slot of the section, fanned out to the region's bitmaps."""
+        with self._lock:
+            for slot in list(self._section_slots(section)):
+                if slot.bitmap is not None:
+                    self._fetch(slot)
+                    self._push(slot)
 
-    def _sync_slot(self, slot: Slot) -> None:
-        """KVM_GET_DIRTY_LOG into the region's bitmaps; ENOENT (no logging) counts as success."""
-        bitmap = bytearray(dirty_bitmap_bytes(slot.size))
+    def log_clear(self, section: MemoryRegionSection) -> None:
+        """Manual protect: KVM_CLEAR_DIRTY_LOG for the cached bits of the section's pages, then drop them."""
+        if not self.manual_protect:
+            return
+        lo, hi = section.offset_within_address_space, section.end
+        with self._lock:
+            for slot in list(self.slots.values()):
+                if slot.bitmap is not None and slot.gpa < hi and lo < slot.gpa + slot.size:
+                    first = (max(lo, slot.gpa) - slot.gpa) >> PAGE_BITS
+                    last = (min(hi, slot.gpa + slot.size) - 1 - slot.gpa) >> PAGE_BITS
+                    self._clear(slot, first, last - first + 1)
+
+    def _clear(self, slot: Slot, first: int, count: int) -> None:
+        """Re-protect the cached dirty pages among [first, first+count): start rounded down to 64
+        pages, length up to 64 or the slot end (the kernel's rules); padding bits are zero."""
+        bits = test_bits(slot.bitmap, first, count)
+        if not bits:
+            return
+        start = first & ~63
+        length = min(-(-(first + count - start) // 64) * 64, slot.npages - start)
+        mask = (bits << (first - start)).to_bytes(dirty_bitmap_bytes(length << PAGE_BITS), "little")
+        self.vm.clear_dirty_log(self._kvm_slot(slot), start, length, mask)
+        take_bits(slot.bitmap, first, count)
+
+    def _fetch(self, slot: Slot) -> None:
+        """KVM_GET_DIRTY_LOG into the scratch bitmap, OR-ed into the cache only once it succeeded
+        (so a failed fetch never disturbs earlier bits); ENOENT (not logging) counts as success."""
         try:
-            self.vm.get_dirty_log(slot.id | self.as_id << 16, bitmap)
+            self.vm.get_dirty_log(self._kvm_slot(slot), slot.scratch)
         except KvmError as err:
             if err.errno_name == "ENOENT":
                 return
             raise
-        memapi.set_dirty_lebitmap(slot.mr, slot.offset_in_region, bitmap, slot.size >> PAGE_BITS)
+        if slot.scratch != bytes(len(slot.scratch)):
+            merged = int.from_bytes(slot.bitmap, "little") | int.from_bytes(slot.scratch, "little")
+            slot.bitmap[:] = merged.to_bytes(len(slot.bitmap), "little")
+
+    def _push(self, slot: Slot) -> None:
+        """Fan the cached bits out to the region's bitmaps; only manual protect keeps them (for log_clear)."""
+        bitmap = slot.bitmap
+        if bitmap == bytes(len(bitmap)):
+            return
+        memapi.set_dirty_lebitmap(slot.mr, slot.offset_in_region, bitmap, slot.npages)
+        if not self.manual_protect:
+            bitmap[:] = bytes(len(bitmap))
+
+    def _collect(self, slot: Slot) -> None:
+        """The last fetch before a slot is deleted or stops logging. If it fails, every page of
+        the slot is marked dirty: the kernel's bits die with the slot, ours must not."""
+        with self._lock:
+            try:
+                self._fetch(slot)
+            except KvmError:
+                self.failed_fetches += 1
+                set_bits(slot.bitmap, 0, slot.npages)
+            self._push(slot)
+
+    def _kvm_slot(self, slot: Slot) -> int:
+        return slot.id | self.as_id << 16
 
     # ------------------------------------------------------------ ioeventfd / coalesced
     pio = False

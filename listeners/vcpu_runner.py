@@ -3,20 +3,63 @@
 Data flows one way: exit -> AddressSpace -> FlatView lookup -> region ops.
 PIO goes to the I/O space (``count`` accesses of ``size`` bytes at ``data_offset``),
 MMIO to the memory space; HLT ends the run; faults raise typed exceptions that
-carry the register state. Another thread stops a run with ``stop()``.
+carry the register state. Another thread stops a run with ``stop()`` or holds
+the vCPU out of KVM_RUN with ``paused()``. Writes queued in the coalesced MMIO
+ring are replayed, in order, before each exit is handled.
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
-from kvm import ExitReason, IoDirection, Vcpu, ffi
-from memapi import AddressSpace
+from kvm import COALESCED_RING_ENTRIES, ExitReason, IoDirection, Vcpu, ffi
+from memapi import AddressSpace, core
 
 _IO, _MMIO, _HLT, _INTR = int(ExitReason.IO), int(ExitReason.MMIO), int(ExitReason.HLT), int(ExitReason.INTR)
+_RING_FULL = int(ExitReason.DIRTY_RING_FULL)
 _OUT = int(IoDirection.OUT)
+
+
+class CoalescedRing:
+    """The VM's coalesced MMIO/PIO ring (a page of every vCPU mapping), replayed in order.
+
+    ``drain()`` is safe from any thread: it runs under the memory core's lock, and a
+    drain started by a replayed write (a device that begins a transaction) is a no-op.
+    """
+
+    def __init__(self, vcpu: Vcpu, memory: AddressSpace, io: AddressSpace) -> None:
+        self.ring = vcpu.coalesced_ring()
+        self.memory = memory
+        self.io = io
+        self._draining = False
+
+    def pending(self) -> int:
+        """Entries queued by KVM and not yet replayed."""
+        return (self.ring.last - self.ring.first) % COALESCED_RING_ENTRIES
+
+    def drain(self) -> int:
+        """Replay every queued write (PIO through the I/O space, MMIO through memory); returns how many."""
+        ring = self.ring
+        if ring.first == ring.last or self._draining:
+            return 0
+        with core.STATE.lock:
+            if self._draining:
+                return 0
+            self._draining = True
+            try:
+                count = 0
+                while ring.first != ring.last:
+                    entry = ring.coalesced_mmio[ring.first]
+                    data = bytes(ffi.buffer(entry.data, entry.len))
+                    (self.io if entry.pio else self.memory).write(entry.phys_addr, data)
+                    ring.first = (ring.first + 1) % COALESCED_RING_ENTRIES
+                    count += 1
+                return count
+            finally:
+                self._draining = False
 
 
 @dataclass(frozen=True)
@@ -87,22 +130,64 @@ class VcpuRunner:
     """Runs one vCPU, dispatching its PIO and MMIO exits into two AddressSpaces."""
 
     def __init__(self, vcpu: Vcpu, memory: AddressSpace, io: AddressSpace,
-                 on_exit: Optional[Callable[[str, int, int, int, bool], None]] = None) -> None:
+                 on_exit: Optional[Callable[[str, int, int, int, bool], None]] = None,
+                 coalesced: Optional[CoalescedRing] = None) -> None:
         self.vcpu = vcpu
         self.memory = memory
         self.io = io
         self.on_exit = on_exit  # tracing hook: (kind, addr, value, size, is_write)
+        self.coalesced = coalesced
+        #: Called on KVM_EXIT_DIRTY_RING_FULL; must reap and reset the dirty rings.
+        self.on_dirty_ring_full: Optional[Callable[[], None]] = None
         self._stop = threading.Event()
         self.exit_hooks: list[Callable[[], None]] = []
+        self._thread: Optional[int] = None  # ident of the thread inside run()
+        self._in_kvm_run = False
+        self._pause_lock = threading.RLock()
+        self._pause_depth = 0
+        self._resumed = threading.Event()
+        self._resumed.set()
 
     def stop(self) -> None:
         """Ask the loop to return after the current exit (safe from any thread)."""
         self._stop.set()
         self.vcpu.kick()
 
+    @property
+    def running(self) -> bool:
+        """True while some thread is inside run()."""
+        return self._thread is not None
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Hold the vCPU out of KVM_RUN for the block (QEMU's accel_ioctl_inhibit_begin/end).
+
+        Waits only until the vCPU has left KVM_RUN, not until it finishes handling its
+        exit, so a vCPU blocked on the memory core's lock cannot deadlock the caller.
+        From the vCPU's own thread it does nothing: that thread is not in KVM_RUN.
+        """
+        if threading.get_ident() == self._thread:
+            yield
+            return
+        with self._pause_lock:
+            self._pause_depth += 1
+            try:
+                if self._pause_depth == 1:
+                    self._resumed.clear()
+                    if self._thread is not None:
+                        self.vcpu.kick()  # immediate_exit: no guest code runs before we let go
+                    while self._in_kvm_run:
+                        time.sleep(20e-6)
+                yield
+            finally:
+                self._pause_depth -= 1
+                if not self._pause_depth:
+                    self._resumed.set()
+
     def run(self, timeout: Optional[float] = None) -> RunOutcome:
         """Run until HLT, stop(), or the timeout (which raises GuestTimeout)."""
         self._stop.clear()
+        self._thread = threading.get_ident()
         timer = None
         deadline = None
         if timeout is not None:
@@ -113,18 +198,27 @@ class VcpuRunner:
         try:
             return self._loop(deadline)
         finally:
+            self._thread = None
+            self._in_kvm_run = False
             if timer is not None:
                 timer.cancel()
 
     def _loop(self, deadline: Optional[float]) -> RunOutcome:
         vcpu, rs, mapping = self.vcpu, self.vcpu.run_struct, self.vcpu.mapping
         io_space, mem_space, hooks, trace = self.io, self.memory, self.exit_hooks, self.on_exit
-        stop = self._stop
+        stop, resumed = self._stop, self._resumed
         run = vcpu.run
+        ring = self.coalesced.ring if self.coalesced is not None else None
         exits = 0
         while True:
+            if not resumed.is_set():
+                resumed.wait()
+            self._in_kvm_run = True
             reason = run()
+            self._in_kvm_run = False
             exits += 1
+            if ring is not None and ring.first != ring.last:
+                self.coalesced.drain()
             for hook in hooks:
                 hook()
             if reason == _IO:
@@ -159,6 +253,8 @@ class VcpuRunner:
                         trace("mmio", addr, value, length, False)
             elif reason == _HLT:
                 return RunOutcome("hlt", exits)
+            elif reason == _RING_FULL and self.on_dirty_ring_full is not None:
+                self.on_dirty_ring_full()
             elif reason == _INTR:
                 if deadline is not None and time.monotonic() >= deadline and not stop.is_set():
                     raise GuestTimeout("the guest ran past its timeout", Registers.of(vcpu))

@@ -15,18 +15,22 @@ from .errors import (AliasCycleError, AliasSubregionError, DirtyLogError, Invali
 from .flatview import FlatRange, FlatView
 from .listener import MemoryListener, MemoryRegionSection
 from .mtree import info_mtree
+from .mtree_json import mtree_json
 from .ops import AccessRules, Endianness, MemoryRegionOps, MemTxAttrs, MemTxResult, UNASSIGNED_IO_OPS, UNASSIGNED_MEM_OPS
 from .ram import PAGE_SIZE, DirtyClient, RamBlock
-from .region import UINT64_MAX, Ioeventfd, MemoryRegion
+from .region import MAX_MASK_REPEATS, UINT64_MAX, Ioeventfd, MemoryRegion
+from .regtable import Register, RegisterTable, Unknown, UnknownRegisterError
+from .transaction_ops import MemoryTransaction, transaction_ops
 
 __all__ = [
     "AccessRules", "AddressSpace", "AliasCycleError", "AliasSubregionError", "DirtyBitmapSnapshot", "DirtyClient",
     "DirtyLogError", "Endianness", "FlatRange", "FlatView", "GlobalDirty", "IOMMUTLBEntry", "Ioeventfd",
-    "InvalidRangeError", "ListenerError", "MemApiError", "MemoryListener", "MemoryRegion", "MemoryRegionOps",
-    "MemoryRegionSection", "MemTxAttrs", "MemTxResult", "NoSuchEventfdError", "NotAnAliasError",
-    "NotASubregionError", "PAGE_SIZE", "RamBlock", "RegionInUseError", "RegionKindError", "TransactionError",
-    "UINT64_MAX", "UNASSIGNED", "UNASSIGNED_IO_OPS", "UNASSIGNED_MEM_OPS", "add_coalesced_flusher",
+    "InvalidRangeError", "ListenerError", "MAX_MASK_REPEATS", "MemApiError", "MemoryListener", "MemoryRegion",
+    "MemoryRegionOps", "MemoryRegionSection", "MemoryTransaction", "MemTxAttrs", "MemTxResult",
+    "NoSuchEventfdError", "NotAnAliasError", "NotASubregionError", "PAGE_SIZE", "RamBlock", "Register",
+    "RegisterTable", "RegionInUseError", "RegionKindError", "TransactionError", "UINT64_MAX", "UNASSIGNED",
+    "UNASSIGNED_IO_OPS", "UNASSIGNED_MEM_OPS", "Unknown", "UnknownRegisterError", "add_coalesced_flusher",
     "dispatch_read", "dispatch_write", "global_dirty_log_start", "global_dirty_log_stop", "global_dirty_log_sync",
-    "info_mtree", "remove_coalesced_flusher", "reset_dirty", "set_dirty", "set_dirty_lebitmap",
-    "snapshot_and_clear_dirty", "transaction", "transaction_begin", "transaction_commit",
+    "info_mtree", "mtree_json", "remove_coalesced_flusher", "reset_dirty", "set_dirty", "set_dirty_lebitmap",
+    "snapshot_and_clear_dirty", "transaction", "transaction_begin", "transaction_commit", "transaction_ops",
 ]

@@ -149,7 +149,7 @@ def flatview_root(mr):
     """QEMU's memory_region_get_flatview_root: skip whole-target aliases and single-child containers."""
     while mr.enabled:
         if mr.alias is not None:
-            if not mr.alias_offset and mr.size >= mr.alias.size:
+            if not mr.alias_offset and mr.alias_mask is None and mr.size >= mr.alias.size:
                 mr = mr.alias
                 continue
         elif not mr.terminates:

@@ -56,7 +56,8 @@ def host_write(mr: MemoryRegion, offset: int, length: int) -> None:
     """invalidate_and_set_dirty: a write through the memory API dirties the clients of the effective mask."""
     mask = mr.effective_dirty_log_mask
     if mask:
-        mr.ram_block.set_dirty(mr.ram_offset + offset, length, _clients(mask))
+        with core.STATE.lock:  # a vCPU thread's exit races another thread's snapshot
+            mr.ram_block.set_dirty(mr.ram_offset + offset, length, _clients(mask))
 
 
 def set_dirty(mr: MemoryRegion, offset: int, length: int) -> None:
@@ -90,13 +91,21 @@ class DirtyBitmapSnapshot:
             raise DirtyLogError(f"region {mr.name!r}: range {offset:#x}+{length:#x} is outside the snapshot")
         return bool((self.bits >> lo) & ((1 << (hi - lo + 1)) - 1))
 
+    def dirty_count(self) -> int:
+        """How many pages were dirty."""
+        return self.bits.bit_count()
+
     def dirty_pages(self) -> list[int]:
-        """Page numbers (relative to the RAM block) that were dirty."""
-        bits, out, page = self.bits, [], self.first
-        while bits:
-            low = bits & -bits
-            out.append(page + low.bit_length() - 1)
-            bits ^= low
+        """Page numbers (relative to the RAM block) that were dirty, ascending."""
+        words = memoryview(self.bits.to_bytes(-(-self.count // 64) * 8, "little")).cast("Q")
+        out: list[int] = []
+        for index, word in enumerate(words):
+            if word:
+                page = self.first + index * 64
+                while word:
+                    low = word & -word
+                    out.append(page + low.bit_length() - 1)
+                    word ^= low
         return out
 
 

@@ -27,6 +27,15 @@ def bswap(value: int, size: int) -> int:
     return int.from_bytes(value.to_bytes(size, "little"), "big")
 
 
+def resolve_alias(mr: "MemoryRegion", offset: int) -> tuple["MemoryRegion", int]:
+    """Follow aliases to the final target, applying each alias's offset (and mask)."""
+    while mr.alias is not None:
+        mask = mr.alias_mask
+        offset = mr.alias_offset + (offset if mask is None else offset & mask)
+        mr = mr.alias
+    return mr, offset
+
+
 def access_valid(mr: "MemoryRegion", offset: int, size: int, is_write: bool, attrs: MemTxAttrs) -> bool:
     """QEMU's memory_region_access_valid, checks in QEMU's order."""
     valid = mr.ops.valid
@@ -90,9 +99,8 @@ def _with_guard(mr, body):
 
 def dispatch_read(mr: "MemoryRegion", offset: int, size: int, attrs: MemTxAttrs = UNSPECIFIED) -> tuple[int, MemTxResult]:
     """Read ``size`` bytes at ``offset`` of ``mr``; the value is in host (little-endian) order."""
-    while mr.alias is not None:
-        offset += mr.alias_offset
-        mr = mr.alias
+    if mr.alias is not None:
+        mr, offset = resolve_alias(mr, offset)
     if not access_valid(mr, offset, size, False, attrs):
         return 0, _DECODE
     ops = mr.ops
@@ -117,9 +125,8 @@ def dispatch_read(mr: "MemoryRegion", offset: int, size: int, attrs: MemTxAttrs 
 
 def dispatch_write(mr: "MemoryRegion", offset: int, value: int, size: int, attrs: MemTxAttrs = UNSPECIFIED) -> MemTxResult:
     """Write a host-order ``value`` of ``size`` bytes at ``offset`` of ``mr``."""
-    while mr.alias is not None:
-        offset += mr.alias_offset
-        mr = mr.alias
+    if mr.alias is not None:
+        mr, offset = resolve_alias(mr, offset)
     if not access_valid(mr, offset, size, True, attrs):
         return _DECODE
     ops = mr.ops

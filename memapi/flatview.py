@@ -5,7 +5,8 @@ order (priority descending, newest first among equals) where the first range
 rendered at an address wins. QEMU fills gaps by inserting into a sorted array,
 which is quadratic; here the walk collects every terminal region's clipped
 extent in render order, then one sweep with a heap keyed by render order picks
-the winner at each address, which is O(n log n) and gives the same pieces.
+the winner at each address, which is O(n log n) and gives the same pieces. A masked alias (an extension, see
+docs/memory-extras.md) renders its target once per linear piece of its window.
 """
 from __future__ import annotations
 
@@ -124,12 +125,31 @@ def _collect(mr, base, clip_lo, clip_hi, ro, nv, um, out) -> None:
         return
     alias = mr.alias
     if alias is not None:
-        _collect(alias, base - alias.addr - mr.alias_offset, lo, hi, ro, nv, um, out)
+        if mr.alias_mask is None:
+            _collect(alias, base - alias.addr - mr.alias_offset, lo, hi, ro, nv, um, out)
+        else:
+            _collect_masked(mr, base, lo, hi, ro, nv, um, out)
         return
     for sub in mr.subregions:
         _collect(sub, base, lo, hi, ro, nv, um, out)
     if mr.terminates:
         out.append((lo, hi, mr, base, ro, nv, um))
+
+
+def _collect_masked(mr, base, lo, hi, ro, nv, um, out) -> None:
+    """A masked alias: render its target once per linear piece of the window that meets the clip.
+
+    Window offset x reaches the target at alias_offset + (x & mask), which is linear over
+    pieces as long as the mask's trailing ones; each piece renders like a plain alias.
+    """
+    mask, alias = mr.alias_mask, mr.alias
+    run = (mask + 1) & ~mask
+    x = (lo - base) & ~(run - 1)
+    while base + x < hi:
+        start = base + x
+        _collect(alias, start - alias.addr - mr.alias_offset - (x & mask),
+                 max(lo, start), min(hi, start + run), ro, nv, um, out)
+        x += run
 
 
 def _paint(pieces: list[tuple]) -> list[tuple]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Callable, Iterable, Optional
 
 from . import core
+from .dispatch_tree import format_dispatch
 from .region import MemoryRegion
 
 _M64 = (1 << 64) - 1
@@ -26,16 +27,22 @@ def _name(mr: Optional[MemoryRegion]) -> str:
     return "(none)" if mr is None else (mr.name if mr.name is not None else "(null)")
 
 
-def owner_suffix(mr: MemoryRegion) -> str:
-    """-o: QEMU prints QOM paths; we describe the Python owner the same way."""
+def owner_label(mr: MemoryRegion) -> Optional[str]:
+    """QEMU prints QOM paths; we describe the Python owner the same way (None: no owner)."""
     owner = mr.owner
     if owner is None:
-        return " orphan"
+        return None
     for attr, form in (("id", "dev id"), ("qom_path", "dev path"), ("path", "obj path")):
         value = getattr(owner, attr, None)
         if isinstance(value, str) and value:
-            return f" owner:{{{form}={value}}}"
-    return f" owner:{{obj type={type(owner).__name__}}}"
+            return f"{form}={value}"
+    return f"obj type={type(owner).__name__}"
+
+
+def owner_suffix(mr: MemoryRegion) -> str:
+    """-o: `` owner:{...}`` or `` orphan``."""
+    label = owner_label(mr)
+    return " orphan" if label is None else f" owner:{{{label}}}"
 
 
 def _print_mr(mr: MemoryRegion, level: int, base: int, queue: list, owner: bool, disabled: bool,
@@ -50,30 +57,62 @@ def _print_mr(mr: MemoryRegion, level: int, base: int, queue: list, owner: bool,
     if mr.enabled or disabled:
         head = f"{prefix}{INDENT * level}{cur_start:016x}-{cur_end:016x} (prio {mr.priority}, {nv}{mr.kind}): "
         if mr.alias is not None:
-            a_end = (mr.alias_offset + _mr_size(mr.size)) & _M64
-            line = f"{head}alias {_name(mr)} @{_name(mr.alias)} {mr.alias_offset:016x}-{a_end:016x}{state}"
+            line = f"{head}alias {_name(mr)} @{_name(mr.alias)} {_alias_span(mr)}{state}"
         else:
             line = f"{head}{_name(mr)}{state}"
         out.append(line + (owner_suffix(mr) if owner else ""))
-    for sub in _print_order(mr.subregions):
+    for sub in print_order(mr.subregions):
         _print_mr(sub, level + 1, cur_start, queue, owner, disabled, out)
 
 
-def _print_order(subs: list[MemoryRegion]) -> list[MemoryRegion]:
+def _alias_span(mr: MemoryRegion) -> str:
+    """The target range an alias reaches; a masked alias adds `` mask <mask>`` (our extension)."""
+    last = _mr_size(mr.size)
+    if mr.alias_mask is None:
+        return f"{mr.alias_offset:016x}-{(mr.alias_offset + last) & _M64:016x}"
+    end = (mr.alias_offset + _max_masked(last, mr.alias_mask)) & _M64
+    return f"{mr.alias_offset:016x}-{end:016x} mask {mr.alias_mask:016x}"
+
+
+def _max_masked(last: int, mask: int) -> int:
+    """The largest ``x & mask`` over 0 <= x <= last."""
+    best = last & mask
+    for bit in range(last.bit_length()):
+        if last >> bit & 1:
+            below = (last >> bit + 1 << bit + 1) | ((1 << bit) - 1)  # last with this bit cleared, all lower set
+            best = max(best, below & mask)
+    return best
+
+
+def print_order(subs: list[MemoryRegion]) -> list[MemoryRegion]:
     """Address ascending, then priority descending; ties keep list order (newest first)."""
     return sorted(subs, key=lambda s: (s.addr, -s.priority))
 
 
-def format_tree(spaces: Optional[Iterable] = None, owner: bool = False, disabled: bool = False) -> str:
-    """`info mtree` (``disabled`` is -D, ``owner`` is -o)."""
+def root_groups(spaces: Optional[Iterable]) -> list[tuple[MemoryRegion, list]]:
+    """(root, spaces sorted by name) per distinct root region, in first-seen order."""
     spaces = list(spaces) if spaces is not None else core.STATE.address_spaces()
     groups: dict[int, tuple[MemoryRegion, list]] = {}
     for space in spaces:
         groups.setdefault(id(space.root), (space.root, []))[1].append(space)
+    return [(root, sorted(members, key=lambda s: s.name)) for root, members in groups.values()]
+
+
+def view_groups(spaces: Optional[Iterable]) -> list[tuple]:
+    """(FlatView, spaces sharing it) per distinct FlatView, in first-seen order."""
+    spaces = list(spaces) if spaces is not None else core.STATE.address_spaces()
+    views: dict[int, tuple] = {}
+    for space in spaces:
+        views.setdefault(id(space.current_map), (space.current_map, []))[1].append(space)
+    return list(views.values())
+
+
+def format_tree(spaces: Optional[Iterable] = None, owner: bool = False, disabled: bool = False) -> str:
+    """`info mtree` (``disabled`` is -D, ``owner`` is -o)."""
     out: list[str] = []
     queue: list[MemoryRegion] = []
-    for root, members in groups.values():
-        out.extend(f"address-space: {s.name}" for s in sorted(members, key=lambda s: s.name))
+    for root, members in root_groups(spaces):
+        out.extend(f"address-space: {s.name}" for s in members)
         _print_mr(root, 1, 0, queue, owner, disabled, out)
         out.append("")
     i = 0
@@ -86,14 +125,10 @@ def format_tree(spaces: Optional[Iterable] = None, owner: bool = False, disabled
 
 
 def format_flat(spaces: Optional[Iterable] = None, owner: bool = False,
-                accel: Optional[AccelProbe] = None, accel_name: str = "KVM") -> str:
-    """`info mtree -f`; ``accel`` marks ranges an accelerator maps exactly (QEMU's has_memory)."""
-    spaces = list(spaces) if spaces is not None else core.STATE.address_spaces()
-    views: dict[int, tuple] = {}
-    for space in spaces:
-        views.setdefault(id(space.current_map), (space.current_map, []))[1].append(space)
+                accel: Optional[AccelProbe] = None, accel_name: str = "KVM", dispatch: bool = False) -> str:
+    """`info mtree -f` (``dispatch`` adds -d); ``accel`` marks ranges an accelerator maps exactly."""
     out: list[str] = []
-    for number, (view, members) in enumerate(views.values()):
+    for number, (view, members) in enumerate(view_groups(spaces)):
         out.append(f"FlatView #{number}")
         for s in members:
             alias = f", alias {_name(s.root.alias)}" if s.root.alias is not None else ""
@@ -115,13 +150,16 @@ def format_flat(spaces: Optional[Iterable] = None, owner: bool = False,
             if accel is not None:
                 line += "".join(f" {accel_name}" for s in members if accel(s, fr.start, fr.end - fr.start))
             out.append(line)
+        if dispatch:
+            out.append(format_dispatch(view, view.root).rstrip("\n"))
         out.append("")
     return "\n".join(out) + "\n"
 
 
 def info_mtree(flatview: bool = False, owner: bool = False, disabled: bool = False,
-               spaces: Optional[Iterable] = None, accel: Optional[AccelProbe] = None) -> str:
-    """The HMP command: ``info_mtree(flatview=True)`` is ``info mtree -f``."""
+               spaces: Optional[Iterable] = None, accel: Optional[AccelProbe] = None,
+               dispatch: bool = False) -> str:
+    """The HMP command: ``info_mtree(flatview=True)`` is ``info mtree -f``, ``dispatch`` is -d."""
     if flatview:
-        return format_flat(spaces, owner=owner, accel=accel)
+        return format_flat(spaces, owner=owner, accel=accel, dispatch=dispatch)
     return format_tree(spaces, owner=owner, disabled=disabled)

@@ -11,7 +11,7 @@ import ctypes
 import enum
 import mmap
 import os
-from typing import Optional
+from typing import Any, Callable, Optional
 
 PAGE_SIZE = 4096
 PAGE_BITS = 12
@@ -32,13 +32,20 @@ DIRTY_CLIENTS = tuple(DirtyClient)
 
 
 class RamBlock:
-    """One contiguous host buffer: anonymous, file- or fd-backed, or a caller's buffer."""
+    """One contiguous host buffer: anonymous, file- or fd-backed, or a caller's buffer.
+
+    A resizeable block (``max_size`` given) maps ``max_size`` bytes up front, so a
+    resize only changes ``used_length``: the host address never moves.
+    """
 
     def __init__(self, name: str, size: int, *, max_size: Optional[int] = None,
+                 resized: Optional[Callable[[Any, int], None]] = None,
                  fd: int = -1, offset: int = 0, shared: bool = False, buffer=None) -> None:
         self.name = name
         self.used_length = size
         self.max_length = max_size if max_size is not None else size
+        self.resizeable = max_size is not None
+        self.resized = resized
         self.fd = fd
         self.fd_offset = offset
         self.dirty: list[Optional[bytearray]] = [None] * len(DIRTY_CLIENTS)
@@ -67,6 +74,15 @@ class RamBlock:
 
     def write(self, offset: int, data) -> None:
         self.view[offset:offset + len(data)] = data
+
+    def resize(self, used_length: int) -> None:
+        """qemu_ram_resize's bookkeeping: the new used length, and every used page dirty for every client."""
+        self.used_length = used_length
+        pages = (used_length + PAGE_SIZE - 1) >> PAGE_BITS
+        for client in DIRTY_CLIENTS:
+            bm = self.bitmap(client)
+            bm[:] = bytes(len(bm))
+            set_bits(bm, 0, pages)
 
     # ----------------------------------------------------------------- dirty
     @property

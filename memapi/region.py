@@ -16,6 +16,8 @@ from .ram import DirtyClient, RamBlock, memfd
 
 UINT64_MAX = (1 << 64) - 1
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
+#: Most linear pieces a masked alias may render into (each is a FlatRange, and a KVM slot for RAM).
+MAX_MASK_REPEATS = 4096
 
 
 def _size(name: str, size: Any) -> int:
@@ -84,6 +86,7 @@ class MemoryRegion:
         self.ram_offset = 0
         self.alias: Optional[MemoryRegion] = None
         self.alias_offset = 0
+        self.alias_mask: Optional[int] = None
         self.iommu_translate: Optional[Callable] = None
         self.container: Optional[MemoryRegion] = None
         self.subregions: list[MemoryRegion] = []
@@ -114,11 +117,24 @@ class MemoryRegion:
         return cls.io(name, size, None, owner=owner)
 
     @classmethod
-    def ram(cls, name: str, size: int, *, owner: Any = None, migratable: bool = True,
-            max_size: Optional[int] = None) -> "MemoryRegion":
+    def ram(cls, name: str, size: int, *, owner: Any = None, migratable: bool = True) -> "MemoryRegion":
         """Anonymous RAM (MAP_NORESERVE: untouched pages cost nothing)."""
         mr = cls(name, size, owner=owner)
-        return mr._init_ram(RamBlock(name, mr.size, max_size=max_size), migratable)
+        return mr._init_ram(RamBlock(name, mr.size), migratable)
+
+    @classmethod
+    def resizeable_ram(cls, name: str, size: int, max_size: int,
+                       resized: Optional[Callable[["MemoryRegion", int], None]] = None, *,
+                       owner: Any = None, migratable: bool = True) -> "MemoryRegion":
+        """RAM whose size ram_resize() changes up to ``max_size``; the host mapping never moves.
+
+        ``resized(mr, new_size)`` runs after each resize (memory_region_init_resizeable_ram).
+        """
+        mr = cls(name, size, owner=owner)
+        max_size = _size(name, max_size)
+        if max_size < mr.size:
+            raise InvalidRangeError(f"region {name!r}: size {mr.size:#x} exceeds max_size {max_size:#x}")
+        return mr._init_ram(RamBlock(name, mr.size, max_size=max_size, resized=resized), migratable)
 
     @classmethod
     def ram_from_fd(cls, name: str, size: int, fd: int, *, offset: int = 0, shared: bool = True,
@@ -205,14 +221,30 @@ class MemoryRegion:
         return mr
 
     @classmethod
-    def alias(cls, name: str, target: "MemoryRegion", offset: int, size: int, *, owner: Any = None) -> "MemoryRegion":
-        """A window of ``size`` bytes into ``target`` starting at ``offset`` (aliases of aliases too)."""
+    def alias(cls, name: str, target: "MemoryRegion", offset: int, size: int, *, mask: Optional[int] = None,
+              owner: Any = None) -> "MemoryRegion":
+        """A window of ``size`` bytes into ``target`` starting at ``offset`` (aliases of aliases too).
+
+        With ``mask``, window offset ``x`` reaches ``target`` at ``offset + (x & mask)``: address
+        bits clear in the mask are not decoded, so the target repeats across the window.
+        """
         mr = cls(name, size, owner=owner)
         if not isinstance(target, MemoryRegion):
             raise RegionKindError(f"alias {name!r}: target {target!r} is not a MemoryRegion")
-        mr.alias = target
         mr.alias_offset = _u64(name, "alias offset", offset)
+        if mask is not None:
+            mr.alias_mask = _mask_repeats(name, mr.size, _u64(name, "alias mask", mask))
+        mr.alias = target
         return mr
+
+    @classmethod
+    def mirror(cls, name: str, target: "MemoryRegion", size: int, *, owner: Any = None) -> "MemoryRegion":
+        """``target`` repeated every ``target.size`` bytes across a ``size``-byte window (high bits ignored)."""
+        period = target.size if isinstance(target, MemoryRegion) else 0
+        if period <= 0 or period & (period - 1):
+            raise InvalidRangeError(
+                f"mirror {name!r}: target size {period:#x} is not a power of two, so no address mask repeats it")
+        return cls.alias(name, target, 0, size, mask=period - 1, owner=owner)
 
     @classmethod
     def iommu(cls, name: str, size: int, translate: Callable, *, owner: Any = None) -> "MemoryRegion":
@@ -286,8 +318,12 @@ class MemoryRegion:
     def __repr__(self) -> str:
         where = f" @{self.addr:#x}" if self.container is not None else ""
         alias = f" -> {self.alias.name}+{self.alias_offset:#x}" if self.alias is not None else ""
+        if self.alias_mask is not None:
+            alias += f" mask={self.alias_mask:#x}"
+        block = self.ram_block
+        size = f"{self.size:#x}/max {block.max_length:#x}" if block is not None and block.resizeable else f"{self.size:#x}"
         state = "" if self.enabled else " disabled"
-        return f"<MemoryRegion {self.name!r} {self.kind} size={self.size:#x}{where}{alias} prio={self.priority}{state}>"
+        return f"<MemoryRegion {self.name!r} {self.kind} size={size}{where}{alias} prio={self.priority}{state}>"
 
     # ------------------------------------------------------------------- tree
     def add_subregion(self, offset: int, sub: "MemoryRegion") -> None:
@@ -380,10 +416,33 @@ class MemoryRegion:
 
     def set_size(self, size: int) -> None:
         size = _size(self.name, size)
+        if self.alias_mask is not None:
+            _mask_repeats(self.name, size, self.alias_mask)
         if size != self.size:
             with core.transaction():
                 self.size = size
                 core.STATE.update_pending = True
+
+    def ram_resize(self, size: int) -> None:
+        """Change a resizeable RAM's used size (memory_region_ram_resize); its host memory stays put.
+
+        Listeners see the old ranges go and the new ones come; every used page is then dirty for
+        every client (as in QEMU), and the block's ``resized(mr, size)`` callback runs last.
+        """
+        block = self.ram_block
+        if block is None or not block.resizeable:
+            raise RegionKindError(f"region {self.name!r}: ram_resize({size!r}) needs a resizeable RAM region")
+        size = _size(self.name, size)
+        if size > block.max_length:
+            raise InvalidRangeError(
+                f"region {self.name!r}: ram_resize to {size:#x} exceeds max_size {block.max_length:#x}")
+        if size == self.size:
+            return
+        with core.STATE.lock:
+            self.set_size(size)
+            block.resize(size)
+        if block.resized is not None:
+            block.resized(self, size)
 
     def _set_flag(self, attr: str, value: bool) -> None:
         value = bool(value)
@@ -487,6 +546,16 @@ class MemoryRegion:
         coalesced.flush()
         if not self.coalesced:
             self.flush_coalesced_mmio = False
+
+
+def _mask_repeats(name: str, size: int, mask: int) -> int:
+    """Check that a ``size``-byte window under ``mask`` renders into at most MAX_MASK_REPEATS pieces."""
+    run = (mask + 1) & ~mask  # each piece is as long as the mask's trailing ones allow
+    if -(-size // run) > MAX_MASK_REPEATS:
+        raise InvalidRangeError(
+            f"alias {name!r}: mask {mask:#x} over {size:#x} bytes renders {-(-size // run)} pieces of {run:#x} "
+            f"bytes, more than MAX_MASK_REPEATS ({MAX_MASK_REPEATS})")
+    return mask
 
 
 def _reaches(start: MemoryRegion, goal: MemoryRegion) -> bool:

@@ -107,6 +107,7 @@ class Model:
         self.global_dirty = 0
         self.depth = 0
         self.pending = False
+        self._order: dict[int, list[Node]] = {}   # id(node) -> ordered children (cleared on link/unlink)
 
     # ------------------------------------------------------------ building
     def new(self, name: str, kind: str, size: int, target: Optional[Node] = None, alias_offset: int = 0) -> Node:
@@ -115,7 +116,11 @@ class Model:
         return node
 
     def ordered_children(self, node: Node) -> list[Node]:
-        return sorted(node.children, key=lambda c: (-c.priority, -c.seq))
+        """Descending priority; among equal priorities the most recently added first."""
+        order = self._order.get(id(node))
+        if order is None:
+            order = self._order[id(node)] = sorted(node.children, key=lambda c: (-c.priority, -c.seq))
+        return order
 
     def reaches(self, start: Node, goal: Node) -> bool:
         """goal reachable from start through subregion and alias-target edges."""
@@ -174,11 +179,13 @@ class Model:
         sub.container = container
         sub.addr = offset
         container.children.append(sub)
+        self._order.clear()
         self.pending |= container.enabled and sub.enabled
 
     def _unlink(self, container: Node, sub: Node) -> None:
         sub.container = None
         container.children.remove(sub)
+        self._order.clear()
         self.pending |= container.enabled and sub.enabled
 
     def add(self, container: Node, offset: int, sub: Node, priority: int = 0) -> None:

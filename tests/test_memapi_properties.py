@@ -25,6 +25,8 @@ On a failure the shrunk program is printed as plain memapi calls (hypothesis ``n
 """
 from __future__ import annotations
 
+import functools
+
 import pytest
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
@@ -41,7 +43,7 @@ KIND_PREFIX = {"container": "c", "ram": "ram", "rom": "rom", "io": "io", "alias"
 # Ops and their weights (the first entry is what hypothesis shrinks towards).
 TOPOLOGY_OPS = (["new"] * 10 + ["add"] * 4 + ["txn"] * 3 + ["del"] * 2 + ["set_address"] * 2
                 + ["set_enabled"] * 2 + ["set_size"] * 2 + ["set_alias_offset"] + ["set_flag"] * 2
-                + ["set_priority"] * 2 + ["set_log"] + ["global_dirty"] + ["new_space"])
+                + ["set_priority"] * 2 + ["set_log"] + ["global_dirty"] + ["new_space"] + ["alias_pair"])
 LISTENER_OPS = ["register"] * 2 + ["unregister"]
 INVALID_OPS = ["invalid"] * 6
 
@@ -153,6 +155,28 @@ class ReplicaListener(memapi.MemoryListener):
         self._rec("gstop")
 
 
+INDEX = st.integers(0, 255)
+HUGE_ADDRS = (UINT64_MAX, ADDR_END - 0x100, 1 << 63, SMALL - 1)
+HUGE_SIZES = (UINT64_MAX, ADDR_END)
+
+
+def mostly(usual: st.SearchStrategy, rare: st.SearchStrategy, one_in: int) -> st.SearchStrategy:
+    """``usual``, except one draw in ``one_in`` comes from ``rare`` (shrinks towards ``usual``)."""
+    return st.tuples(st.integers(0, one_in - 1), usual, rare).map(lambda t: t[2] if t[0] == one_in - 1 else t[1])
+
+
+PRIORITIES = mostly(st.integers(-3, 3), st.sampled_from([INT32_MAX, INT32_MIN]), 16)
+OPTIONAL_PRIORITY = st.one_of(st.none(), PRIORITIES)
+
+
+@functools.lru_cache(maxsize=None)
+def numbers(limit: int, huge: tuple) -> st.SearchStrategy:
+    """0..limit, often a multiple of 0x40 or 0x10 (so ranges meet and merge); 1 in 24 from ``huge``."""
+    small = st.one_of(st.integers(0, limit), st.integers(0, limit // 0x40).map(lambda n: n * 0x40),
+                      st.integers(0, limit // 0x10).map(lambda n: n * 0x10))
+    return mostly(small, st.sampled_from(huge), 24) if huge else small
+
+
 def view_key(fr) -> tuple:
     return (fr.start, fr.end - fr.start, fr.mr, fr.offset_in_region, fr.readonly, fr.nonvolatile, fr.unmergeable)
 
@@ -188,32 +212,19 @@ class Run:
     def draw(self, strategy):
         return self.data.draw(strategy)
 
-    def rare(self) -> bool:
-        return self.draw(st.integers(0, 7)) == 7
-
     def pick(self, items):
-        return self.draw(st.sampled_from(items)) if items else None
+        """One of ``items`` (shrinks towards the first), or None if there are none."""
+        return items[self.draw(INDEX) % len(items)] if items else None
 
     def draw_addr(self, within: int = SMALL) -> int:
         """Mostly an offset inside ``within`` bytes (capped to the small space), rarely a huge one."""
-        if self.rare():
-            return self.draw(st.sampled_from([UINT64_MAX, ADDR_END - 0x100, 1 << 63, SMALL - 1]))
-        return self.draw_num(max(min(within, SMALL), 1) - 1)
-
-    def draw_num(self, limit: int) -> int:
-        """0..limit, often a multiple of 0x40 or 0x10 so that ranges meet and merge."""
-        grain = self.draw(st.sampled_from([1, 0x40, 0x10]))
-        return self.draw(st.integers(0, limit // grain)) * grain
+        return self.draw(numbers(max(min(within, SMALL), 1) - 1, HUGE_ADDRS))
 
     def draw_size(self, huge_ok: bool = True, limit: int = MAX_SIZE) -> int:
-        if huge_ok and self.rare():
-            return self.draw(st.sampled_from([UINT64_MAX, ADDR_END]))
-        return self.draw_num(limit)
+        return self.draw(numbers(limit, HUGE_SIZES if huge_ok else ()))
 
     def draw_priority(self) -> int:
-        if self.rare():
-            return self.draw(st.sampled_from([INT32_MAX, INT32_MIN]))
-        return self.draw(st.integers(-3, 3))
+        return self.draw(PRIORITIES)
 
     # ------------------------------------------------------------ trace
     def emit(self, line: str) -> None:
@@ -350,9 +361,33 @@ class Run:
         if self.draw(st.integers(0, 3)):
             self.add_somewhere(node)
 
+    def op_alias_pair(self) -> None:
+        """Two aliases of one region, side by side with contiguous offsets: they should merge (§2.3)."""
+        target = self.pick([n for n in self.nodes() if n.terminates] or self.nodes())
+        holder = self.pick([n for n in self.connected() if n.alias is None])
+        if holder is None or target is None:
+            return
+        offset, first, second = self.draw_addr(target.size), self.draw_size(), self.draw_size()
+        a = self.create("alias", first, target, offset)
+        b = self.create("alias", second, target, (offset + a.size) % ADDR_END)
+        where = self.draw_addr(holder.size)
+        prio = self.draw(OPTIONAL_PRIORITY)
+        if self.model.errors_add(holder, where, a, prio or 0):   # the target contains the holder
+            return
+        self.add(holder, where, a, prio)
+        if not self.model.errors_add(holder, (where + a.size) % ADDR_END, b, prio or 0):
+            self.add(holder, (where + a.size) % ADDR_END, b, prio)
+        flag = self.pick([None, "unmergeable", "readonly"])
+        if flag is not None:
+            node = self.pick([a, b])
+            self.emit(f"{node.name}.set_{flag}(True)")
+            getattr(self.mr(node), "set_" + flag)(True)
+            self.model.set_flag(node, flag, True)
+            self.settle()
+
     def pick_mutable(self) -> Node:
         """Any region but the root of as1, which is only picked now and then."""
-        if self.draw(st.integers(0, 15)) == 15:
+        if self.draw(st.integers(0, 31)) == 31:
             return self.model.nodes["root"]
         return self.pick([n for n in self.nodes() if n.name != "root"])
 
@@ -375,7 +410,7 @@ class Run:
         if holder is None:
             return
         offset = self.draw_addr(holder.size)
-        prio = self.draw_priority() if self.draw(st.booleans()) else None
+        prio = self.draw(OPTIONAL_PRIORITY)   # None: add_subregion (priority 0)
         self.add(holder, offset, sub, prio)
 
     def add(self, holder: Node, offset: int, sub: Node, prio) -> None:
@@ -916,3 +951,46 @@ def test_listener_stream_rebuilds_flatview(data):
 @given(st.data())
 def test_invalid_calls_change_nothing(data):
     run_program(data, listeners=True, invalid=True, max_ops=30)
+
+
+# ------------------------------------------------------------------ known memapi bug (kept as xfail)
+class _Order(memapi.MemoryListener):
+    def __init__(self, name: str, log: list) -> None:
+        super().__init__(priority=0, name=name)
+        self.log = log
+
+    def begin(self):
+        self.log.append((self.name, "begin"))
+
+    def region_add(self, s):
+        self.log.append((self.name, "region_add"))
+
+    def region_del(self, s):
+        self.log.append((self.name, "region_del"))
+
+
+@pytest.mark.xfail(strict=False, reason=(
+    "memapi bug: listeners of equal priority are ordered by construction order (MemoryListener._seq is "
+    "taken in __init__) instead of registration order; QEMU inserts a listener after every registered "
+    "listener of equal priority (spec §4.1). Found by test_listener_stream_rebuilds_flatview, which now "
+    "gives its listeners distinct priorities."))
+def test_equal_priority_listeners_keep_registration_order():
+    log: list = []
+    root = MR.container("root", UINT64_MAX)
+    space = memapi.AddressSpace(root, "as")
+    first, second = _Order("first", log), _Order("second", log)   # both priority 0, built in this order
+    try:
+        space.register_listener(second)
+        space.register_listener(first)
+        log.clear()
+        ram = MR.ram("ram", 0x1000)
+        root.add_subregion(0, ram)
+        # QEMU: second was registered first, so it comes first in forward order and last in reverse order
+        assert log == [("second", "begin"), ("first", "begin"), ("second", "region_add"), ("first", "region_add")]
+        log.clear()
+        root.del_subregion(ram)
+        assert log == [("second", "begin"), ("first", "begin"), ("first", "region_del"), ("second", "region_del")]
+    finally:
+        for l in list(space.listeners):
+            space.unregister_listener(l)
+        space.destroy()

@@ -1,8 +1,10 @@
-"""`kvmshim mtree [GUEST] [-f] [-D]`: the machine's map, like QEMU's `info mtree`."""
+"""`kvmshim mtree [GUEST] [-f] [-D] [--json]`: the machine's map, like QEMU's `info mtree`."""
 from __future__ import annotations
 
 import argparse
+import json
 
+from ..pc import cli as pc_cli
 from . import parse_size
 
 
@@ -11,14 +13,31 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("guest", nargs="?", default="hello")
     p.add_argument("-f", dest="flatview", action="store_true", help="flat views (with KVM markers)")
     p.add_argument("-D", dest="disabled", action="store_true", help="show disabled regions")
-    p.add_argument("-m", "--ram", type=parse_size, default=parse_size("16M"))
+    p.add_argument("--json", action="store_true", help="the trees and flat views as JSON (-f and -D do not apply)")
+    p.add_argument("-m", "--ram", type=parse_size, help="RAM size (default 16M; 128M with --machine pc)")
+    pc_cli.add_options(p)
     return p
 
 
 def run(args) -> int:
     from ..machine import Machine
 
-    with Machine(args.ram) as machine:
+    if args.machine == "pc":
+        return pc_cli.mtree(args)
+    with Machine(args.ram or parse_size("16M")) as machine:
         machine.load(args.guest)
-        print(machine.mtree(flatview=args.flatview, disabled=args.disabled), end="")
+        print(output(machine, args), end="")
     return 0
+
+
+def output(machine, args) -> str:
+    """What to print for a machine: `info mtree` text, or with --json memapi.mtree_json as JSON."""
+    if not args.json:
+        return machine.mtree(flatview=args.flatview, disabled=args.disabled)
+    import memapi
+
+    def has_memory(space, start: int, size: int) -> bool:
+        return space is machine.memory and machine.kvm_memory.has_memory(start, size)
+
+    doc = memapi.mtree_json([machine.memory, machine.io_space], accel=has_memory)
+    return json.dumps(doc, indent=2) + "\n"

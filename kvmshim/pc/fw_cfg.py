@@ -1,0 +1,82 @@
+"""QEMU's fw_cfg over port I/O: ``fwcfg`` at 0x510 (16-bit selector write at 0x510, data bytes read at 0x511).
+
+Only the traditional interface (FW_CFG_ID = 1, no DMA). Items: the "QEMU" signature,
+ID, UUID, RAM size, CPU counts, the IRQ0 override, the file directory and its files
+(``etc/e820``). Any other selector reads as zeros, QEMU's "no such entry".
+"""
+from __future__ import annotations
+
+import struct
+
+from memapi import AccessRules, MemoryRegion
+
+from .ports import port_region
+
+FW_CFG_IO_BASE = 0x510
+FW_CFG_CTL_SIZE = 2
+SIGNATURE, ID, UUID, RAM_SIZE, NB_CPUS, MAX_CPUS, FILE_DIR = 0x00, 0x01, 0x02, 0x03, 0x05, 0x0F, 0x19
+FILE_FIRST = 0x20
+IRQ0_OVERRIDE = 0x8002
+WRITE_CHANNEL = 0x4000
+ID_TRADITIONAL = 1
+
+
+def _combined_valid(mr: MemoryRegion, offset: int, size: int, is_write: bool, attrs) -> bool:
+    """fw_cfg_comb_valid: byte accesses, or a 16-bit selector write."""
+    return size == 1 or (is_write and size == 2)
+
+
+class FwCfg:
+    """The item table and the selected item's read position."""
+
+    def __init__(self, ram_size: int, cpus: int = 1) -> None:
+        self.items: dict[int, bytes] = {
+            SIGNATURE: b"QEMU",
+            ID: struct.pack("<I", ID_TRADITIONAL),
+            UUID: bytes(16),
+            RAM_SIZE: struct.pack("<Q", ram_size),
+            NB_CPUS: struct.pack("<H", cpus),
+            MAX_CPUS: struct.pack("<H", cpus),
+            IRQ0_OVERRIDE: struct.pack("<I", 1),
+        }
+        self.files: dict[str, bytes] = {}
+        self._directory()
+        self.current = b""
+        self.offset = 0
+        self.region = port_region("fwcfg", FW_CFG_CTL_SIZE, self._read, self._write,
+                                  valid=AccessRules(accepts=_combined_valid), impl=AccessRules(1, 2))
+
+    def map(self, io: MemoryRegion) -> None:
+        io.add_subregion(FW_CFG_IO_BASE, self.region)
+
+    def add_file(self, name: str, data: bytes) -> None:
+        self.files[name] = data
+        self._directory()
+
+    def _directory(self) -> None:
+        """The directory (big-endian count, then size, select, name[56] per file), files in name order."""
+        directory = struct.pack(">I", len(self.files))
+        for index, name in enumerate(sorted(self.files)):
+            data = self.files[name]
+            directory += struct.pack(">IHH56s", len(data), FILE_FIRST + index, 0, name.encode())
+            self.items[FILE_FIRST + index] = data
+        self.items[FILE_DIR] = directory
+
+    def select(self, key: int) -> None:
+        self.current = self.items.get(key & ~WRITE_CHANNEL, b"")
+        self.offset = 0
+
+    def _read(self, mr: MemoryRegion, offset: int, size: int) -> int:
+        if self.offset >= len(self.current):
+            return 0
+        self.offset += 1
+        return self.current[self.offset - 1]
+
+    def _write(self, mr: MemoryRegion, offset: int, value: int, size: int) -> None:
+        if size == 2:
+            self.select(value)
+
+
+def e820_table(entries: list[tuple[int, int, int]]) -> bytes:
+    """The ``etc/e820`` file: packed little-endian (address, length, type) records."""
+    return b"".join(struct.pack("<QQI", *entry) for entry in entries)

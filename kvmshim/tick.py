@@ -1,0 +1,27 @@
+"""The tick port (0x510) of the demo guests: each 4-byte read returns the next tick number.
+
+The handler decides the number (0 ends the guest) and the pace: it runs in the
+vCPU thread while the guest waits for the read, so it may sleep or inspect memory.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from memapi import AccessRules, Endianness, MemoryRegion, MemoryRegionOps
+
+TICK_PORT = 0x510
+
+
+class TickPort:
+    """A read-only port; ``ticks`` counts the reads answered."""
+
+    def __init__(self, handler: Callable[[], int]) -> None:
+        self.handler = handler
+        self.ticks = 0
+        self.region = MemoryRegion.io("tick", 4, MemoryRegionOps(
+            read=self._read, write=lambda mr, offset, value, size: None, endianness=Endianness.LITTLE,
+            valid=AccessRules(4, 4), impl=AccessRules(4, 4)))
+
+    def _read(self, mr, offset: int, size: int) -> int:
+        self.ticks += 1
+        return self.handler() & 0xFFFFFFFF

@@ -1,0 +1,190 @@
+"""Decoders: ioctl argument structs, dirty bitmaps and kvm_run exits, from tracee bytes.
+
+Struct layouts come from the compiled binding (``kvm.ffi``). Decoded values are plain
+dicts, lists, strings and ints; ``Hex`` ints print in hex and ``PageList`` prints as
+page ranges, while both stay ordinary ints and lists for JSON and comparisons.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+from kvm import Cap, ExitReason, IoDirection, IoeventfdFlag, MemFlag, ffi
+from kvm.constants import enum_name, flag_names
+
+from .requests import ioc_size
+
+CData = Any
+
+
+class UnreadableMemory(Exception):
+    """Tracee memory a decoder needed could not be read."""
+
+
+class Hex(int):
+    """An int shown in hex."""
+
+    def __repr__(self) -> str:
+        return hex(self)
+
+    __str__ = __repr__
+
+
+class PageList(list):
+    """Page numbers, shown as ranges: ``[0-3, 7]``."""
+
+    def __str__(self) -> str:
+        spans: list[list[int]] = []
+        for page in self:
+            if spans and page == spans[-1][1] + 1:
+                spans[-1][1] = page
+            else:
+                spans.append([page, page])
+        return "[" + ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in spans) + "]"
+
+
+def struct(ctype: str, data: bytes) -> CData:
+    """A read-only view of *data* as ``ctype``."""
+    return ffi.from_buffer(f"{ctype} *", data)
+
+
+def set_bits(bitmap: bytes, count: int, first: int = 0) -> PageList:
+    """Numbers (from *first*) of the bits set among the first *count* bits of a KVM bitmap."""
+    pages = PageList()
+    for index, byte in enumerate(bitmap):
+        if byte:
+            pages.extend(first + index * 8 + bit for bit in range(8)
+                         if byte >> bit & 1 and index * 8 + bit < count)
+    return pages
+
+
+def _fields(obj: CData, *names: str, hex_: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {n: Hex(getattr(obj, n)) if n in hex_ else getattr(obj, n) for n in names}
+
+
+def _slot(raw: int) -> dict[str, int]:
+    """``slot`` (bits 0-15), plus ``as_id`` (bits 16-31) when it is not 0."""
+    return {"slot": raw & 0xFFFF, **({"as_id": raw >> 16} if raw >> 16 else {})}
+
+
+def _memory_region(r: CData) -> dict[str, Any]:
+    return {**_slot(r.slot), "flags": flag_names(MemFlag, r.flags),
+            **_fields(r, "guest_phys_addr", "memory_size", "userspace_addr",
+                      hex_=("guest_phys_addr", "memory_size", "userspace_addr"))}
+
+
+def _ioeventfd(e: CData) -> dict[str, Any]:
+    return {**_fields(e, "datamatch", "addr", "len", "fd", hex_=("datamatch", "addr")),
+            "flags": flag_names(IoeventfdFlag, e.flags)}
+
+
+def _dirty_log(log: CData) -> dict[str, Any]:
+    return {**_slot(log.slot), "dirty_bitmap": Hex(int(ffi.cast("uintptr_t", log.dirty_bitmap)))}
+
+
+def _clear_dirty_log(log: CData) -> dict[str, Any]:
+    return {**_slot(log.slot), **_fields(log, "num_pages", "first_page"),
+            "dirty_bitmap": Hex(int(ffi.cast("uintptr_t", log.dirty_bitmap)))}
+
+
+def _coalesced_zone(z: CData) -> dict[str, Any]:
+    return _fields(z, "addr", "size", "pio", hex_=("addr", "size"))
+
+
+_REGS = ("rip", "rsp", "rflags", "rax", "rbx", "rcx", "rdx", "rsi", "rdi")
+
+
+def _regs(r: CData) -> dict[str, Any]:
+    """Short form: instruction and stack pointers, flags and the first six GPRs."""
+    return _fields(r, *_REGS, hex_=_REGS)
+
+
+def _segment(s: CData) -> dict[str, Any]:
+    return _fields(s, "selector", "base", hex_=("selector", "base"))
+
+
+def _sregs(s: CData) -> dict[str, Any]:
+    """Short form: CS, DS, SS (selector and base) and the control registers."""
+    return {"cs": _segment(s.cs), "ds": _segment(s.ds), "ss": _segment(s.ss),
+            **_fields(s, "cr0", "cr3", "cr4", "efer", hex_=("cr0", "cr3", "cr4", "efer"))}
+
+
+def _enable_cap(c: CData) -> dict[str, Any]:
+    return {"cap": _cap_name(c.cap), "flags": c.flags, "args": [Hex(a) for a in c.args]}
+
+
+def _cap_name(cap: int) -> str | int:
+    name = enum_name(Cap, cap)
+    return cap if name == str(cap) else f"KVM_CAP_{name}"
+
+
+#: request name -> (argument struct, decoder) for requests that pass a pointer.
+STRUCT_DECODERS: dict[str, tuple[str, Callable[[CData], Any]]] = {
+    "KVM_SET_USER_MEMORY_REGION": ("struct kvm_userspace_memory_region", _memory_region),
+    "KVM_IOEVENTFD": ("struct kvm_ioeventfd", _ioeventfd),
+    "KVM_GET_DIRTY_LOG": ("struct kvm_dirty_log", _dirty_log),
+    "KVM_CLEAR_DIRTY_LOG": ("struct kvm_clear_dirty_log", _clear_dirty_log),
+    "KVM_REGISTER_COALESCED_MMIO": ("struct kvm_coalesced_mmio_zone", _coalesced_zone),
+    "KVM_UNREGISTER_COALESCED_MMIO": ("struct kvm_coalesced_mmio_zone", _coalesced_zone),
+    "KVM_GET_REGS": ("struct kvm_regs", _regs),
+    "KVM_SET_REGS": ("struct kvm_regs", _regs),
+    "KVM_GET_SREGS": ("struct kvm_sregs", _sregs),
+    "KVM_SET_SREGS": ("struct kvm_sregs", _sregs),
+    "KVM_ENABLE_CAP": ("struct kvm_enable_cap", _enable_cap),
+    "KVM_IRQ_LINE": ("struct kvm_irq_level", lambda i: _fields(i, "irq", "level")),
+    "KVM_CREATE_PIT2": ("struct kvm_pit_config", lambda p: _fields(p, "flags")),
+    "KVM_SET_IDENTITY_MAP_ADDR": ("__u64", lambda a: Hex(a[0])),
+}
+#: request name -> decoder of a by-value argument.
+VALUE_DECODERS: dict[str, Callable[[int], Any]] = {
+    "KVM_CHECK_EXTENSION": _cap_name,
+    "KVM_SET_TSS_ADDR": Hex,
+}
+
+
+def decode_arg(name: str, request: int, arg: int, data: Optional[bytes]) -> Any:
+    """The decoded argument; a pointer (Hex) when its struct is unknown or unreadable."""
+    if name in STRUCT_DECODERS:
+        ctype, decoder = STRUCT_DECODERS[name]
+        if data is not None and len(data) >= ffi.sizeof(ctype):
+            return decoder(struct(ctype, data))
+        return Hex(arg)
+    if name in VALUE_DECODERS:
+        return VALUE_DECODERS[name](arg)
+    return Hex(arg) if ioc_size(request) else arg
+
+
+# ----------------------------------------------------------------- KVM_RUN exits
+_RUN_SIZE = ffi.sizeof("struct kvm_run")
+#: exit reason -> (kvm_run member, fields shown) for exits without data payloads.
+_EXIT_FIELDS: dict[int, tuple[str, tuple[str, ...]]] = {
+    ExitReason.UNKNOWN: ("hw", ("hardware_exit_reason",)),
+    ExitReason.FAIL_ENTRY: ("fail_entry", ("hardware_entry_failure_reason", "cpu")),
+    ExitReason.EXCEPTION: ("ex", ("exception", "error_code")),
+    ExitReason.INTERNAL_ERROR: ("internal", ("suberror",)),
+    ExitReason.SYSTEM_EVENT: ("system_event", ("type",)),
+}
+
+
+def decode_exit(read_mapping: Callable[[int, int], bytes]) -> dict[str, Any]:
+    """``{"reason": "IO", ...}`` from the vCPU mapping; ``read_mapping(offset, size)`` reads
+    it or raises UnreadableMemory."""
+    run = struct("struct kvm_run", read_mapping(0, _RUN_SIZE))
+    reason = run.exit_reason
+    out: dict[str, Any] = {"reason": enum_name(ExitReason, reason)}
+    if reason == ExitReason.IO:
+        io = run.io
+        out.update(direction=enum_name(IoDirection, io.direction), port=Hex(io.port),
+                   size=io.size, count=io.count)
+        if io.direction == IoDirection.OUT:
+            data = read_mapping(io.data_offset, io.size * io.count)
+            out["data"] = [Hex(int.from_bytes(data[i:i + io.size], "little"))
+                           for i in range(0, len(data), io.size)]
+    elif reason == ExitReason.MMIO:
+        mmio = run.mmio
+        out.update(phys_addr=Hex(mmio.phys_addr), len=mmio.len, is_write=mmio.is_write)
+        if mmio.is_write:
+            out["data"] = Hex(int.from_bytes(ffi.buffer(mmio.data)[:mmio.len], "little"))
+    elif reason in _EXIT_FIELDS:
+        member, names = _EXIT_FIELDS[reason]
+        out.update(_fields(getattr(run, member), *names))
+    return out
