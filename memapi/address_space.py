@@ -55,6 +55,7 @@ class AddressSpace:
             raise ListenerError(f"listener {listener.name or listener!r} has both log_sync and log_sync_global")
         with core.STATE.lock:
             listener.address_space = self
+            listener._registered()
             self.listeners.append(listener)
             self.listeners.sort(key=lambda l: (l.priority, l._seq))
             core.STATE.refresh_listeners()

@@ -75,6 +75,9 @@ class MemoryListener:
         if name is not None:
             self.name = name
         self.address_space: Optional["AddressSpace"] = None
+        self._seq = 0  # set at registration: equal priorities keep registration order
+
+    def _registered(self) -> None:
         self._seq = next(_seq)
 
     def has(self, callback: str) -> bool:
