@@ -134,18 +134,24 @@ def write_value(space: "AddressSpace", addr: int, value: int, size: int) -> MemT
         offset = addr - fr.start + fr.offset_in_region
         if (size in mr.ops.direct_sizes and not offset & (size - 1) and not mr.flush_coalesced_mmio
                 and not mr.is_ram and mr.owner is None):
-            mr.ops.write(mr, offset, value, size)
+            ops = mr.ops
+            if ops.write is None:
+                return ops.write_with_attrs(mr, offset, value, size, _UNSPECIFIED)
+            ops.write(mr, offset, value, size)
             return _OK
     return write(space, addr, value.to_bytes(size, "little"), _UNSPECIFIED)
 
 
 def read_value(space: "AddressSpace", addr: int, size: int) -> int:
-    """A guest load of ``size`` bytes (a KVM exit), the fast way when it is one plain callback."""
+    """A guest load of ``size`` bytes (a KVM exit), the fast way when it is one callback, unadjusted."""
     fr = space.current_map.lookup(addr)
     if fr is not None:
         mr = fr.mr
         offset = addr - fr.start + fr.offset_in_region
         if (size in mr.ops.direct_sizes and not offset & (size - 1) and not mr.flush_coalesced_mmio
                 and not mr.is_ram and not mr.is_rom_device and mr.owner is None):
-            return mr.ops.read(mr, offset, size) & ((1 << (8 * size)) - 1)
+            ops = mr.ops
+            if ops.read is None:
+                return ops.read_with_attrs(mr, offset, size, _UNSPECIFIED)[0] & ((1 << (8 * size)) - 1)
+            return ops.read(mr, offset, size) & ((1 << (8 * size)) - 1)
     return int.from_bytes(read(space, addr, size, _UNSPECIFIED)[0], "little")

@@ -5,8 +5,9 @@ order (priority descending, newest first among equals) where the first range
 rendered at an address wins. QEMU fills gaps by inserting into a sorted array,
 which is quadratic; here the walk collects every terminal region's clipped
 extent in render order, then one sweep with a heap keyed by render order picks
-the winner at each address, which is O(n log n) and gives the same pieces. A masked alias (an extension, see
-docs/memory-extras.md) renders its target once per linear piece of its window.
+the winner at each address, which is O(n log n) and gives the same pieces.
+A masked alias (our extension, docs/memory-extras.md) renders its target once
+per linear piece of its window.
 """
 from __future__ import annotations
 

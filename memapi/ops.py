@@ -96,7 +96,8 @@ class MemoryRegionOps:
 
     def _is_direct(self, size: int) -> bool:
         valid, impl = self.valid, self.impl
-        if self.big_endian or valid.accepts is not None or self.read is None or self.write is None:
+        if (self.big_endian or valid.accepts is not None or (self.read is None and self.read_with_attrs is None)
+                or (self.write is None and self.write_with_attrs is None)):
             return False
         if valid.max_access_size and not valid.min_access_size <= size <= valid.max_access_size:
             return False

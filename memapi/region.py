@@ -320,8 +320,9 @@ class MemoryRegion:
         alias = f" -> {self.alias.name}+{self.alias_offset:#x}" if self.alias is not None else ""
         if self.alias_mask is not None:
             alias += f" mask={self.alias_mask:#x}"
-        block = self.ram_block
-        size = f"{self.size:#x}/max {block.max_length:#x}" if block is not None and block.resizeable else f"{self.size:#x}"
+        size = f"{self.size:#x}"
+        if self.ram_block is not None and self.ram_block.resizeable:
+            size += f"/max {self.ram_block.max_length:#x}"
         state = "" if self.enabled else " disabled"
         return f"<MemoryRegion {self.name!r} {self.kind} size={size}{where}{alias} prio={self.priority}{state}>"
 

@@ -65,7 +65,8 @@ class Register:
             if not isinstance(value, int) or not 0 <= value <= self.value_mask:
                 fail(f"{field} {value!r} does not fit in {self.width} bytes")
         if self.ro_mask & self.w1c_mask:
-            fail(f"ro_mask {self.ro_mask:#x} and w1c_mask {self.w1c_mask:#x} share bits {self.ro_mask & self.w1c_mask:#x}")
+            fail(f"ro_mask {self.ro_mask:#x} and w1c_mask {self.w1c_mask:#x} share bits "
+                 f"{self.ro_mask & self.w1c_mask:#x}")
         for hook in ("on_read", "on_write"):
             if getattr(self, hook) is not None and not callable(getattr(self, hook)):
                 fail(f"{hook} is not callable")
@@ -124,7 +125,8 @@ class RegisterTable:
         i = self._index(name)
         reg = self.registers[i]
         if not isinstance(value, int) or not 0 <= value <= reg.value_mask:
-            raise InvalidRangeError(f"register {name!r} at {reg.offset:#x}: value {value!r} does not fit in {reg.width} bytes")
+            raise InvalidRangeError(
+                f"register {name!r} at {reg.offset:#x}: value {value!r} does not fit in {reg.width} bytes")
         self._values[i] = value
 
     def values(self) -> dict[str, int]:
@@ -181,7 +183,8 @@ class RegisterTable:
         for i in self._touching(offset, size):
             reg = self.registers[i]
             lo, hi = max(offset, reg.offset), min(offset + size, reg.end)
-            out[lo - offset:hi - offset] = self._get(mr, i).to_bytes(reg.width, self._order)[lo - reg.offset:hi - reg.offset]
+            data = self._get(mr, i).to_bytes(reg.width, self._order)
+            out[lo - offset:hi - offset] = data[lo - reg.offset:hi - reg.offset]
         return int.from_bytes(out, self._order)
 
     def _write(self, mr: "MemoryRegion", offset: int, value: int, size: int) -> None:

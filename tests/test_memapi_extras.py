@@ -285,8 +285,8 @@ def reprint_tree(doc) -> str:
 
 
 def reprint_flat(doc) -> list[str]:
-    return [f"{int(r['start'], 16):x}+{int(r['size'], 16):x} {r['kind']} {r['region']} @{int(r['offset_in_region'], 16):x}"
-            for view in doc["flatviews"] for r in view["ranges"]]
+    return [f"{int(r['start'], 16):x}+{int(r['size'], 16):x} {r['kind']} {r['region']} "
+            f"@{int(r['offset_in_region'], 16):x}" for view in doc["flatviews"] for r in view["ranges"]]
 
 
 @pytest.mark.parametrize("machine", ["pc-128m", "q35-256m", "isapc-32m"])
