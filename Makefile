@@ -4,6 +4,9 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-stamp
 
+SEABIOS := /usr/share/seabios/bios-256k.bin
+SUDO    := $(if $(filter 0,$(shell id -u)),,sudo)
+
 .PHONY: all install guests run test bench clean
 
 all: install guests
@@ -17,13 +20,18 @@ $(STAMP): pyproject.toml setup.py $(wildcard kvm/_build.py)
 
 install: $(STAMP)
 
+# Debian's SeaBIOS, the default BIOS of `kvmshim run --machine pc`, installed only where missing.
+$(SEABIOS):
+	$(SUDO) apt-get install -y --no-install-recommends seabios || \
+	  { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends seabios; }
+
 guests: $(STAMP)
 	$(PY) -m guests build
 
-run: install guests
+run: install guests $(SEABIOS)
 	$(VENV)/bin/kvmshim run hello
 
-test: install guests
+test: install guests $(SEABIOS)
 	$(PY) -m pytest -q
 
 bench: install guests

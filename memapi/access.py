@@ -127,10 +127,16 @@ def write(space: "AddressSpace", addr: int, data: Any, attrs: MemTxAttrs) -> Mem
 
 
 def write_value(space: "AddressSpace", addr: int, value: int, size: int) -> MemTxResult:
-    """A guest store of ``size`` bytes (a KVM exit): straight to the callback when nothing needs adjusting."""
+    """A guest store of ``size`` bytes (a KVM exit): straight to the callback when nothing needs adjusting.
+
+    A CPU store to RAM seen through a readonly range (PAM's readonly alias) is dropped, as the
+    READONLY slot the KVM listener gives that range promises; DMA through write() still reaches it.
+    """
     fr = space.current_map.lookup(addr)
     if fr is not None:
         mr = fr.mr
+        if fr.readonly and mr.is_ram:
+            return MemTxResult.DECODE_ERROR
         offset = addr - fr.start + fr.offset_in_region
         if (size in mr.ops.direct_sizes and not offset & (size - 1) and not mr.flush_coalesced_mmio
                 and not mr.is_ram and mr.owner is None):

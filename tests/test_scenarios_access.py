@@ -121,6 +121,17 @@ def test_26_readonly_alias_over_ram_is_written(root, space):
     assert space.read(0x10, 2)[0] == b"xy"
 
 
+def test_cpu_store_through_readonly_alias_is_dropped(root, space):
+    """The exit path agrees with the READONLY slot a readonly alias gets; DMA (write) still goes through."""
+    ram = MR.ram("ram", 0x1000)
+    alias = MR.alias("pam-rom", ram, 0, 0x1000)
+    alias.set_readonly(True)
+    root.add_subregion(0, alias)
+    root.add_subregion(0x10000, MR.ram("other", 0x1000))
+    assert space.store(0x20, 0x55, 1) == DECODE
+    assert space.read(0x20, 1)[0] == b"\0"
+
+
 def test_reservation_hides_and_decodes(root, space):
     root.add_subregion(0, MR.ram("ram", 0x2000))
     root.add_subregion_overlap(0x1000, MR.reservation("kvm-ioapic", 0x1000), 1)

@@ -36,27 +36,6 @@ POST_DONE = b"No bootable device"
 BOOT_TIMEOUT = 60.0
 
 
-class RomWritesDropped:
-    """The memory space as KVM exits reach it: writes to readonly FlatRanges are dropped.
-
-    Our listener maps a readonly alias of RAM (PAM's ``pam-rom``) as a READONLY slot, so a
-    guest write there exits; memapi, like QEMU's address_space_write, would write the RAM
-    behind the alias. Dropping it (``dropped`` counts them) makes the shadowed BIOS read-only.
-    """
-
-    def __init__(self, space: AddressSpace) -> None:
-        self.space = space
-        self.load = space.load
-        self.dropped = 0
-
-    def store(self, addr: int, value: int, size: int) -> None:
-        fr = self.space.lookup(addr)
-        if fr is not None and fr.readonly:
-            self.dropped += 1
-        else:
-            self.space.store(addr, value, size)
-
-
 class PcMachine:
     """One vCPU `pc` (i440FX + PIIX3/PIIX4) booting a BIOS image. Use as a context manager."""
 
@@ -93,14 +72,14 @@ class PcMachine:
                 self.vm.create_pit2()
         self.memory = AddressSpace(self.system, "memory")
         self.io_space = AddressSpace(self.io, "I/O")
-        self.kvm_memory = KVMMemoryListener(self.vm, inhibit=lambda: memapi.core.STATE.lock)
+        self.runner: Optional[VcpuRunner] = None
+        self.kvm_memory = KVMMemoryListener(self.vm, inhibit=self._inhibit)
         self.kvm_io = KVMIoListener(self.vm)
         self.memory.register_listener(self.kvm_memory)
         self.io_space.register_listener(self.kvm_io)
         self.vcpu = self.vm.create_vcpu(0)
         self.vcpu.reset_state()
-        self.guest_memory = RomWritesDropped(self.memory)
-        self.runner = VcpuRunner(self.vcpu, self.guest_memory, self.io_space)
+        self.runner = VcpuRunner(self.vcpu, self.memory, self.io_space)
 
     def __enter__(self) -> "PcMachine":
         return self
@@ -146,4 +125,6 @@ class PcMachine:
         if data == b"\n" and POST_DONE in log[log.rfind(b"\n", 0, -1) + 1:]:
             self.runner.stop()
 
+    # The test machine's, over the same attributes (memory, io_space, kvm_memory, runner).
     mtree = Machine.mtree
+    _inhibit = Machine._inhibit
