@@ -30,7 +30,6 @@ from pathlib import Path
 SOURCE_DIR = Path(__file__).resolve().parent
 BUILD_DIR = SOURCE_DIR / "build"
 LINKER_SCRIPT = SOURCE_DIR / "guest.ld"
-_SHARED_INPUTS = (SOURCE_DIR / "common.inc", LINKER_SCRIPT)
 _HEADER = re.compile(r"#\s*kvmshim:\s*(?P<fields>.*)")
 
 
@@ -96,7 +95,7 @@ def spec(guest: str | Path) -> GuestSpec:
 def build(guest: str | Path) -> Path:
     """Assemble and link *guest* into BUILD_DIR/NAME.bin unless that is newer than its inputs."""
     s = spec(guest)
-    inputs = (s.source, *_SHARED_INPUTS)
+    inputs = (s.source, LINKER_SCRIPT, *SOURCE_DIR.glob("*.inc"))
     if s.binary.exists() and s.binary.stat().st_mtime >= max(p.stat().st_mtime for p in inputs):
         return s.binary
     BUILD_DIR.mkdir(exist_ok=True)

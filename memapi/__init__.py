@@ -9,6 +9,7 @@ from .core import add_coalesced_flusher, remove_coalesced_flusher, transaction, 
 from .dirty import (DirtyBitmapSnapshot, GlobalDirty, global_dirty_log_start, global_dirty_log_stop,
                     global_dirty_log_sync, reset_dirty, set_dirty, set_dirty_lebitmap, snapshot_and_clear_dirty)
 from .dispatch import dispatch_read, dispatch_write
+from .event_notifier import EventNotifier
 from .errors import (AliasCycleError, AliasSubregionError, DirtyLogError, InvalidRangeError, ListenerError,
                      MemApiError, NoSuchEventfdError, NotAnAliasError, NotASubregionError, RegionInUseError,
                      RegionKindError, TransactionError)
@@ -24,7 +25,7 @@ from .transaction_ops import MemoryTransaction, transaction_ops
 
 __all__ = [
     "AccessRules", "AddressSpace", "AliasCycleError", "AliasSubregionError", "DirtyBitmapSnapshot", "DirtyClient",
-    "DirtyLogError", "Endianness", "FlatRange", "FlatView", "GlobalDirty", "IOMMUTLBEntry", "Ioeventfd",
+    "DirtyLogError", "Endianness", "EventNotifier", "FlatRange", "FlatView", "GlobalDirty", "IOMMUTLBEntry", "Ioeventfd",
     "InvalidRangeError", "ListenerError", "MAX_MASK_REPEATS", "MemApiError", "MemoryListener", "MemoryRegion",
     "MemoryRegionOps", "MemoryRegionSection", "MemoryTransaction", "MemTxAttrs", "MemTxResult",
     "NoSuchEventfdError", "NotAnAliasError", "NotASubregionError", "PAGE_SIZE", "RamBlock", "Register",
