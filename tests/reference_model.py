@@ -279,10 +279,14 @@ class Model:
 
     def resolve(self, root: Node, addr: int) -> Optional[Hit]:
         """The per-address Visibility rule, from the AddressSpace root (after the §2.4 shortcut)."""
+        return self.resolver(root)(addr)
+
+    def resolver(self, root: Node):
+        """``resolve`` for many addresses of one unchanged tree (the §2.4 shortcut taken once)."""
         start = self.flatview_root(root)
         if start is None:
-            return None
-        return self._visit(start, 0, 0, ADDR_END, addr, False, False, False, ())
+            return lambda addr: None
+        return lambda addr: self._visit(start, 0, 0, ADDR_END, addr, False, False, False, ())
 
     def _visit(self, n: Node, base: int, lo: int, hi: int, addr: int,
                ro: bool, nv: bool, um: bool, path: tuple) -> Optional[Hit]:
