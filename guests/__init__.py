@@ -80,9 +80,13 @@ def spec(guest: str | Path) -> GuestSpec:
     """Load metadata of a guest (a name in SOURCE_DIR or a path to a .S file)."""
     source = _source(guest)
     try:
-        first_line = source.read_text().split("\n", 1)[0]
+        with source.open("rb") as f:
+            first_line = f.readline(256).decode("utf-8").rstrip("\n")
     except OSError as e:
         raise GuestBuildError(f"cannot read guest source {source}: {e.strerror}") from e
+    except UnicodeDecodeError:
+        raise GuestBuildError(f"{source.name}: not a guest source (binary data; guests are GNU as .S files "
+                              "whose first line is '# kvmshim: kind=flat' or '# kvmshim: kind=bios')") from None
     header = _HEADER.fullmatch(first_line.strip())
     fields = dict(f.split("=", 1) for f in header["fields"].split() if "=" in f) if header else {}
     kind = fields.get("kind")
@@ -119,5 +123,7 @@ def _run(s: GuestSpec, tool: str, *args: object) -> None:
                               "install binutils)")
     proc = subprocess.run([tool, *map(str, args)], capture_output=True, text=True)
     if proc.returncode != 0:
-        raise GuestBuildError(f"{tool} failed on {s.source.name} (exit {proc.returncode})\n"
+        lines = proc.stderr.strip().splitlines()
+        why = next((line for line in lines if "rror" in line), lines[0] if lines else "")
+        raise GuestBuildError(f"{tool} failed on {s.source.name} (exit {proc.returncode}): {why}\n"
                               f"{proc.stderr.strip()}")

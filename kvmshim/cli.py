@@ -11,8 +11,15 @@ from typing import Optional, Sequence
 COMMANDS = ("run", "mtree", "trace", "dirty_demo")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (status 2) like our own, without the usage block first."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kvmshim", description="A Python userspace hypervisor shim on KVM.")
+    parser = _Parser(prog="kvmshim", description="A Python userspace hypervisor shim on KVM.")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         module = importlib.import_module(f"kvmshim.commands.{name}")

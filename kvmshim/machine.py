@@ -1,24 +1,23 @@
-"""A small machine: memory and I/O AddressSpaces, RAM, devices, the KVM listeners and one vCPU.
+"""A small machine: memory and I/O AddressSpaces, RAM, devices, the KVM listeners and its vCPUs.
 
 The wiring keeps the layers apart: memapi models memory, kvm/ talks to the
 kernel, listeners/ bridges them, and this module only connects the pieces.
 """
 from __future__ import annotations
 
-import contextlib
 import re
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import Callable, ContextManager, Optional, Union
 
 import guests
 import memapi
-from kvm import Cap, Kvm
+from kvm import Cap, Kvm, Vcpu
 from listeners.kvm_dirty_ring import KVMDirtyRingListener
 from listeners.kvm_memory import KVMIoListener, KVMMemoryListener
-from listeners.vcpu_runner import CoalescedRing, RunOutcome, VcpuRunner
+from listeners.vcpu_runner import CoalescedRing, RunOutcome, VcpuRunner, paused
 from memapi import AddressSpace, MemoryRegion
 
 from .devices import DebugExit, PortTestDevice, Serial, TestDevice
@@ -30,25 +29,46 @@ BIOS_SIZE = 0x10000
 
 
 class Machine:
-    """One VM with one vCPU, built on the memory API. Use as a context manager.
+    """One VM with ``vcpus`` vCPUs (``vcpu``/``runner`` are the first), built on the memory API.
+    Use as a context manager.
 
     Dirty logging uses KVM_GET_DIRTY_LOG, with manual protect (GET + CLEAR) when the
     kernel offers it and ``manual_protect`` is true; ``dirty_ring`` (bytes) switches
-    to the per-vCPU dirty ring instead.
+    to the per-vCPU dirty ring instead. ``strict_unassigned`` makes guest accesses to
+    unassigned memory or ports raise UnassignedAccess instead of QEMU's silent default.
     """
 
     def __init__(self, ram_size: int = 16 * MiB, *, on_output: Optional[Callable[[bytes], None]] = None,
-                 max_slot_size: Optional[int] = None, dirty_ring: int = 0, manual_protect: bool = True) -> None:
-        self.kvm = Kvm()
-        self.vm = self.kvm.create_vm()
-        self.runner: Optional[VcpuRunner] = None
+                 max_slot_size: Optional[int] = None, dirty_ring: int = 0, manual_protect: bool = True,
+                 vcpus: int = 1, strict_unassigned: bool = False) -> None:
+        if not isinstance(vcpus, int) or vcpus < 1:
+            raise ValueError(f"machine: {vcpus!r} vCPUs (a positive number, at most KVM_CAP_MAX_VCPUS)")
+        self.vcpus: list[Vcpu] = []
+        self.runners: list[VcpuRunner] = []
+        self.coalesced: Optional[CoalescedRing] = None
+        self.kvm_memory: Optional[KVMMemoryListener] = None
+        self.kvm_io: Optional[KVMIoListener] = None
+        self.ram: Optional[MemoryRegion] = None
+        self.test_rom: Optional[MemoryRegion] = None
+        self.bios: Optional[MemoryRegion] = None
         self.system = MemoryRegion.container("system", 1 << 64)
         self.io = MemoryRegion.io("io", 0x10000, memapi.UNASSIGNED_IO_OPS)
+        self.kvm = Kvm()
+        self.vm = self.kvm.create_vm()  # on failure the fds close when collected: nothing else holds them
         self.memory = AddressSpace(self.system, "memory")
         self.io_space = AddressSpace(self.io, "I/O")
+        self._closed = False
+        try:
+            self._build(ram_size, on_output, max_slot_size, dirty_ring, manual_protect, vcpus, strict_unassigned)
+        except BaseException:
+            self.close()  # a half-built machine (bad size, too many vCPUs) leaks nothing
+            raise
+
+    def _build(self, ram_size: int, on_output: Optional[Callable[[bytes], None]], max_slot_size: Optional[int],
+               dirty_ring: int, manual_protect: bool, vcpus: int, strict_unassigned: bool) -> None:
         if dirty_ring:
-            self.kvm_memory: KVMMemoryListener = KVMDirtyRingListener(
-                self.vm, dirty_ring, max_slot_size=max_slot_size, inhibit=self._inhibit)
+            self.kvm_memory = KVMDirtyRingListener(self.vm, dirty_ring, max_slot_size=max_slot_size,
+                                                   inhibit=self._inhibit)
         else:
             self.kvm_memory = KVMMemoryListener(self.vm, max_slot_size=max_slot_size, inhibit=self._inhibit,
                                                 manual_protect=manual_protect)
@@ -68,16 +88,21 @@ class Machine:
             self.io.add_subregion(0x3F8, self.serial.region)
             self.io.add_subregion(0x501, self.debug_exit.region)
             self.io.add_subregion(0x600, self.porttest.region)
-        self.vcpu = self.vm.create_vcpu(0)
-        self.coalesced = (CoalescedRing(self.vcpu, self.memory, self.io_space)
-                          if self.vm.check_extension(Cap.COALESCED_MMIO) else None)
-        self.runner = VcpuRunner(self.vcpu, self.memory, self.io_space, coalesced=self.coalesced)
-        if isinstance(self.kvm_memory, KVMDirtyRingListener):
-            self.kvm_memory.add_vcpu(self.vcpu)
-            self.runner.on_dirty_ring_full = self.kvm_memory.reap
+        for index in range(vcpus):
+            self.vcpus.append(self.vm.create_vcpu(index))
+        self.vcpu = self.vcpus[0]
+        if self.vm.check_extension(Cap.COALESCED_MMIO):
+            self.coalesced = CoalescedRing(self.vcpu, self.memory, self.io_space)
+        for vcpu in self.vcpus:
+            runner = VcpuRunner(vcpu, self.memory, self.io_space, coalesced=self.coalesced,
+                                strict_unassigned=strict_unassigned)
+            if isinstance(self.kvm_memory, KVMDirtyRingListener):
+                self.kvm_memory.add_vcpu(vcpu)
+                runner.on_dirty_ring_full = self.kvm_memory.reap
+            self.runners.append(runner)
+        self.runner = self.runners[0]
         if self.coalesced is not None:
             memapi.add_coalesced_flusher(self.coalesced.drain)
-        self.bios: Optional[MemoryRegion] = None
 
     # ------------------------------------------------------------ lifecycle
     def __enter__(self) -> "Machine":
@@ -87,14 +112,22 @@ class Machine:
         self.close()
 
     def close(self) -> None:
-        """Unregister the listeners, close the vCPU, VM and /dev/kvm fds and unmap guest memory."""
-        if self.vcpu.closed:
+        """Stop the vCPUs (waiting for their threads to leave run()), unregister the listeners,
+        close the vCPU, VM and /dev/kvm fds and unmap guest memory. Safe on a half-built machine."""
+        if self._closed:
             return
+        self._closed = True
+        for runner in self.runners:
+            runner.stop()
+        while any(runner.running for runner in self.runners):
+            time.sleep(0.001)
         if self.coalesced is not None:
             memapi.remove_coalesced_flusher(self.coalesced.drain)
-        self.memory.unregister_listener(self.kvm_memory)
-        self.io_space.unregister_listener(self.kvm_io)
-        self.vcpu.close()
+        for space, listener in ((self.memory, self.kvm_memory), (self.io_space, self.kvm_io)):
+            if listener is not None and listener.address_space is space:
+                space.unregister_listener(listener)
+        for vcpu in self.vcpus:
+            vcpu.close()
         self.vm.close()
         self.kvm.close()
         self.memory.destroy()
@@ -103,13 +136,15 @@ class Machine:
             if region is not None:
                 region.ram_block.close()
 
-    def _inhibit(self):
-        """Hold the vCPU out of KVM_RUN while slots are swapped or logged slots lose their log."""
-        return self.runner.paused() if self.runner is not None else contextlib.nullcontext()
+    def paused(self) -> ContextManager[None]:
+        """Hold every vCPU out of KVM_RUN for the block (the listener's inhibit)."""
+        return paused(*self.runners)
+
+    _inhibit = paused
 
     # ------------------------------------------------------------ guests
     def load(self, guest: Union[str, Path]) -> guests.GuestSpec:
-        """Build ``guest`` if needed, place it in memory and point the vCPU at its entry."""
+        """Build ``guest`` if needed, place it in memory and point every vCPU at its entry."""
         spec = guests.spec(guest)
         image = guests.build(guest).read_bytes()
         if spec.kind == "bios":
@@ -118,10 +153,16 @@ class Machine:
                 self.system.add_subregion(spec.load_gpa, self.bios)
                 self.system.add_subregion_overlap(spec.alias_gpa, MemoryRegion.alias(
                     "isa-bios", self.bios, 0, BIOS_SIZE), 1)
-            self.vcpu.reset_state()
+            for vcpu in self.vcpus:
+                vcpu.reset_state()
         else:
             self.memory.write(spec.load_gpa, image)
-            self.vcpu.set_real_mode(spec.cs, spec.ip, sp=spec.sp or 0)
+            for index, vcpu in enumerate(self.vcpus):
+                vcpu.set_real_mode(spec.cs, spec.ip, sp=spec.sp or 0)
+                if index:  # a guest run by several vCPUs tells them apart by EBX (0 for the first)
+                    regs = vcpu.get_regs()
+                    regs.rbx = index
+                    vcpu.set_regs(regs)
         return spec
 
     def set_params(self, guest: Union[str, Path], **values: int) -> None:
@@ -134,16 +175,19 @@ class Machine:
             self.memory.write_int(spec.load_gpa + offsets[name], value, 4)
 
     def _guest_exit(self, status: int) -> None:
-        self.runner.stop()
+        for runner in self.runners:
+            runner.stop()
 
     def run(self, timeout: Optional[float] = None) -> RunOutcome:
         return self.runner.run(timeout)
 
-    def start(self) -> "VcpuThread":
-        """Run the vCPU in a thread of its own (returns once it runs); ``stop()`` on the result ends it."""
-        thread = VcpuThread(self.runner)
+    def start(self, index: int = 0, timeout: Optional[float] = None) -> "VcpuThread":
+        """Run vCPU ``index`` in a thread of its own (returns once it runs); ``stop()`` on the result
+        ends it, ``join()`` re-raises what the run raised (GuestTimeout after ``timeout`` seconds)."""
+        runner = self.runners[index]
+        thread = VcpuThread(runner, timeout, name=f"vcpu{index}")
         thread.start()
-        while not self.runner.running and thread.is_alive():
+        while not runner.running and thread.is_alive():
             time.sleep(0.001)
         return thread
 
@@ -185,15 +229,16 @@ def guest_params(source: Path) -> dict[str, int]:
 class VcpuThread(threading.Thread):
     """A daemon thread running a VcpuRunner; ``join()`` re-raises what the run raised."""
 
-    def __init__(self, runner: VcpuRunner) -> None:
-        super().__init__(name="vcpu0", daemon=True)
+    def __init__(self, runner: VcpuRunner, timeout: Optional[float] = None, name: str = "vcpu0") -> None:
+        super().__init__(name=name, daemon=True)
         self.runner = runner
+        self.timeout = timeout
         self.outcome: Optional[RunOutcome] = None
         self.error: Optional[BaseException] = None
 
     def run(self) -> None:
         try:
-            self.outcome = self.runner.run()
+            self.outcome = self.runner.run(self.timeout)
         except BaseException as err:  # handed to join()
             self.error = err
 

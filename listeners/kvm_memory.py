@@ -154,6 +154,9 @@ class KVMMemoryListener(MemoryListener):
     def _chunks(self, section: MemoryRegionSection):
         start, size = align_section(section)
         offset = section.offset_within_region + (start - section.offset_within_address_space)
+        block = section.mr.ram_block if section.mr is not None else None
+        if block is not None:  # never past the host memory (a region sized beyond its block)
+            size = min(size, max(0, block.max_length - section.mr.ram_offset - offset) & ~_PAGE_MASK)
         while size:
             chunk = min(self.max_slot_size, size)
             yield start, chunk, offset
@@ -221,13 +224,14 @@ class KVMMemoryListener(MemoryListener):
         if flags == slot.flags:
             return
         stopping = bool(slot.flags & _LOG and not flags & _LOG)
+        reflag = bool((flags ^ slot.flags) & MemFlag.READONLY)  # a delete and re-add: a hole
         if flags & _LOG and slot.bitmap is None:
             with self._lock:
                 slot.set_logging(True)
-        with self.inhibit() if stopping else contextlib.nullcontext():
+        with self.inhibit() if stopping or reflag else contextlib.nullcontext():
             if stopping:
                 self._collect(slot)
-            if (flags ^ slot.flags) & MemFlag.READONLY:
+            if reflag:
                 self._ioctl(slot, 0, flags)
             self._ioctl(slot, slot.size, flags)
         slot.flags = flags

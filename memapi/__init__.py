@@ -10,9 +10,9 @@ from .dirty import (DirtyBitmapSnapshot, GlobalDirty, global_dirty_log_start, gl
                     global_dirty_log_sync, reset_dirty, set_dirty, set_dirty_lebitmap, snapshot_and_clear_dirty)
 from .dispatch import dispatch_read, dispatch_write
 from .event_notifier import EventNotifier
-from .errors import (AliasCycleError, AliasSubregionError, DirtyLogError, InvalidRangeError, ListenerError,
-                     MemApiError, NoSuchEventfdError, NotAnAliasError, NotASubregionError, RegionInUseError,
-                     RegionKindError, TransactionError)
+from .errors import (AliasCycleError, AliasSubregionError, ArgumentError, DirtyLogError, InvalidRangeError,
+                     ListenerError, MemApiError, NoSuchEventfdError, NotAnAliasError, NotASubregionError,
+                     RamBlockError, RegionInUseError, RegionKindError, TransactionError)
 from .flatview import FlatRange, FlatView
 from .listener import MemoryListener, MemoryRegionSection
 from .mtree import info_mtree
@@ -24,14 +24,16 @@ from .regtable import Register, RegisterTable, Unknown, UnknownRegisterError
 from .transaction_ops import MemoryTransaction, transaction_ops
 
 __all__ = [
-    "AccessRules", "AddressSpace", "AliasCycleError", "AliasSubregionError", "DirtyBitmapSnapshot", "DirtyClient",
-    "DirtyLogError", "Endianness", "EventNotifier", "FlatRange", "FlatView", "GlobalDirty", "IOMMUTLBEntry", "Ioeventfd",
-    "InvalidRangeError", "ListenerError", "MAX_MASK_REPEATS", "MemApiError", "MemoryListener", "MemoryRegion",
-    "MemoryRegionOps", "MemoryRegionSection", "MemoryTransaction", "MemTxAttrs", "MemTxResult",
-    "NoSuchEventfdError", "NotAnAliasError", "NotASubregionError", "PAGE_SIZE", "RamBlock", "Register",
+    "AccessRules", "AddressSpace", "AliasCycleError", "AliasSubregionError", "ArgumentError",
+    "DirtyBitmapSnapshot", "DirtyClient", "DirtyLogError", "Endianness", "EventNotifier", "FlatRange",
+    "FlatView", "GlobalDirty", "IOMMUTLBEntry", "Ioeventfd", "InvalidRangeError", "ListenerError",
+    "MAX_MASK_REPEATS", "MemApiError", "MemoryListener", "MemoryRegion", "MemoryRegionOps",
+    "MemoryRegionSection", "MemoryTransaction", "MemTxAttrs", "MemTxResult", "NoSuchEventfdError",
+    "NotAnAliasError", "NotASubregionError", "PAGE_SIZE", "RamBlock", "RamBlockError", "Register",
     "RegisterTable", "RegionInUseError", "RegionKindError", "TransactionError", "UINT64_MAX", "UNASSIGNED",
     "UNASSIGNED_IO_OPS", "UNASSIGNED_MEM_OPS", "Unknown", "UnknownRegisterError", "add_coalesced_flusher",
-    "dispatch_read", "dispatch_write", "global_dirty_log_start", "global_dirty_log_stop", "global_dirty_log_sync",
-    "info_mtree", "mtree_json", "remove_coalesced_flusher", "reset_dirty", "set_dirty", "set_dirty_lebitmap",
-    "snapshot_and_clear_dirty", "transaction", "transaction_begin", "transaction_commit", "transaction_ops",
+    "dispatch_read", "dispatch_write", "global_dirty_log_start", "global_dirty_log_stop",
+    "global_dirty_log_sync", "info_mtree", "mtree_json", "remove_coalesced_flusher", "reset_dirty", "set_dirty",
+    "set_dirty_lebitmap", "snapshot_and_clear_dirty", "transaction", "transaction_begin", "transaction_commit",
+    "transaction_ops",
 ]

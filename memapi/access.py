@@ -3,6 +3,9 @@
 RAM and ROMD reads and RAM writes are direct copies, clamped to the end of the
 range; everything else is split by memory_access_size and dispatched to the
 terminal region's ops. ROM writes go to the ROM's default ops and are dropped.
+Each access is resolved against the one FlatView it is given (the address
+space's current view, read once), so a concurrent commit never splits it
+between an old and a new map.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from .region import MemoryRegion
 
 if TYPE_CHECKING:
     from .address_space import AddressSpace
+    from .flatview import FlatView
 
 #: QEMU's io_mem_unassigned: what a hole in an address space resolves to.
 UNASSIGNED = MemoryRegion.io("unassigned", 1 << 64)
@@ -34,10 +38,10 @@ class IOMMUTLBEntry:
     write: bool = True
 
 
-def translate(space: "AddressSpace", addr: int, length: int, is_write: bool, attrs: MemTxAttrs):
-    """Resolve ``addr`` to (terminal region, offset in it, usable length), following IOMMUs."""
+def translate(view: "FlatView", addr: int, length: int, is_write: bool, attrs: MemTxAttrs):
+    """Resolve ``addr`` in ``view`` to (terminal region, offset in it, usable length), following IOMMUs."""
     while True:
-        fr = space.current_map.lookup(addr)
+        fr = view.lookup(addr)
         if fr is None:
             return UNASSIGNED, addr, length
         mr = fr.mr
@@ -52,7 +56,7 @@ def translate(space: "AddressSpace", addr: int, length: int, is_write: bool, att
         mask = entry.addr_mask
         addr = (entry.translated_addr & ~mask) | (xlat & mask)
         length = min(length, (addr | mask) - addr + 1)
-        space = entry.target_as
+        view = entry.target_as.current_map
 
 
 def access_size(mr: MemoryRegion, length: int, offset: int) -> int:
@@ -73,22 +77,34 @@ def _direct(mr: MemoryRegion, is_write: bool) -> bool:
     return (mr.is_ram and not mr.is_ram_device) or mr.is_romd
 
 
+def _ram_span(mr: MemoryRegion, offset: int, length: int) -> int:
+    """Bytes of a direct access at ``offset`` that the region and its host memory both hold (0: none,
+    e.g. a view rendered before the region shrank inside an open transaction, or a region sized past
+    its RAM block): what is missing reads as a hole instead of looping or touching other memory."""
+    return max(0, min(length, mr.size - offset, len(mr.ram_block.view) - mr.ram_offset - offset))
+
+
 def _prepare_mmio(mr: MemoryRegion) -> None:
     if mr.flush_coalesced_mmio:
         core.flush_coalesced()
 
 
-def read(space: "AddressSpace", addr: int, size: int, attrs: MemTxAttrs) -> tuple[bytes, MemTxResult]:
+def read(view: "FlatView", addr: int, size: int, attrs: MemTxAttrs) -> tuple[bytes, MemTxResult]:
     out = bytearray()
     result = _OK
     while size > 0:
-        mr, offset, length = translate(space, addr, size, False, attrs)
+        mr, offset, length = translate(view, addr, size, False, attrs)
         if attrs.memory and not mr.is_ram:
             result |= MemTxResult.ACCESS_ERROR
             out += bytes(length)
         elif _direct(mr, False):
-            length = min(length, mr.size - offset)
-            out += mr.ram_block.view[mr.ram_offset + offset:mr.ram_offset + offset + length]
+            span = _ram_span(mr, offset, length)
+            if span:
+                length = span
+                out += mr.ram_block.view[mr.ram_offset + offset:mr.ram_offset + offset + length]
+            else:
+                result |= MemTxResult.DECODE_ERROR
+                out += bytes(length)
         else:
             _prepare_mmio(mr)
             length = access_size(mr, length, offset)
@@ -100,21 +116,25 @@ def read(space: "AddressSpace", addr: int, size: int, attrs: MemTxAttrs) -> tupl
     return bytes(out), MemTxResult(result)
 
 
-def write(space: "AddressSpace", addr: int, data: Any, attrs: MemTxAttrs) -> MemTxResult:
+def write(view: "FlatView", addr: int, data: Any, attrs: MemTxAttrs) -> MemTxResult:
     from . import dirty
 
     data = memoryview(data).cast("B")
     pos, size = 0, len(data)
     result = _OK
     while size > 0:
-        mr, offset, length = translate(space, addr, size, True, attrs)
+        mr, offset, length = translate(view, addr, size, True, attrs)
         if attrs.memory and not mr.is_ram:
             result |= MemTxResult.ACCESS_ERROR
         elif _direct(mr, True):
-            length = min(length, mr.size - offset)
-            start = mr.ram_offset + offset
-            mr.ram_block.view[start:start + length] = data[pos:pos + length]
-            dirty.host_write(mr, offset, length)
+            span = _ram_span(mr, offset, length)
+            if span:
+                length = span
+                start = mr.ram_offset + offset
+                mr.ram_block.view[start:start + length] = data[pos:pos + length]
+                dirty.host_write(mr, offset, length)
+            else:
+                result |= MemTxResult.DECODE_ERROR
         else:
             _prepare_mmio(mr)
             length = access_size(mr, length, offset)
@@ -126,13 +146,13 @@ def write(space: "AddressSpace", addr: int, data: Any, attrs: MemTxAttrs) -> Mem
     return MemTxResult(result)
 
 
-def write_value(space: "AddressSpace", addr: int, value: int, size: int) -> MemTxResult:
+def write_value(view: "FlatView", addr: int, value: int, size: int) -> MemTxResult:
     """A guest store of ``size`` bytes (a KVM exit): straight to the callback when nothing needs adjusting.
 
     A CPU store to RAM seen through a readonly range (PAM's readonly alias) is dropped, as the
     READONLY slot the KVM listener gives that range promises; DMA through write() still reaches it.
     """
-    fr = space.current_map.lookup(addr)
+    fr = view.lookup(addr)
     if fr is not None:
         mr = fr.mr
         if fr.readonly and mr.is_ram:
@@ -145,12 +165,12 @@ def write_value(space: "AddressSpace", addr: int, value: int, size: int) -> MemT
                 return ops.write_with_attrs(mr, offset, value, size, _UNSPECIFIED)
             ops.write(mr, offset, value, size)
             return _OK
-    return write(space, addr, value.to_bytes(size, "little"), _UNSPECIFIED)
+    return write(view, addr, (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little"), _UNSPECIFIED)
 
 
-def read_value(space: "AddressSpace", addr: int, size: int) -> int:
+def read_value(view: "FlatView", addr: int, size: int) -> int:
     """A guest load of ``size`` bytes (a KVM exit), the fast way when it is one callback, unadjusted."""
-    fr = space.current_map.lookup(addr)
+    fr = view.lookup(addr)
     if fr is not None:
         mr = fr.mr
         offset = addr - fr.start + fr.offset_in_region
@@ -160,4 +180,4 @@ def read_value(space: "AddressSpace", addr: int, size: int) -> int:
             if ops.read is None:
                 return ops.read_with_attrs(mr, offset, size, _UNSPECIFIED)[0] & ((1 << (8 * size)) - 1)
             return ops.read(mr, offset, size) & ((1 << (8 * size)) - 1)
-    return int.from_bytes(read(space, addr, size, _UNSPECIFIED)[0], "little")
+    return int.from_bytes(read(view, addr, size, _UNSPECIFIED)[0], "little")

@@ -4,11 +4,15 @@ from __future__ import annotations
 from typing import Optional
 
 from . import access, core
-from .errors import ListenerError, RegionKindError
+from .errors import ArgumentError, InvalidRangeError, ListenerError, RegionKindError
 from .flatview import FlatRange, FlatView, render
 from .listener import MemoryListener, MemoryRegionSection
 from .ops import UNSPECIFIED, MemTxAttrs, MemTxResult
 from .region import Ioeventfd, MemoryRegion
+
+_END = 1 << 64
+_WIDTHS = (1, 2, 3, 4, 5, 6, 7, 8)
+_NO_VALUE = object()  # _check: an access without a value (read, write of bytes, lookup)
 
 
 class AddressSpace:
@@ -17,11 +21,14 @@ class AddressSpace:
     def __init__(self, root: MemoryRegion, name: str) -> None:
         if not isinstance(root, MemoryRegion):
             raise RegionKindError(f"address space {name!r}: root {root!r} is not a MemoryRegion")
+        if not isinstance(name, str):
+            raise ArgumentError(f"address space name {name!r} is not a string")
         self.root = root
         self.name = name
         self.listeners: list[MemoryListener] = []
         self.ioeventfds: list[Ioeventfd] = []
         self.ioeventfd_notifiers = 0
+        self.destroyed = False
         with core.STATE.lock:
             physmr = core.flatview_root(root)
             shared = next((s.current_map for s in core.STATE.address_spaces()
@@ -38,6 +45,7 @@ class AddressSpace:
             raise ListenerError(f"address space {self.name!r} still has listeners {[l.name for l in self.listeners]}")
         with core.STATE.lock:
             core.STATE.remove_address_space(self)
+            self.destroyed = True
 
     @property
     def flatview(self) -> FlatView:
@@ -51,6 +59,8 @@ class AddressSpace:
         if listener.address_space is not None:
             raise ListenerError(
                 f"listener {listener.name or listener!r} is already registered on {listener.address_space.name!r}")
+        if self.destroyed:
+            raise ListenerError(f"listener {listener.name or listener!r}: address space {self.name!r} is destroyed")
         if listener.has("log_sync") and listener.has("log_sync_global"):
             raise ListenerError(f"listener {listener.name or listener!r} has both log_sync and log_sync_global")
         with core.STATE.lock:
@@ -64,8 +74,9 @@ class AddressSpace:
                 self.ioeventfd_notifiers += 1
 
     def unregister_listener(self, listener: MemoryListener) -> None:
-        if listener.address_space is not self:
-            raise ListenerError(f"listener {listener.name or listener!r} is not registered on {self.name!r}")
+        if getattr(listener, "address_space", None) is not self:
+            raise ListenerError(f"listener {getattr(listener, 'name', None) or listener!r} is not registered "
+                                f"on {self.name!r}")
         with core.STATE.lock:
             if listener.has_eventfd:
                 self.ioeventfd_notifiers -= 1
@@ -192,29 +203,56 @@ class AddressSpace:
     # ------------------------------------------------------------- access
     def read(self, addr: int, size: int, attrs: MemTxAttrs = UNSPECIFIED) -> tuple[bytes, MemTxResult]:
         """address_space_read: ``size`` bytes at ``addr`` and the OR of the pieces' results."""
-        return access.read(self, addr, size, attrs)
+        self._check(addr, size, attrs)
+        return access.read(self.current_map, addr, size, attrs)
 
     def write(self, addr: int, data: bytes, attrs: MemTxAttrs = UNSPECIFIED) -> MemTxResult:
         """address_space_write: RAM directly (marking pages dirty), MMIO through the ops."""
-        return access.write(self, addr, data, attrs)
+        try:
+            data = memoryview(data).cast("B")
+        except TypeError:
+            raise ArgumentError(
+                f"address space {self.name!r}: write data {type(data).__name__} is not bytes-like") from None
+        self._check(addr, data.nbytes, attrs)
+        return access.write(self.current_map, addr, data, attrs)
 
     def read_int(self, addr: int, size: int, attrs: MemTxAttrs = UNSPECIFIED) -> int:
         """A little-endian load of 1..8 bytes (the result bits are dropped, as KVM does)."""
-        return int.from_bytes(access.read(self, addr, size, attrs)[0], "little")
+        self._check(addr, size, attrs, 0)
+        return int.from_bytes(access.read(self.current_map, addr, size, attrs)[0], "little")
 
     def write_int(self, addr: int, value: int, size: int, attrs: MemTxAttrs = UNSPECIFIED) -> MemTxResult:
-        return access.write(self, addr, (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little"), attrs)
+        """A little-endian store of the low ``size`` (1..8) bytes of ``value``."""
+        self._check(addr, size, attrs, value)
+        return access.write(self.current_map, addr, (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little"), attrs)
 
     def store(self, addr: int, value: int, size: int) -> MemTxResult:
-        """A guest store from an exit: the same semantics as write(), a shorter path for plain MMIO/PIO."""
-        return access.write_value(self, addr, value, size)
+        """A guest store from an exit: the same semantics as write_int(), a shorter path for plain MMIO/PIO."""
+        if not (isinstance(addr, int) and isinstance(value, int) and size in _WIDTHS and 0 <= addr <= _END - size):
+            self._check(addr, size, UNSPECIFIED, value)
+        return access.write_value(self.current_map, addr, value, size)
 
     def load(self, addr: int, size: int) -> int:
         """A guest load from an exit: the same semantics as read_int(), a shorter path for plain MMIO/PIO."""
-        return access.read_value(self, addr, size)
+        if not (isinstance(addr, int) and size in _WIDTHS and 0 <= addr <= _END - size):
+            self._check(addr, size, UNSPECIFIED, 0)
+        return access.read_value(self.current_map, addr, size)
+
+    def _check(self, addr: int, size: int, attrs: MemTxAttrs, value: object = _NO_VALUE) -> None:
+        """Refuse an access that is not [addr, addr+size) inside [0, 2**64), or (with a value) not 1..8 bytes."""
+        if not isinstance(attrs, MemTxAttrs):
+            raise ArgumentError(f"address space {self.name!r}: attrs {attrs!r} is not a MemTxAttrs")
+        if value is not _NO_VALUE and (not isinstance(value, int) or size not in _WIDTHS):
+            raise InvalidRangeError(
+                f"address space {self.name!r}: access of value {value!r} at {addr!r} must be an int of 1..8 bytes, "
+                f"not {size!r}")
+        if not (isinstance(addr, int) and isinstance(size, int) and 0 <= addr and 0 <= size and addr + size <= _END):
+            raise InvalidRangeError(f"address space {self.name!r}: access of {size!r} bytes at {addr!r} "
+                                    "does not fit in [0, 2**64)")
 
     def lookup(self, addr: int) -> Optional[FlatRange]:
         """The FlatRange at ``addr`` in the current view (None for a hole)."""
+        self._check(addr, 0, UNSPECIFIED)
         return self.current_map.lookup(addr)
 
 

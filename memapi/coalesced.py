@@ -26,11 +26,17 @@ def _notify(mr: MemoryRegion, offset: int, size: int, add: bool) -> None:
                     l.coalesced_io_del(section, lo, hi - lo)
 
 
+def check(mr: MemoryRegion, offset: int, size: int) -> None:
+    """A coalesced range must be non-empty and inside the region (and below 2**64)."""
+    if not (isinstance(offset, int) and isinstance(size, int) and 0 <= offset and 0 < size
+            and offset + size <= mr.size and offset + size < 1 << 64):
+        raise InvalidRangeError(
+            f"region {mr.name!r}: coalesced range {offset!r}+{size!r} does not fit in the region (size {mr.size:#x})")
+
+
 def add(mr: MemoryRegion, offset: int, size: int) -> None:
     """memory_region_add_coalescing."""
-    if not (0 <= offset and 0 < size and offset + size <= mr.size and offset + size < 1 << 64):
-        raise InvalidRangeError(
-            f"region {mr.name!r}: coalesced range {offset:#x}+{size:#x} does not fit in the region (size {mr.size:#x})")
+    check(mr, offset, size)
     with core.STATE.lock:
         mr.coalesced.append((offset, size))
         _notify(mr, offset, size, True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 
 from . import core
-from .errors import DirtyLogError
+from .errors import ArgumentError, DirtyLogError, InvalidRangeError
 from .ram import PAGE_BITS, PAGE_SIZE, DirtyClient, test_bits
 from .region import MemoryRegion
 
@@ -30,9 +30,16 @@ def _clients(mask: int) -> list[int]:
     return [c for c in DirtyClient if mask & (1 << c)]
 
 
-def _need_ram(mr: MemoryRegion, what: str):
-    if mr.ram_block is None:
-        raise DirtyLogError(f"region {mr.name!r}: {what} needs a region with RAM (QEMU asserts)")
+def _need_ram(mr: MemoryRegion, what: str, offset: int = 0, length: int = 0):
+    """The region's RAM block, once ``[offset, offset+length)`` is known to lie inside it (up to its
+    maximum size: a resizeable region's bitmaps cover that, and so may a slot from before a shrink)."""
+    if not isinstance(mr, MemoryRegion) or mr.ram_block is None:
+        raise DirtyLogError(f"region {getattr(mr, 'name', mr)!r}: {what} needs a region with RAM (QEMU asserts)")
+    limit = mr.ram_block.max_length - mr.ram_offset
+    if (not isinstance(offset, int) or not isinstance(length, int) or offset < 0 or length < 0
+            or offset + length > limit):
+        raise InvalidRangeError(
+            f"region {mr.name!r}: {what} range {offset!r}+{length!r} is outside the region (size {limit:#x})")
     return mr.ram_block
 
 
@@ -40,6 +47,8 @@ def set_log(mr: MemoryRegion, log: bool, client: int) -> None:
     """memory_region_set_log: only DIRTY_MEMORY_VGA, reference-counted."""
     if client != DirtyClient.VGA:
         raise DirtyLogError(f"region {mr.name!r}: set_log client {client!r} is not VGA (QEMU asserts)")
+    if not isinstance(log, int) or log not in (0, 1):
+        raise ArgumentError(f"region {mr.name!r}: set_log({log!r}) is not a bool")
     if not log and mr.vga_logging_count == 0:
         raise DirtyLogError(f"region {mr.name!r}: set_log(False) without a matching set_log(True)")
     old = mr.vga_logging_count
@@ -62,13 +71,13 @@ def host_write(mr: MemoryRegion, offset: int, length: int) -> None:
 
 def set_dirty(mr: MemoryRegion, offset: int, length: int) -> None:
     """memory_region_set_dirty: mark pages dirty for the region's effective clients."""
-    _need_ram(mr, "set_dirty")
+    _need_ram(mr, "set_dirty", offset, length)
     host_write(mr, offset, length)
 
 
 def set_dirty_lebitmap(mr: MemoryRegion, offset: int, bitmap: bytes, npages: int) -> None:
     """Fan a fetched bitmap out (physical_memory_set_dirty_lebitmap): VGA always, MIGRATION while tracking."""
-    block = _need_ram(mr, "set_dirty_lebitmap")
+    block = _need_ram(mr, "set_dirty_lebitmap", offset, npages << PAGE_BITS)
     first = (mr.ram_offset + offset) >> PAGE_BITS
     block.merge_bitmap(DirtyClient.VGA, first, bitmap, npages)
     if core.STATE.global_dirty_tracking:
@@ -85,6 +94,7 @@ class DirtyBitmapSnapshot:
 
     def get_dirty(self, mr: MemoryRegion, offset: int, length: int) -> bool:
         """memory_region_snapshot_get_dirty: any page of the range set in the snapshot."""
+        _need_ram(mr, "get_dirty of a snapshot", offset, length)
         lo = ((mr.ram_offset + offset) >> PAGE_BITS) - self.first
         hi = ((mr.ram_offset + offset + length - 1) >> PAGE_BITS) - self.first
         if lo < 0 or hi >= self.count:
@@ -149,7 +159,7 @@ def _log_clear(mr: MemoryRegion, offset: int, length: int) -> None:
 
 def snapshot_and_clear_dirty(mr: MemoryRegion, offset: int, length: int, client: int) -> DirtyBitmapSnapshot:
     """Sync, then atomically take the client's bits over the range widened to 64 pages."""
-    block = _need_ram(mr, "snapshot_and_clear_dirty")
+    block = _need_ram(mr, "snapshot_and_clear_dirty", offset, length)
     _check_client(mr, client)
     with core.STATE.lock:
         sync(mr)
@@ -165,7 +175,7 @@ def snapshot_and_clear_dirty(mr: MemoryRegion, offset: int, length: int, client:
 
 def reset_dirty(mr: MemoryRegion, offset: int, length: int, client: int) -> None:
     """memory_region_reset_dirty: test-and-clear the client's bits, then log_clear the page-rounded range."""
-    block = _need_ram(mr, "reset_dirty")
+    block = _need_ram(mr, "reset_dirty", offset, length)
     _check_client(mr, client)
     with core.STATE.lock:
         first = (mr.ram_offset + offset) >> PAGE_BITS
@@ -176,21 +186,21 @@ def reset_dirty(mr: MemoryRegion, offset: int, length: int, client: int) -> None
 
 def get_dirty(mr: MemoryRegion, offset: int, length: int, client: int) -> bool:
     """Peek without clearing (for tests and the demo; QEMU removed this API in 2019)."""
-    block = _need_ram(mr, "get_dirty")
+    block = _need_ram(mr, "get_dirty", offset, length)
     first = (mr.ram_offset + offset) >> PAGE_BITS
     last = (mr.ram_offset + offset + length - 1) >> PAGE_BITS
     return bool(test_bits(block.dirty[client], first, last - first + 1))
 
 
 def _check_client(mr: MemoryRegion, client: int) -> None:
-    if client not in tuple(DirtyClient):
+    if not isinstance(client, int) or isinstance(client, bool) or client not in tuple(DirtyClient):
         raise DirtyLogError(f"region {mr.name!r}: dirty client {client!r} is not VGA, CODE or MIGRATION")
 
 
 def global_dirty_log_start(flags: int) -> bool:
     """memory_global_dirty_log_start: first reason on calls log_global_start, then re-renders."""
-    if not flags or flags & ~_GLOBAL_MASK:
-        raise DirtyLogError(f"global dirty log start: flags {flags:#x} must be a non-empty subset of {_GLOBAL_MASK:#x}")
+    if not isinstance(flags, int) or not flags or flags & ~_GLOBAL_MASK:
+        raise DirtyLogError(f"global dirty log start: flags {flags!r} must be a non-empty subset of {_GLOBAL_MASK:#x}")
     state = core.STATE
     with state.lock:
         flags &= ~state.global_dirty_tracking
@@ -216,9 +226,9 @@ def global_dirty_log_start(flags: int) -> bool:
 def global_dirty_log_stop(flags: int) -> None:
     """memory_global_dirty_log_stop: when the last reason goes, re-render, then log_global_stop (reverse)."""
     state = core.STATE
-    if not flags or flags & ~_GLOBAL_MASK or state.global_dirty_tracking & flags != flags:
+    if not isinstance(flags, int) or not flags or flags & ~_GLOBAL_MASK or state.global_dirty_tracking & flags != flags:
         raise DirtyLogError(
-            f"global dirty log stop: flags {flags:#x} are not all on (tracking {state.global_dirty_tracking:#x})")
+            f"global dirty log stop: flags {flags!r} are not all on (tracking {state.global_dirty_tracking:#x})")
     with state.lock:
         state.global_dirty_tracking &= ~flags
         if state.global_dirty_tracking:

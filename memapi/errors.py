@@ -29,6 +29,14 @@ class InvalidRangeError(MemApiError, ValueError):
     """A size, offset, address or priority that does not fit its field."""
 
 
+class ArgumentError(MemApiError, TypeError):
+    """An argument of the wrong type: a name, flag, buffer, callback or ops that is not one."""
+
+
+class RamBlockError(MemApiError, OSError):
+    """Host memory for a RAM block cannot be mapped (too large for the host, a bad fd)."""
+
+
 class NotAnAliasError(MemApiError):
     """An alias-only operation on a region that is not an alias."""
 

@@ -60,6 +60,17 @@ class AccessRules:
     unaligned: bool = False
     accepts: Optional[Accepts] = None
 
+    def __post_init__(self) -> None:
+        from .errors import ArgumentError, InvalidRangeError
+
+        lo, hi = self.min_access_size, self.max_access_size
+        if any(not isinstance(v, int) or v not in (0, 1, 2, 4, 8) for v in (lo, hi)) or (lo and hi and lo > hi):
+            raise InvalidRangeError(f"AccessRules: access sizes {lo!r}..{hi!r} must be 0, 1, 2, 4 or 8 with min <= max")
+        if not isinstance(self.unaligned, int) or self.unaligned not in (0, 1):
+            raise ArgumentError(f"AccessRules: unaligned={self.unaligned!r} is not a bool")
+        if self.accepts is not None and not callable(self.accepts):
+            raise ArgumentError(f"AccessRules: accepts={self.accepts!r} is not callable")
+
 
 @dataclass(frozen=True)
 class MemoryRegionOps:
@@ -74,9 +85,18 @@ class MemoryRegionOps:
     impl: AccessRules = AccessRules()
 
     def __post_init__(self) -> None:
-        if self.impl.unaligned and not self.valid.unaligned:
-            from .errors import InvalidRangeError
+        from .errors import ArgumentError, InvalidRangeError
 
+        for field in ("read", "write", "read_with_attrs", "write_with_attrs"):
+            value = getattr(self, field)
+            if value is not None and not callable(value):
+                raise ArgumentError(f"MemoryRegionOps: {field}={value!r} is not callable")
+        if not isinstance(self.valid, AccessRules) or not isinstance(self.impl, AccessRules):
+            raise ArgumentError(
+                f"MemoryRegionOps: valid and impl must be AccessRules, not {self.valid!r}, {self.impl!r}")
+        if self.endianness not in tuple(Endianness):
+            raise InvalidRangeError(f"MemoryRegionOps: endianness {self.endianness!r} is not NATIVE, BIG or LITTLE")
+        if self.impl.unaligned and not self.valid.unaligned:
             raise InvalidRangeError(
                 "MemoryRegionOps: impl.unaligned requires valid.unaligned (QEMU asserts this in init_io)"
             )

@@ -13,6 +13,8 @@ import mmap
 import os
 from typing import Any, Callable, Optional
 
+from .errors import ArgumentError, InvalidRangeError, RamBlockError
+
 PAGE_SIZE = 4096
 PAGE_BITS = 12
 
@@ -52,18 +54,16 @@ class RamBlock:
         self._mmap: Optional[mmap.mmap] = None
         length = max(self.max_length, 1)
         if buffer is not None:
-            target = memoryview(buffer).cast("B")
+            try:
+                target = memoryview(buffer).cast("B")
+            except TypeError:
+                raise ArgumentError(f"RAM block {name!r}: {type(buffer).__name__} is not a buffer") from None
             if target.readonly or target.nbytes < self.max_length:
-                raise ValueError(
+                raise InvalidRangeError(
                     f"RAM block {name!r}: the buffer must be writable and at least {self.max_length:#x} bytes"
                 )
-        elif fd >= 0:
-            # A private mapping of a read-only file is copy-on-write: the file never changes.
-            flags = mmap.MAP_SHARED if shared else mmap.MAP_PRIVATE
-            target = self._mmap = mmap.mmap(fd, length, flags=flags, offset=offset)
         else:
-            flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_NORESERVE
-            target = self._mmap = mmap.mmap(-1, length, flags=flags)
+            target = self._mmap = _map(name, length, fd, offset, shared)
         self._anchor = (ctypes.c_char * length).from_buffer(target)
         self.host_addr: int = ctypes.addressof(self._anchor)
         self.view = memoryview(self._anchor).cast("B")
@@ -124,6 +124,19 @@ class RamBlock:
         if self._mmap is not None:
             self._mmap.close()
             self._mmap = None
+
+
+def _map(name: str, length: int, fd: int, offset: int, shared: bool) -> mmap.mmap:
+    """Anonymous MAP_NORESERVE memory, or the fd's (a private mapping of a read-only file is copy-on-write)."""
+    if fd >= 0:
+        args = dict(flags=mmap.MAP_SHARED if shared else mmap.MAP_PRIVATE, offset=offset)
+    else:
+        fd, args = -1, dict(flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_NORESERVE)
+    try:
+        return mmap.mmap(fd, length, **args)
+    except (OSError, OverflowError, ValueError) as err:
+        source = f"fd {fd} at offset {offset:#x}" if fd >= 0 else "anonymous memory"
+        raise RamBlockError(f"RAM block {name!r}: cannot map {length:#x} bytes of {source}: {err}") from None
 
 
 # ---------------------------------------------------------------- bit helpers

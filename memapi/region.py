@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Callable, Iterator, Optional
 
 from . import core
-from .errors import (AliasCycleError, AliasSubregionError, InvalidRangeError, NoSuchEventfdError,
+from .errors import (AliasCycleError, AliasSubregionError, ArgumentError, InvalidRangeError, NoSuchEventfdError,
                      NotASubregionError, NotAnAliasError, RegionInUseError, RegionKindError)
 from .ops import UNASSIGNED_MEM_OPS, MemoryRegionOps
 from .ram import DirtyClient, RamBlock, memfd
@@ -30,6 +30,30 @@ def _size(name: str, size: Any) -> int:
 def _u64(name: str, what: str, value: Any) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= UINT64_MAX:
         raise InvalidRangeError(f"region {name!r}: {what} {value!r} is not a 64-bit unsigned value")
+    return value
+
+
+def _flag(name: str, what: str, value: Any) -> bool:
+    """A bool argument: True, False, 1 or 0 (anything else is refused, not coerced)."""
+    if not isinstance(value, int) or value not in (0, 1):
+        raise ArgumentError(f"region {name!r}: {what} {value!r} is not a bool")
+    return bool(value)
+
+
+def _contents(name: str, size: Any, data: Any) -> memoryview:
+    """A ROM's initial contents: bytes-like and no longer than the region."""
+    try:
+        view = memoryview(data).cast("B")
+    except TypeError:
+        raise ArgumentError(f"region {name!r}: initial data {type(data).__name__} is not bytes-like") from None
+    if view.nbytes > _size(name, size):
+        raise InvalidRangeError(f"region {name!r}: {view.nbytes:#x} bytes of initial data exceed its size {size:#x}")
+    return view
+
+
+def _callable(name: str, what: str, value: Any, optional: bool = False) -> Any:
+    if not callable(value) and not (optional and value is None):
+        raise ArgumentError(f"region {name!r}: {what} {value!r} is not callable")
     return value
 
 
@@ -64,6 +88,8 @@ class MemoryRegion:
     """A region of a memory tree. Build one with a constructor classmethod (ram, io, alias, ...)."""
 
     def __init__(self, name: Optional[str], size: int, *, owner: Any = None) -> None:
+        if name is not None and not isinstance(name, str):
+            raise ArgumentError(f"region name {name!r} is not a string")
         self.name = name
         self.owner = owner
         self.size = _size(name, size)
@@ -107,6 +133,8 @@ class MemoryRegion:
     def io(cls, name: str, size: int, ops: Optional[MemoryRegionOps] = None, *, owner: Any = None) -> "MemoryRegion":
         """MMIO or port I/O served by ``ops``; None gives an unassigned (reservation-like) region."""
         mr = cls(name, size, owner=owner)
+        if ops is not None and not isinstance(ops, MemoryRegionOps):
+            raise ArgumentError(f"region {name!r}: ops {ops!r} is not a MemoryRegionOps")
         mr.terminates = True
         mr.ops = ops if ops is not None else UNASSIGNED_MEM_OPS
         return mr
@@ -132,6 +160,7 @@ class MemoryRegion:
         """
         mr = cls(name, size, owner=owner)
         max_size = _size(name, max_size)
+        _callable(name, "resized callback", resized, optional=True)
         if max_size < mr.size:
             raise InvalidRangeError(f"region {name!r}: size {mr.size:#x} exceeds max_size {max_size:#x}")
         return mr._init_ram(RamBlock(name, mr.size, max_size=max_size, resized=resized), migratable)
@@ -141,8 +170,11 @@ class MemoryRegion:
                     readonly: bool = False, owner: Any = None, migratable: bool = True) -> "MemoryRegion":
         """RAM backed by a file descriptor (a file, shm or memfd); readonly maps it copy-on-write."""
         mr = cls(name, size, owner=owner)
+        if not isinstance(fd, int) or fd < 0:
+            raise ArgumentError(f"region {name!r}: fd {fd!r} is not a file descriptor")
+        _u64(name, "fd offset", offset)
         mr._init_ram(RamBlock(name, mr.size, fd=fd, offset=offset, shared=shared and not readonly), migratable)
-        mr.readonly = readonly
+        mr.readonly = _flag(name, "readonly", readonly)
         return mr
 
     @classmethod
@@ -175,31 +207,33 @@ class MemoryRegion:
     def ram_ptr(cls, name: str, size: int, buffer: Any, *, owner: Any = None) -> "MemoryRegion":
         """RAM over a caller's writable buffer (memory_region_init_ram_ptr)."""
         mr = cls(name, size, owner=owner)
+        if buffer is None:
+            raise ArgumentError(f"region {name!r}: RAM over a buffer needs a buffer, not None")
         return mr._init_ram(RamBlock(name, mr.size, buffer=buffer), migratable=False)
 
     @classmethod
     def rom(cls, name: str, size: int, data: bytes = b"", *, owner: Any = None) -> "MemoryRegion":
         """Read-only RAM: guests read it directly, writes are dropped."""
+        data = _contents(name, size, data)
         mr = cls.ram(name, size, owner=owner)
         mr.readonly = True
-        if data:
-            mr.ram_block.write(0, data)
+        mr.ram_block.write(0, data)
         return mr
 
     @classmethod
     def rom_device(cls, name: str, size: int, ops: MemoryRegionOps, data: bytes = b"", *,
                    owner: Any = None) -> "MemoryRegion":
         """Reads come from RAM while in romd mode; writes (and reads otherwise) go to ``ops``."""
-        if ops is None:
-            raise RegionKindError(f"region {name!r}: a ROM device needs ops (QEMU asserts)")
+        if not isinstance(ops, MemoryRegionOps):
+            raise RegionKindError(f"region {name!r}: a ROM device needs ops, not {ops!r} (QEMU asserts)")
+        data = _contents(name, size, data)
         mr = cls(name, size, owner=owner)
         mr.terminates = True
         mr.is_rom_device = True
         mr.migratable = True
         mr.ops = ops
         mr.ram_block = RamBlock(name, mr.size)
-        if data:
-            mr.ram_block.write(0, data)
+        mr.ram_block.write(0, data)
         return mr
 
     @classmethod
@@ -252,7 +286,7 @@ class MemoryRegion:
         mr = cls(name, size, owner=owner)
         mr.terminates = True
         mr.is_iommu = True
-        mr.iommu_translate = translate
+        mr.iommu_translate = _callable(name, "translate", translate)
         return mr
 
     def _init_ram(self, block: RamBlock, migratable: bool) -> "MemoryRegion":
@@ -409,7 +443,7 @@ class MemoryRegion:
             container._link(addr, self)
 
     def set_enabled(self, enabled: bool) -> None:
-        enabled = bool(enabled)
+        enabled = _flag(self.name, "enabled", enabled)
         if enabled != self.enabled:
             with core.transaction():
                 self.enabled = enabled
@@ -446,7 +480,7 @@ class MemoryRegion:
             block.resized(self, size)
 
     def _set_flag(self, attr: str, value: bool) -> None:
-        value = bool(value)
+        value = _flag(self.name, attr, value)
         if getattr(self, attr) != value:
             with core.transaction():
                 setattr(self, attr, value)
@@ -510,9 +544,10 @@ class MemoryRegion:
 
     def _eventfd(self, addr: int, size: int, match_data: bool, data: int, notifier: Any) -> Ioeventfd:
         _u64(self.name, "ioeventfd offset", addr)
-        if size not in (0, 1, 2, 4, 8):
-            raise InvalidRangeError(f"region {self.name!r}: ioeventfd at {addr:#x} has size {size}, not 0/1/2/4/8")
+        if not isinstance(size, int) or size not in (0, 1, 2, 4, 8):
+            raise InvalidRangeError(f"region {self.name!r}: ioeventfd at {addr:#x} has size {size!r}, not 0/1/2/4/8")
         _u64(self.name, "ioeventfd data", data)
+        match_data = _flag(self.name, "ioeventfd match_data", match_data)
         if size and self.ops.big_endian:
             from .dispatch import bswap
 
@@ -529,6 +564,7 @@ class MemoryRegion:
     def set_coalescing(self) -> None:
         from . import coalesced
 
+        coalesced.check(self, 0, self.size)
         coalesced.clear(self)
         coalesced.add(self, 0, self.size)
 

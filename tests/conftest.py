@@ -8,6 +8,8 @@ import pytest
 import memapi
 from memapi import core
 
+pytest_plugins = ["soak_plugin"]
+
 
 class Recorder(memapi.MemoryListener):
     """Records every callback as a tuple (callback, listener name, details)."""

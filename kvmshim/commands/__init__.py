@@ -1,5 +1,6 @@
 """One module per `kvmshim` subcommand: ``add_parser(subparsers)`` and ``run(args) -> int``."""
 import argparse
+from typing import Callable
 
 SIZE_SUFFIXES = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 
@@ -16,3 +17,17 @@ def parse_size(text: str) -> int:
     if size <= 0 or size % 4096:
         raise argparse.ArgumentTypeError(f"size {text!r} must be a positive multiple of 4 KiB")
     return size
+
+
+def positive(kind: Callable[[str], float] = float) -> Callable[[str], float]:
+    """An argparse type: ``kind(text)`` (``int`` takes 0x...), which must be greater than zero."""
+    def convert(text: str) -> float:
+        try:
+            value = int(text, 0) if kind is int else kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+        return value
+    convert.__name__ = f"positive {kind.__name__}"
+    return convert

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Optional, TextIO
 
-from . import parse_size
+from . import parse_size, positive
 
 TEXT_GPA, TEXT_SIZE, COLS, ROWS = 0xB8000, 0x8000, 80, 25
 PAGE = 4096
@@ -25,31 +25,24 @@ _ANSI = (0, 4, 2, 6, 1, 5, 3, 7)  # VGA colour index -> ANSI colour index
 _SPARK = " ▁▂▃▄▅▆▇█"
 
 
-def _positive(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
-    return value
-
-
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("dirty-demo", help="run a guest and show, live, the pages it dirties")
     p.add_argument("guest", nargs="?", default="screen",
                    help="screen (a text-mode counter, default), sweeper, or a .S path")
-    p.add_argument("--interval", type=_positive, default=100.0, metavar="MS", help="fetch period (default 100)")
-    p.add_argument("--seconds", type=_positive, default=None, metavar="N", help="stop after N s (default: Ctrl-C)")
+    p.add_argument("--interval", type=positive(), default=100.0, metavar="MS", help="fetch period (default 100)")
+    p.add_argument("--seconds", type=positive(), default=None, metavar="N", help="stop after N s (default: Ctrl-C)")
     p.add_argument("--png", type=Path, metavar="FILE", help="at the end, write a heatmap: a row per page, "
                                                            "a column per interval")
     p.add_argument("-m", "--ram", type=parse_size, default=parse_size("2M"), help="RAM size (default 2M)")
-    p.add_argument("--tick", type=_positive, default=20.0, metavar="MS", help="guest tick period (default 20)")
+    p.add_argument("--tick", type=positive(), default=20.0, metavar="MS", help="guest tick period (default 20)")
     p.add_argument("--log-mode", choices=tuple(LOG_MODES), default="clear",
                    help="clear: GET + CLEAR (manual protect), get: plain GET, ring: the dirty ring")
     sweep = p.add_argument_group("sweeper")
     sweep.add_argument("--first", type=lambda t: int(t, 0), default=0x100, help="first page (default 0x100)")
-    sweep.add_argument("--count", type=int, default=256, help="pages swept (default 256)")
-    sweep.add_argument("--per-tick", type=int, default=8, help="pages written per tick (default 8)")
+    sweep.add_argument("--count", type=positive(int), default=256, help="pages swept (default 256)")
+    sweep.add_argument("--per-tick", type=positive(int), default=8, help="pages written per tick (default 8)")
     sweep.add_argument("--pattern", choices=("sequential", "random"), default="sequential")
-    sweep.add_argument("--stride", type=int, default=1, help="step of the sequential pattern (default 1)")
+    sweep.add_argument("--stride", type=positive(int), default=1, help="step of the sequential pattern (default 1)")
     return p
 
 

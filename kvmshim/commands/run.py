@@ -5,14 +5,14 @@ import argparse
 import sys
 
 from ..pc import cli as pc_cli
-from . import parse_size
+from . import parse_size, positive
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="boot a guest (a name from guests/ or a .S path)")
     p.add_argument("guest", nargs="?", help="the guest (none with --machine pc)")
     p.add_argument("-m", "--ram", type=parse_size, help="RAM size (default 16M; 128M with --machine pc)")
-    p.add_argument("--timeout", type=float, default=None, help="stop the guest after this many seconds")
+    p.add_argument("--timeout", type=positive(), default=None, help="stop the guest after this many seconds")
     p.add_argument("--trace-exits", action="store_true", help="print every PIO/MMIO exit on stderr")
     pc_cli.add_options(p)
     return p

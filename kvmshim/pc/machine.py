@@ -72,7 +72,7 @@ class PcMachine:
                 self.vm.create_pit2()
         self.memory = AddressSpace(self.system, "memory")
         self.io_space = AddressSpace(self.io, "I/O")
-        self.runner: Optional[VcpuRunner] = None
+        self.runners: list[VcpuRunner] = []
         self.kvm_memory = KVMMemoryListener(self.vm, inhibit=self._inhibit)
         self.kvm_io = KVMIoListener(self.vm)
         self.memory.register_listener(self.kvm_memory)
@@ -80,6 +80,7 @@ class PcMachine:
         self.vcpu = self.vm.create_vcpu(0)
         self.vcpu.reset_state()
         self.runner = VcpuRunner(self.vcpu, self.memory, self.io_space)
+        self.runners.append(self.runner)
 
     def __enter__(self) -> "PcMachine":
         return self
@@ -125,6 +126,6 @@ class PcMachine:
         if data == b"\n" and POST_DONE in log[log.rfind(b"\n", 0, -1) + 1:]:
             self.runner.stop()
 
-    # The test machine's, over the same attributes (memory, io_space, kvm_memory, runner).
+    # The test machine's, over the same attributes (memory, io_space, kvm_memory, runners).
     mtree = Machine.mtree
     _inhibit = Machine._inhibit
