@@ -228,13 +228,13 @@ class AddressSpace:
 
     def store(self, addr: int, value: int, size: int) -> MemTxResult:
         """A guest store from an exit: the same semantics as write_int(), a shorter path for plain MMIO/PIO."""
-        if not (isinstance(addr, int) and isinstance(value, int) and size in _WIDTHS and 0 <= addr <= _END - size):
-            self._check(addr, size, UNSPECIFIED, value)
+        if not (type(addr) is type(value) is type(size) is int and 0 < size <= 8 and 0 <= addr <= _END - size):
+            self._check(addr, size, UNSPECIFIED, value)  # the exit path checks plain ints inline
         return access.write_value(self.current_map, addr, value, size)
 
     def load(self, addr: int, size: int) -> int:
         """A guest load from an exit: the same semantics as read_int(), a shorter path for plain MMIO/PIO."""
-        if not (isinstance(addr, int) and size in _WIDTHS and 0 <= addr <= _END - size):
+        if not (type(addr) is type(size) is int and 0 < size <= 8 and 0 <= addr <= _END - size):
             self._check(addr, size, UNSPECIFIED, 0)
         return access.read_value(self.current_map, addr, size)
 

@@ -61,10 +61,13 @@ def region_state(mr: MR) -> tuple:
             mr.romd_mode, id(mr.alias), mr.alias_offset, mr.alias_mask, id(mr.container),
             tuple(map(id, mr.subregions)), mr.vga_logging_count, mr.dirty_log_mask, mr.mapped_via_alias,
             tuple(e.sort_key() for e in mr.ioeventfds), tuple(mr.coalesced), mr.flush_coalesced_mmio,
-            mr.ram_block.used_length if mr.ram_block is not None else None)
+            None if mr.ram_block is None else (mr.ram_block.used_length,
+                                                tuple(map(bytes, filter(None, mr.ram_block.dirty)))))
 
 
 class HostileMemApi(RuleBasedStateMachine):
+    """One root, one space with a replica listener and a spare replica; rules grow and poke the rest."""
+
     def __init__(self) -> None:
         super().__init__()
         self.regions: list[MR] = [MR.container("root", 1 << 64)]
