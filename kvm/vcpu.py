@@ -4,9 +4,11 @@ from __future__ import annotations
 import errno
 import signal
 import threading
+from functools import partial
 
 from . import x86
 from ._fd import PAGE_SIZE, CData, FdObject
+from .exit_records import IO_OFFSET, IO_RECORD, MMIO_DATA_OFFSET, MMIO_OFFSET, MMIO_RECORD
 from ._kvm_cffi import ffi, lib
 from .constants import ExitReason, SyncReg
 from .errors import KvmError
@@ -15,7 +17,6 @@ KICK_SIGNAL = signal.SIGUSR1
 #: Entries in the coalesced MMIO ring page.
 COALESCED_RING_ENTRIES = (PAGE_SIZE - ffi.sizeof("struct kvm_coalesced_mmio_ring")) // ffi.sizeof(
     "struct kvm_coalesced_mmio")
-_MMIO_DATA_OFFSET = ffi.offsetof("struct kvm_run", "mmio") + ffi.offsetof("kvm_run_mmio_t", "data")
 _RETRYABLE = (errno.EINTR, errno.EAGAIN)
 _EXIT_INTR = int(ExitReason.INTR)
 _KVM_RUN = lib.KVM_RUN
@@ -49,6 +50,9 @@ class Vcpu(FdObject):
             raise
         self.run_struct: CData = ffi.cast("struct kvm_run *", base)
         self.mapping = memoryview(ffi.buffer(self.run_struct, mmap_size))
+        #: io_exit() -> (direction, size, port, count, data_offset); mmio_exit() -> (phys_addr, data, len, is_write)
+        self.io_exit = partial(IO_RECORD.unpack_from, self.mapping, IO_OFFSET)
+        self.mmio_exit = partial(MMIO_RECORD.unpack_from, self.mapping, MMIO_OFFSET)
         self._dirty_ring: CData | None = None
         self._runner: int | None = None  # thread ident while inside KVM_RUN
         self._kick_lock = threading.Lock()
@@ -57,6 +61,7 @@ class Vcpu(FdObject):
 
     def close(self) -> None:
         if not self.closed:
+            self.io_exit = self.mmio_exit = None
             self.mapping.release()
             self.run_struct = self._dirty_ring = None
         super().close()
@@ -104,7 +109,7 @@ class Vcpu(FdObject):
 
     def mmio_data(self) -> memoryview:
         """The KVM_EXIT_MMIO data (``mmio.len`` bytes), writable for reads."""
-        return self.mapping[_MMIO_DATA_OFFSET:_MMIO_DATA_OFFSET + self.run_struct.mmio.len]
+        return self.mapping[MMIO_DATA_OFFSET:MMIO_DATA_OFFSET + self.run_struct.mmio.len]
 
     def get_regs(self) -> CData:
         """KVM_GET_REGS into a new ``struct kvm_regs *``."""

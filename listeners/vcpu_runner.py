@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Callable, ContextManager, Iterator, Optional
 
 from kvm import COALESCED_RING_ENTRIES, ExitReason, IoDirection, Vcpu, ffi
+from kvm.exit_records import MMIO_DATA_OFFSET
 from memapi import UNASSIGNED_IO_OPS, UNASSIGNED_MEM_OPS, AddressSpace, MemoryRegion, core
 
 _IO, _MMIO, _HLT, _INTR = int(ExitReason.IO), int(ExitReason.MMIO), int(ExitReason.HLT), int(ExitReason.INTR)
@@ -241,7 +242,8 @@ class VcpuRunner:
                 timer.join()
 
     def _loop(self, deadline: Optional[float]) -> RunOutcome:
-        vcpu, rs, mapping = self.vcpu, self.vcpu.run_struct, self.vcpu.mapping
+        vcpu, mapping = self.vcpu, self.vcpu.mapping
+        io_exit, mmio_exit = vcpu.io_exit, vcpu.mmio_exit
         io_space, mem_space, hooks, trace = self.io, self.memory, self.exit_hooks, self.on_exit
         stop, resumed, strict = self._stop, self._resumed, self.strict_unassigned
         run = vcpu.run
@@ -261,9 +263,8 @@ class VcpuRunner:
             if reason == _IO or reason == _MMIO:
                 try:
                     if reason == _IO:
-                        io = rs.io
-                        port, size, offset, count = io.port, io.size, io.data_offset, io.count
-                        if io.direction == _OUT:
+                        direction, size, port, count, offset = io_exit()
+                        if direction == _OUT:
                             for i in range(count):
                                 at = offset + i * size
                                 value = int.from_bytes(mapping[at:at + size], "little")
@@ -278,16 +279,15 @@ class VcpuRunner:
                                 if trace is not None:
                                     trace("pio", port, value, size, False)
                     else:
-                        mmio = rs.mmio
-                        addr, length = mmio.phys_addr, mmio.len
-                        if mmio.is_write:
-                            value = int.from_bytes(ffi.buffer(mmio.data, length), "little")
+                        addr, data, length, is_write = mmio_exit()
+                        if is_write:
+                            value = int.from_bytes(data[:length], "little")
                             if trace is not None:
                                 trace("mmio", addr, value, length, True)
                             mem_space.store(addr, value, length)
                         else:
                             value = mem_space.load(addr, length)
-                            ffi.memmove(mmio.data, value.to_bytes(length, "little"), length)
+                            mapping[MMIO_DATA_OFFSET:MMIO_DATA_OFFSET + length] = value.to_bytes(length, "little")
                             if trace is not None:
                                 trace("mmio", addr, value, length, False)
                 except Exception as err:

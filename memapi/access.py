@@ -152,7 +152,9 @@ def write_value(view: "FlatView", addr: int, value: int, size: int) -> MemTxResu
     A CPU store to RAM seen through a readonly range (PAM's readonly alias) is dropped, as the
     READONLY slot the KVM listener gives that range promises; DMA through write() still reaches it.
     """
-    fr = view.lookup(addr)
+    fr = view._mru  # the last hit, checked inline: this runs once per exit
+    if fr is None or not fr.start <= addr < fr.end:
+        fr = view.lookup(addr)
     if fr is not None:
         mr = fr.mr
         if fr.readonly and mr.is_ram:

@@ -9,7 +9,7 @@ the attribute-taking forms return a MemTxResult:
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field as dataclass_field
 from typing import Callable, Optional
 
 
@@ -83,6 +83,8 @@ class MemoryRegionOps:
     endianness: Endianness = Endianness.NATIVE
     valid: AccessRules = AccessRules()
     impl: AccessRules = AccessRules()
+    #: Aligned sizes that reach one callback unchanged: no splitting, widening, swap or accepts.
+    direct_sizes: frozenset = dataclass_field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         from .errors import ArgumentError, InvalidRangeError
@@ -100,19 +102,12 @@ class MemoryRegionOps:
             raise InvalidRangeError(
                 "MemoryRegionOps: impl.unaligned requires valid.unaligned (QEMU asserts this in init_io)"
             )
+        # Computed once: the exit path reads it on every access.
+        object.__setattr__(self, "direct_sizes", frozenset(s for s in (1, 2, 4, 8) if self._is_direct(s)))
 
     @property
     def big_endian(self) -> bool:
         return self.endianness == Endianness.BIG
-
-    @property
-    def direct_sizes(self) -> frozenset:
-        """Aligned sizes that reach one callback unchanged: no splitting, widening, swap or accepts."""
-        cached = self.__dict__.get("_direct_sizes")
-        if cached is None:
-            cached = frozenset(size for size in (1, 2, 4, 8) if self._is_direct(size))
-            object.__setattr__(self, "_direct_sizes", cached)
-        return cached
 
     def _is_direct(self, size: int) -> bool:
         valid, impl = self.valid, self.impl
