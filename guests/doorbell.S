@@ -7,12 +7,7 @@
 .include "common.inc"
 .include "pm32.inc"
 .code16
-.text
-.globl _start
-_start:
-    jmp main
-.p2align 2
-params:
+PARAMS_BLOCK
 COUNT: .long 1000
 PORT:  .long 0
 MMIO:  .long 0

@@ -20,12 +20,7 @@
 .include "pm32.inc"
 .set TICK_PORT, 0x510
 .code16
-.text
-.globl _start
-_start:
-    jmp main
-.p2align 2
-params:
+PARAMS_BLOCK
 FIRST:    .long 0x100
 COUNT:    .long 64
 PER_TICK: .long 16

@@ -208,17 +208,18 @@ class Machine:
 
 
 _PARAM = re.compile(r"^\s*(\w+):\s*\.long\b", re.M)
+_PARAMS_START = re.compile(r"^(?:params:|PARAMS_BLOCK)\s*$", re.M)
 
 
 def guest_params(source: Path) -> dict[str, int]:
-    """Offsets in the image of a guest's parameters: consecutive ``NAME: .long`` lines after a
-    ``params:`` label that follows ``jmp main`` and ``.p2align 2`` (so the block starts at +4)."""
+    """Offsets in the image of a guest's parameters: consecutive ``NAME: .long`` lines after
+    common.inc's ``PARAMS_BLOCK`` (``jmp main``, ``.p2align 2``, ``params:``: the block starts at +4)."""
     text = source.read_text()
-    start = text.find("\nparams:")
-    if start < 0:
-        raise KeyError(f"guest {source.name}: no 'params:' block")
+    start = _PARAMS_START.search(text)
+    if start is None:
+        raise KeyError(f"guest {source.name}: no PARAMS_BLOCK")
     names = []
-    for line in text[start + 9:].splitlines():
+    for line in text[start.end():].splitlines()[1:]:
         match = _PARAM.match(line)
         if not match:
             break

@@ -6,12 +6,7 @@
 .include "pm32.inc"
 .set COUNTER_PORT, 0x528
 .code16
-.text
-.globl _start
-_start:
-    jmp main
-.p2align 2
-params:
+PARAMS_BLOCK
 COUNTERS: .long 0x10000
 EVERY:    .long 0
 

@@ -12,12 +12,7 @@
 .set CTRL_PORT, 0x520
 .set ERROR_PORT, 0x524
 .code16
-.text
-.globl _start
-_start:
-    jmp main
-.p2align 2
-params:
+PARAMS_BLOCK
 W:        .long 0
 STRIPE:   .long 0
 WORDS:    .long 0
