@@ -68,7 +68,39 @@ def align_section(section: MemoryRegionSection) -> tuple[int, int]:
     return start, (size - delta) & ~_PAGE_MASK
 
 
-class KVMMemoryListener(MemoryListener):
+class _KvmIoEvents:
+    """ioeventfds and coalesced zones of one address space (MMIO, or PIO with ``pio``).
+
+    KVM_IOEVENTFD takes QEMU's truncations: data to 32 bits, and for PIO the address
+    and data to 16 bits. Coalescing errors are ignored, as QEMU does.
+    """
+
+    pio = False
+    vm: Vm
+
+    def eventfd_add(self, section: MemoryRegionSection, match_data: bool, data: int, notifier) -> None:
+        self._eventfd(section, match_data, data, notifier, deassign=False)
+
+    def eventfd_del(self, section: MemoryRegionSection, match_data: bool, data: int, notifier) -> None:
+        self._eventfd(section, match_data, data, notifier, deassign=True)
+
+    def _eventfd(self, section, match_data, data, notifier, deassign: bool) -> None:
+        addr, bits = section.offset_within_address_space, (16 if self.pio else 32)
+        if self.pio:
+            addr &= 0xFFFF
+        datamatch = data & ((1 << bits) - 1) if match_data else None
+        self.vm.ioeventfd(notifier.fileno(), addr, section.size, datamatch, pio=self.pio, deassign=deassign)
+
+    def coalesced_io_add(self, section: MemoryRegionSection, addr: int, size: int) -> None:
+        with contextlib.suppress(KvmError):
+            self.vm.register_coalesced_mmio(addr, size, pio=self.pio)
+
+    def coalesced_io_del(self, section: MemoryRegionSection, addr: int, size: int) -> None:
+        with contextlib.suppress(KvmError):
+            self.vm.unregister_coalesced_mmio(addr, size, pio=self.pio)
+
+
+class KVMMemoryListener(_KvmIoEvents, MemoryListener):
     """Memslots for one address space (as_id 0: system memory) of one VM."""
 
     priority = 10
@@ -325,42 +357,13 @@ class KVMMemoryListener(MemoryListener):
     def _kvm_slot(self, slot: Slot) -> int:
         return slot.id | self.as_id << 16
 
-    # ------------------------------------------------------------ ioeventfd / coalesced
-    pio = False
 
-    def eventfd_add(self, section: MemoryRegionSection, match_data: bool, data: int, notifier) -> None:
-        self._eventfd(section, match_data, data, notifier, deassign=False)
-
-    def eventfd_del(self, section: MemoryRegionSection, match_data: bool, data: int, notifier) -> None:
-        self._eventfd(section, match_data, data, notifier, deassign=True)
-
-    def _eventfd(self, section, match_data, data, notifier, deassign: bool) -> None:
-        addr, bits = section.offset_within_address_space, (16 if self.pio else 32)
-        if self.pio:
-            addr &= 0xFFFF
-        datamatch = data & ((1 << bits) - 1) if match_data else None
-        self.vm.ioeventfd(notifier.fileno(), addr, section.size, datamatch, pio=self.pio, deassign=deassign)
-
-    def coalesced_io_add(self, section: MemoryRegionSection, addr: int, size: int) -> None:
-        with contextlib.suppress(KvmError):
-            self.vm.register_coalesced_mmio(addr, size, pio=self.pio)
-
-    def coalesced_io_del(self, section: MemoryRegionSection, addr: int, size: int) -> None:
-        with contextlib.suppress(KvmError):
-            self.vm.unregister_coalesced_mmio(addr, size, pio=self.pio)
-
-
-class KVMIoListener(MemoryListener):
+class KVMIoListener(_KvmIoEvents, MemoryListener):
     """QEMU's "kvm-io": PIO ioeventfds and coalesced PIO on the I/O address space."""
 
     priority = 10
     name = "kvm-io"
     pio = True
-    eventfd_add = KVMMemoryListener.eventfd_add
-    eventfd_del = KVMMemoryListener.eventfd_del
-    _eventfd = KVMMemoryListener._eventfd
-    coalesced_io_add = KVMMemoryListener.coalesced_io_add
-    coalesced_io_del = KVMMemoryListener.coalesced_io_del
 
     def __init__(self, vm: Vm) -> None:
         super().__init__()
