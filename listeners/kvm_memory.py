@@ -188,7 +188,7 @@ class KVMMemoryListener(_KvmIoEvents, MemoryListener):
         offset = section.offset_within_region + (start - section.offset_within_address_space)
         block = section.mr.ram_block if section.mr is not None else None
         if block is not None:  # never past the host memory (a region sized beyond its block)
-            size = min(size, max(0, block.max_length - section.mr.ram_offset - offset) & ~_PAGE_MASK)
+            size = min(size, max(0, block.max_length - offset) & ~_PAGE_MASK)
         while size:
             chunk = min(self.max_slot_size, size)
             yield start, chunk, offset
@@ -208,7 +208,7 @@ class KVMMemoryListener(_KvmIoEvents, MemoryListener):
             return
         block = mr.ram_block
         for gpa, size, offset in self._chunks(section):
-            host = block.host_addr + mr.ram_offset + offset
+            host = block.host_addr + offset
             if host & _PAGE_MASK:
                 continue  # KVM needs a page-aligned host address: leave it to exit.
             self._add(gpa, size, host, mr, offset, section.readonly)

@@ -81,7 +81,7 @@ def _ram_span(mr: MemoryRegion, offset: int, length: int) -> int:
     """Bytes of a direct access at ``offset`` that the region and its host memory both hold (0: none,
     e.g. a view rendered before the region shrank inside an open transaction, or a region sized past
     its RAM block): what is missing reads as a hole instead of looping or touching other memory."""
-    return max(0, min(length, mr.size - offset, len(mr.ram_block.view) - mr.ram_offset - offset))
+    return max(0, min(length, mr.size - offset, len(mr.ram_block.view) - offset))
 
 
 def _prepare_mmio(mr: MemoryRegion) -> None:
@@ -101,7 +101,7 @@ def read(view: "FlatView", addr: int, size: int, attrs: MemTxAttrs) -> tuple[byt
             span = _ram_span(mr, offset, length)
             if span:
                 length = span
-                out += mr.ram_block.view[mr.ram_offset + offset:mr.ram_offset + offset + length]
+                out += mr.ram_block.view[offset:offset + length]
             else:
                 result |= MemTxResult.DECODE_ERROR
                 out += bytes(length)
@@ -130,8 +130,7 @@ def write(view: "FlatView", addr: int, data: Any, attrs: MemTxAttrs) -> MemTxRes
             span = _ram_span(mr, offset, length)
             if span:
                 length = span
-                start = mr.ram_offset + offset
-                mr.ram_block.view[start:start + length] = data[pos:pos + length]
+                mr.ram_block.view[offset:offset + length] = data[pos:pos + length]
                 dirty.host_write(mr, offset, length)
             else:
                 result |= MemTxResult.DECODE_ERROR

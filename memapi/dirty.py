@@ -35,7 +35,7 @@ def _need_ram(mr: MemoryRegion, what: str, offset: int = 0, length: int = 0):
     maximum size: a resizeable region's bitmaps cover that, and so may a slot from before a shrink)."""
     if not isinstance(mr, MemoryRegion) or mr.ram_block is None:
         raise DirtyLogError(f"region {getattr(mr, 'name', mr)!r}: {what} needs a region with RAM (QEMU asserts)")
-    limit = mr.ram_block.max_length - mr.ram_offset
+    limit = mr.ram_block.max_length
     if (not isinstance(offset, int) or not isinstance(length, int) or offset < 0 or length < 0
             or offset + length > limit):
         raise InvalidRangeError(
@@ -66,7 +66,7 @@ def host_write(mr: MemoryRegion, offset: int, length: int) -> None:
     mask = mr.effective_dirty_log_mask
     if mask:
         with core.STATE.lock:  # a vCPU thread's exit races another thread's snapshot
-            mr.ram_block.set_dirty(mr.ram_offset + offset, length, _clients(mask))
+            mr.ram_block.set_dirty(offset, length, _clients(mask))
 
 
 def set_dirty(mr: MemoryRegion, offset: int, length: int) -> None:
@@ -78,7 +78,7 @@ def set_dirty(mr: MemoryRegion, offset: int, length: int) -> None:
 def set_dirty_lebitmap(mr: MemoryRegion, offset: int, bitmap: bytes, npages: int) -> None:
     """Fan a fetched bitmap out (physical_memory_set_dirty_lebitmap): VGA always, MIGRATION while tracking."""
     block = _need_ram(mr, "set_dirty_lebitmap", offset, npages << PAGE_BITS)
-    first = (mr.ram_offset + offset) >> PAGE_BITS
+    first = offset >> PAGE_BITS
     block.merge_bitmap(DirtyClient.VGA, first, bitmap, npages)
     if core.STATE.global_dirty_tracking:
         block.merge_bitmap(DirtyClient.MIGRATION, first, bitmap, npages)
@@ -95,8 +95,8 @@ class DirtyBitmapSnapshot:
     def get_dirty(self, mr: MemoryRegion, offset: int, length: int) -> bool:
         """memory_region_snapshot_get_dirty: any page of the range set in the snapshot."""
         _need_ram(mr, "get_dirty of a snapshot", offset, length)
-        lo = ((mr.ram_offset + offset) >> PAGE_BITS) - self.first
-        hi = ((mr.ram_offset + offset + length - 1) >> PAGE_BITS) - self.first
+        lo = (offset >> PAGE_BITS) - self.first
+        hi = ((offset + length - 1) >> PAGE_BITS) - self.first
         if lo < 0 or hi >= self.count:
             raise DirtyLogError(f"region {mr.name!r}: range {offset:#x}+{length:#x} is outside the snapshot")
         return bool((self.bits >> lo) & ((1 << (hi - lo + 1)) - 1))
@@ -163,9 +163,8 @@ def snapshot_and_clear_dirty(mr: MemoryRegion, offset: int, length: int, client:
     _check_client(mr, client)
     with core.STATE.lock:
         sync(mr)
-        start = mr.ram_offset + offset
-        first = (start >> PAGE_BITS) & ~63
-        last = -(-((start + length + PAGE_SIZE - 1) >> PAGE_BITS) // 64) * 64
+        first = (offset >> PAGE_BITS) & ~63
+        last = -(-((offset + length + PAGE_SIZE - 1) >> PAGE_BITS) // 64) * 64
         count = min(last, -(-block.npages // 64) * 64) - first
         snap = DirtyBitmapSnapshot(first, count, block.take_dirty(client, first, count))
         _log_clear(mr, offset, length)
@@ -178,17 +177,17 @@ def reset_dirty(mr: MemoryRegion, offset: int, length: int, client: int) -> None
     block = _need_ram(mr, "reset_dirty", offset, length)
     _check_client(mr, client)
     with core.STATE.lock:
-        first = (mr.ram_offset + offset) >> PAGE_BITS
-        last = (mr.ram_offset + offset + length - 1) >> PAGE_BITS
+        first = offset >> PAGE_BITS
+        last = (offset + length - 1) >> PAGE_BITS
         if block.take_dirty(client, first, last - first + 1):
-            _log_clear(mr, (first << PAGE_BITS) - mr.ram_offset, (last - first + 1) << PAGE_BITS)
+            _log_clear(mr, first << PAGE_BITS, (last - first + 1) << PAGE_BITS)
 
 
 def get_dirty(mr: MemoryRegion, offset: int, length: int, client: int) -> bool:
     """Peek without clearing (for tests and the demo; QEMU removed this API in 2019)."""
     block = _need_ram(mr, "get_dirty", offset, length)
-    first = (mr.ram_offset + offset) >> PAGE_BITS
-    last = (mr.ram_offset + offset + length - 1) >> PAGE_BITS
+    first = offset >> PAGE_BITS
+    last = (offset + length - 1) >> PAGE_BITS
     return bool(test_bits(block.dirty[client], first, last - first + 1))
 
 

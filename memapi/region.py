@@ -109,7 +109,6 @@ class MemoryRegion:
         self.disable_reentrancy_guard = False
         self.ops: MemoryRegionOps = UNASSIGNED_MEM_OPS
         self.ram_block: Optional[RamBlock] = None
-        self.ram_offset = 0
         self.alias: Optional[MemoryRegion] = None
         self.alias_offset = 0
         self.alias_mask: Optional[int] = None
