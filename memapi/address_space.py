@@ -270,9 +270,3 @@ def _coalesced_pieces(fr: FlatRange, stop_at_miss: bool = False):
                 return
             continue
         yield lo, hi - lo
-
-
-def address_space_of(mr: MemoryRegion) -> list[AddressSpace]:
-    """Every live address space whose root is ``mr``."""
-    return [s for s in core.STATE.address_spaces() if s.root is mr]
-

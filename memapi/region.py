@@ -316,9 +316,7 @@ class MemoryRegion:
     @property
     def kind(self) -> str:
         """QEMU's memory_region_type, as mtree prints it (aliases show their final target)."""
-        mr = self
-        while mr.alias is not None:
-            mr = mr.alias
+        mr = self.final_target()
         if mr.is_ram_device:
             return "ramd"
         if mr.is_romd:
@@ -337,6 +335,7 @@ class MemoryRegion:
         return mask
 
     def final_target(self) -> "MemoryRegion":
+        """The region at the end of this region's alias chain (itself if not an alias)."""
         mr = self
         while mr.alias is not None:
             mr = mr.alias
