@@ -12,7 +12,7 @@ from pathlib import Path
 
 import memapi
 from memapi import MemoryRegion as MR
-from memapi.core import flatview_root
+from memapi.system import flatview_root
 from memapi.flatview import render
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))

@@ -1,4 +1,4 @@
-"""KVMDirtyRingListener: dirty logging through the per-vCPU dirty rings (§5.1, QEMU's dirty-ring-size).
+"""KVMDirtyRingListener: dirty logging through the per-vCPU dirty rings (QEMU's dirty-ring-size).
 
 KVM pushes one ``{slot, offset}`` entry per newly dirtied page into the ring of
 the vCPU that wrote it. Reaping walks each ring from where it stopped, sets the
@@ -11,17 +11,14 @@ KVM_GET_DIRTY_LOG is unavailable (ENXIO) in this mode.
 from __future__ import annotations
 
 from kvm import Cap, DirtyGfnFlag, Vcpu, Vm, ffi
-from memapi import MemApiError, MemoryListener
+from memapi import MemoryListener
 
+from .errors import DirtyRingError
 from .kvm_memory import KVMMemoryListener, Slot
 
 _DIRTY, _RESET = int(DirtyGfnFlag.DIRTY), int(DirtyGfnFlag.RESET)
 _GFN_SIZE = ffi.sizeof("struct kvm_dirty_gfn")
 MIN_RING_BYTES = 4096
-
-
-class DirtyRingError(MemApiError):
-    """The dirty ring cannot be set up, or the kernel disagrees with what was reaped."""
 
 
 class KVMDirtyRingListener(KVMMemoryListener):

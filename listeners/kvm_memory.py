@@ -5,7 +5,7 @@ every add. Sections are trimmed to whole host pages (sub-page heads and tails
 stay unslotted and exit to userspace), split by a maximum slot size, and looked
 up again by exact (gpa, size) match. Slot ids are the lowest free ones.
 
-Dirty logging (§5.1): a logged slot has a cached bitmap (QEMU's dirty_bmap).
+Dirty logging (docs/memory.md, "Dirty tracking"): a logged slot has a cached bitmap (QEMU's dirty_bmap).
 log_sync fetches with KVM_GET_DIRTY_LOG; with KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2
 the fetch no longer re-protects and log_clear does, with KVM_CLEAR_DIRTY_LOG,
 for exactly the cached pages a client took. Before a logged slot is deleted or
@@ -24,12 +24,10 @@ from kvm import Cap, DirtyLogFlag, KvmError, MemFlag, Vm, dirty_bitmap_bytes
 from memapi import MemoryListener, MemoryRegionSection
 from memapi.ram import PAGE_BITS, PAGE_SIZE, set_bits, take_bits, test_bits
 
+from .errors import MemslotExhaustedError
+
 _PAGE_MASK = PAGE_SIZE - 1
 _LOG = int(MemFlag.LOG_DIRTY_PAGES)
-
-
-class MemslotExhaustedError(memapi.MemApiError):
-    """More memslots needed than KVM_CAP_NR_MEMSLOTS allows."""
 
 
 class Slot:
@@ -85,6 +83,8 @@ class _KvmIoEvents:
         self._eventfd(section, match_data, data, notifier, deassign=True)
 
     def _eventfd(self, section, match_data, data, notifier, deassign: bool) -> None:
+        if deassign and getattr(notifier, "closed", False):
+            return  # its owner closed it: KVM cannot look it up any more and drops it with the VM
         addr, bits = section.offset_within_address_space, (16 if self.pio else 32)
         if self.pio:
             addr &= 0xFFFF

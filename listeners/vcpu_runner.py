@@ -23,7 +23,9 @@ from typing import Callable, ContextManager, Iterator, Optional
 
 from kvm import COALESCED_RING_ENTRIES, ExitReason, IoDirection, Vcpu, ffi
 from kvm.exit_records import MMIO_DATA_OFFSET
-from memapi import UNASSIGNED_IO_OPS, UNASSIGNED_MEM_OPS, AddressSpace, MemoryRegion, core
+from memapi import UNASSIGNED_IO_OPS, UNASSIGNED_MEM_OPS, AddressSpace, MemoryRegion
+
+from .errors import BridgeError, DirtyRingError
 
 _IO, _MMIO, _HLT, _INTR = int(ExitReason.IO), int(ExitReason.MMIO), int(ExitReason.HLT), int(ExitReason.INTR)
 _RING_FULL = int(ExitReason.DIRTY_RING_FULL)
@@ -52,7 +54,7 @@ class CoalescedRing:
         ring = self.ring
         if ring.first == ring.last or self._draining:
             return 0
-        with core.STATE.lock:
+        with self.memory.system.lock:
             if self._draining:
                 return 0
             self._draining = True
@@ -97,7 +99,7 @@ class Registers:
                 f"rax={self.rax:#x} rflags={self.rflags:#x}")
 
 
-class GuestFault(RuntimeError):
+class GuestFault(BridgeError):
     """The guest stopped in a way that needs a report; ``registers`` holds its state."""
 
     def __init__(self, message: str, registers: Registers) -> None:
@@ -172,10 +174,9 @@ class VcpuRunner:
         self.on_exit = on_exit  # tracing hook: (kind, addr, value, size, is_write)
         self.coalesced = coalesced
         self.strict_unassigned = strict_unassigned
-        #: Called on KVM_EXIT_DIRTY_RING_FULL; must reap and reset the dirty rings.
-        self.on_dirty_ring_full: Optional[Callable[[], None]] = None
+        #: Called on KVM_EXIT_DIRTY_RING_FULL; must reap and reset the dirty rings, returning the entries reaped.
+        self.on_dirty_ring_full: Optional[Callable[[], int]] = None
         self._stop = threading.Event()
-        self.exit_hooks: list[Callable[[], None]] = []
         self._thread: Optional[int] = None  # ident of the thread inside run()
         self._in_kvm_run = False
         self._pause_lock = threading.Lock()
@@ -244,11 +245,12 @@ class VcpuRunner:
     def _loop(self, deadline: Optional[float]) -> RunOutcome:
         vcpu, mapping = self.vcpu, self.vcpu.mapping
         io_exit, mmio_exit = vcpu.io_exit, vcpu.mmio_exit
-        io_space, mem_space, hooks, trace = self.io, self.memory, self.exit_hooks, self.on_exit
+        io_space, mem_space, trace = self.io, self.memory, self.on_exit
         stop, resumed, strict = self._stop, self._resumed, self.strict_unassigned
         run = vcpu.run
         ring = self.coalesced.ring if self.coalesced is not None else None
         exits = 0
+        empty_reap = -1  # the exit whose ring-full reap found nothing
         while True:
             if not resumed.is_set() and self._wait_resumed():
                 return RunOutcome("stopped", exits)
@@ -258,8 +260,6 @@ class VcpuRunner:
             exits += 1
             if ring is not None and ring.first != ring.last:
                 self.coalesced.drain()
-            for hook in hooks:
-                hook()
             if reason == _IO or reason == _MMIO:
                 try:
                     if reason == _IO:
@@ -297,7 +297,12 @@ class VcpuRunner:
             elif reason == _HLT:
                 return RunOutcome("hlt", exits)
             elif reason == _RING_FULL and self.on_dirty_ring_full is not None:
-                self.on_dirty_ring_full()
+                if not self.on_dirty_ring_full():
+                    # Another thread may have reaped first; twice in a row it would only spin.
+                    if empty_reap == exits - 1:
+                        raise DirtyRingError(f"vcpu {vcpu.id}: KVM_EXIT_DIRTY_RING_FULL twice in a row with no "
+                                             "entry to harvest: the kernel's ring and ours disagree")
+                    empty_reap = exits
             elif reason == _INTR:
                 if deadline is not None and time.monotonic() >= deadline and not stop.is_set():
                     raise GuestTimeout("the guest ran past its timeout", Registers.of(vcpu))

@@ -12,19 +12,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional
 
-from . import core
-from .dispatch import dispatch_read, dispatch_write
+from .dirty import host_write
+from .dispatch import RESULTS, read_bits, write_bits
 from .ops import UNSPECIFIED as _UNSPECIFIED, MemTxAttrs, MemTxResult
 from .region import MemoryRegion
+from .system import core_of
 
 if TYPE_CHECKING:
     from .address_space import AddressSpace
     from .flatview import FlatView
 
-#: QEMU's io_mem_unassigned: what a hole in an address space resolves to.
+#: QEMU's io_mem_unassigned: what a hole in an address space resolves to (never linked anywhere).
 UNASSIGNED = MemoryRegion.io("unassigned", 1 << 64)
 
-_OK = MemTxResult.OK
+_OK = 0
+_DECODE = int(MemTxResult.DECODE_ERROR)
+_ACCESS = int(MemTxResult.ACCESS_ERROR)
 
 
 @dataclass(frozen=True)
@@ -86,7 +89,7 @@ def _ram_span(mr: MemoryRegion, offset: int, length: int) -> int:
 
 def _prepare_mmio(mr: MemoryRegion) -> None:
     if mr.flush_coalesced_mmio:
-        core.flush_coalesced()
+        core_of(mr).flush_coalesced()
 
 
 def read(view: "FlatView", addr: int, size: int, attrs: MemTxAttrs) -> tuple[bytes, MemTxResult]:
@@ -95,7 +98,7 @@ def read(view: "FlatView", addr: int, size: int, attrs: MemTxAttrs) -> tuple[byt
     while size > 0:
         mr, offset, length = translate(view, addr, size, False, attrs)
         if attrs.memory and not mr.is_ram:
-            result |= MemTxResult.ACCESS_ERROR
+            result |= _ACCESS
             out += bytes(length)
         elif _direct(mr, False):
             span = _ram_span(mr, offset, length)
@@ -103,46 +106,44 @@ def read(view: "FlatView", addr: int, size: int, attrs: MemTxAttrs) -> tuple[byt
                 length = span
                 out += mr.ram_block.view[offset:offset + length]
             else:
-                result |= MemTxResult.DECODE_ERROR
+                result |= _DECODE
                 out += bytes(length)
         else:
             _prepare_mmio(mr)
             length = access_size(mr, length, offset)
-            value, res = dispatch_read(mr, offset, length, attrs)
+            value, res = read_bits(mr, offset, length, attrs)
             out += (value & ((1 << (8 * length)) - 1)).to_bytes(length, "little")
             result |= res
         addr += length
         size -= length
-    return bytes(out), MemTxResult(result)
+    return bytes(out), RESULTS[result]
 
 
 def write(view: "FlatView", addr: int, data: Any, attrs: MemTxAttrs) -> MemTxResult:
-    from . import dirty
-
     data = memoryview(data).cast("B")
     pos, size = 0, len(data)
     result = _OK
     while size > 0:
         mr, offset, length = translate(view, addr, size, True, attrs)
         if attrs.memory and not mr.is_ram:
-            result |= MemTxResult.ACCESS_ERROR
+            result |= _ACCESS
         elif _direct(mr, True):
             span = _ram_span(mr, offset, length)
             if span:
                 length = span
                 mr.ram_block.view[offset:offset + length] = data[pos:pos + length]
-                dirty.host_write(mr, offset, length)
+                host_write(mr, offset, length)
             else:
-                result |= MemTxResult.DECODE_ERROR
+                result |= _DECODE
         else:
             _prepare_mmio(mr)
             length = access_size(mr, length, offset)
             value = int.from_bytes(data[pos:pos + length], "little")
-            result |= dispatch_write(mr, offset, value, length, attrs)
+            result |= write_bits(mr, offset, value, length, attrs)
         addr += length
         pos += length
         size -= length
-    return MemTxResult(result)
+    return RESULTS[result]
 
 
 def write_value(view: "FlatView", addr: int, value: int, size: int) -> MemTxResult:
@@ -165,7 +166,7 @@ def write_value(view: "FlatView", addr: int, value: int, size: int) -> MemTxResu
             if ops.write is None:
                 return ops.write_with_attrs(mr, offset, value, size, _UNSPECIFIED)
             ops.write(mr, offset, value, size)
-            return _OK
+            return MemTxResult.OK
     return write(view, addr, (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little"), _UNSPECIFIED)
 
 

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 from typing import Optional
 
-from . import access, core
+from . import access
 from .errors import ArgumentError, InvalidRangeError, ListenerError, RegionKindError
 from .flatview import FlatRange, FlatView, render
 from .listener import MemoryListener, MemoryRegionSection
 from .ops import UNSPECIFIED, MemTxAttrs, MemTxResult
 from .region import Ioeventfd, MemoryRegion
+from .system import MemorySystem, bindable, default_system, flatview_root
 
 _END = 1 << 64
 _WIDTHS = (1, 2, 3, 4, 5, 6, 7, 8)
@@ -18,23 +19,31 @@ _NO_VALUE = object()  # _check: an access without a value (read, write of bytes,
 class AddressSpace:
     """A view of memory from one initiator (a CPU's memory or I/O space, a device's DMA)."""
 
-    def __init__(self, root: MemoryRegion, name: str) -> None:
+    def __init__(self, root: MemoryRegion, name: str, system: Optional[MemorySystem] = None) -> None:
+        """A space rendering ``root`` in ``system``: the root's own system if it has one, else the
+        one given, else the default. The root and every floating region it reaches join it."""
         if not isinstance(root, MemoryRegion):
             raise RegionKindError(f"address space {name!r}: root {root!r} is not a MemoryRegion")
         if not isinstance(name, str):
             raise ArgumentError(f"address space name {name!r} is not a string")
+        if system is not None and not isinstance(system, MemorySystem):
+            raise ArgumentError(f"address space {name!r}: system {system!r} is not a MemorySystem")
+        system = system or root.system or default_system()
+        joining = bindable(root, system)
         self.root = root
         self.name = name
+        self.system = system
         self.listeners: list[MemoryListener] = []
         self.ioeventfds: list[Ioeventfd] = []
         self.ioeventfd_notifiers = 0
         self.destroyed = False
-        with core.STATE.lock:
-            physmr = core.flatview_root(root)
-            shared = next((s.current_map for s in core.STATE.address_spaces()
-                           if s.current_map.root is physmr), None)
+        with system.lock:
+            for region in joining:
+                region.system = system
+            physmr = flatview_root(root)
+            shared = next((s.current_map for s in system.address_spaces() if s.current_map.root is physmr), None)
             self.current_map: FlatView = shared if shared is not None else render(physmr)
-            core.STATE.add_address_space(self)
+            system.add_address_space(self)
 
     def __repr__(self) -> str:
         return f"<AddressSpace {self.name!r} root={self.root.name!r} ranges={len(self.current_map)}>"
@@ -43,8 +52,8 @@ class AddressSpace:
         """Drop the space (QEMU's address_space_destroy): its listeners must be gone first."""
         if self.listeners:
             raise ListenerError(f"address space {self.name!r} still has listeners {[l.name for l in self.listeners]}")
-        with core.STATE.lock:
-            core.STATE.remove_address_space(self)
+        with self.system.lock:
+            self.system.remove_address_space(self)
             self.destroyed = True
 
     @property
@@ -63,12 +72,12 @@ class AddressSpace:
             raise ListenerError(f"listener {listener.name or listener!r}: address space {self.name!r} is destroyed")
         if listener.has("log_sync") and listener.has("log_sync_global"):
             raise ListenerError(f"listener {listener.name or listener!r} has both log_sync and log_sync_global")
-        with core.STATE.lock:
+        with self.system.lock:
             listener.address_space = self
-            listener._registered()
+            listener._seq = self.system.next_listener_seq()
             self.listeners.append(listener)
             self.listeners.sort(key=lambda l: (l.priority, l._seq))
-            core.STATE.refresh_listeners()
+            self.system.refresh_listeners()
             self._replay_add(listener)
             if listener.has_eventfd:
                 self.ioeventfd_notifiers += 1
@@ -77,18 +86,18 @@ class AddressSpace:
         if getattr(listener, "address_space", None) is not self:
             raise ListenerError(f"listener {getattr(listener, 'name', None) or listener!r} is not registered "
                                 f"on {self.name!r}")
-        with core.STATE.lock:
+        with self.system.lock:
             if listener.has_eventfd:
                 self.ioeventfd_notifiers -= 1
             self._replay_del(listener)
             self.listeners.remove(listener)
             listener.address_space = None
-            core.STATE.refresh_listeners()
+            self.system.refresh_listeners()
 
     def _replay_add(self, l: MemoryListener) -> None:
         view = self.current_map
         l.begin()
-        if core.STATE.global_dirty_tracking:
+        if self.system.global_dirty_tracking:
             l.log_global_start()
         for fr in view.ranges:
             section = MemoryRegionSection.of(fr, view)

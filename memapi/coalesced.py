@@ -1,14 +1,15 @@
-"""Coalesced MMIO/PIO ranges: listeners hear of them at once, with no transaction (§8)."""
+"""Coalesced MMIO/PIO ranges: listeners hear of them at once, with no transaction (QEMU's
+memory_region_add_coalescing / memory_region_clear_coalescing)."""
 from __future__ import annotations
 
-from . import core
+from .system import core_of
 from .errors import InvalidRangeError
 from .listener import MemoryRegionSection
 from .region import MemoryRegion
 
 
 def _notify(mr: MemoryRegion, offset: int, size: int, add: bool) -> None:
-    for space in core.STATE.address_spaces():
+    for space in core_of(mr).address_spaces():
         view = space.current_map
         listeners = space.listeners if add else space.listeners[::-1]
         for fr in view.ranges:
@@ -37,7 +38,7 @@ def check(mr: MemoryRegion, offset: int, size: int) -> None:
 def add(mr: MemoryRegion, offset: int, size: int) -> None:
     """memory_region_add_coalescing."""
     check(mr, offset, size)
-    with core.STATE.lock:
+    with core_of(mr).lock:
         mr.coalesced.append((offset, size))
         _notify(mr, offset, size, True)
         mr.flush_coalesced_mmio = True
@@ -47,13 +48,11 @@ def clear(mr: MemoryRegion) -> None:
     """memory_region_clear_coalescing: flush, then drop each range telling listeners."""
     if not mr.coalesced:
         return
-    with core.STATE.lock:
-        flush()
+    system = core_of(mr)
+    with system.lock:
+        system.flush_coalesced()
         mr.flush_coalesced_mmio = False
         while mr.coalesced:
             offset, size = mr.coalesced.pop(0)
             _notify(mr, offset, size, False)
 
-
-def flush() -> None:
-    core.flush_coalesced()

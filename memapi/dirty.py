@@ -1,4 +1,4 @@
-"""Dirty tracking bookkeeping (QEMU memory.c and physmem.c, §5 of the spec).
+"""Dirty tracking bookkeeping (QEMU memory.c and physmem.c; docs/memory.md, "Dirty tracking").
 
 Bitmaps live on each RAM block, one per client. Listeners fill them through
 log_sync (KVM: KVM_GET_DIRTY_LOG via ``set_dirty_lebitmap``); host writes
@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import enum
 
-from . import core
 from .errors import ArgumentError, DirtyLogError, InvalidRangeError
 from .ram import PAGE_BITS, PAGE_SIZE, DirtyClient, test_bits
 from .region import MemoryRegion
+from .system import MemorySystem, core_of
 
 
 class GlobalDirty(enum.IntFlag):
@@ -56,16 +56,17 @@ def set_log(mr: MemoryRegion, log: bool, client: int) -> None:
     mr.vga_logging_count = new
     if bool(old) == bool(new):
         return
-    with core.transaction():
+    system = core_of(mr)
+    with system.transaction():
         mr.dirty_log_mask = (mr.dirty_log_mask & ~_VGA_BIT) | (_VGA_BIT if log else 0)
-        core.STATE.update_pending |= mr.enabled
+        system.update_pending |= mr.enabled
 
 
 def host_write(mr: MemoryRegion, offset: int, length: int) -> None:
     """invalidate_and_set_dirty: a write through the memory API dirties the clients of the effective mask."""
     mask = mr.effective_dirty_log_mask
     if mask:
-        with core.STATE.lock:  # a vCPU thread's exit races another thread's snapshot
+        with core_of(mr).lock:  # a vCPU thread's exit races another thread's snapshot
             mr.ram_block.set_dirty(offset, length, _clients(mask))
 
 
@@ -80,7 +81,8 @@ def set_dirty_lebitmap(mr: MemoryRegion, offset: int, bitmap: bytes, npages: int
     block = _need_ram(mr, "set_dirty_lebitmap", offset, npages << PAGE_BITS)
     first = offset >> PAGE_BITS
     block.merge_bitmap(DirtyClient.VGA, first, bitmap, npages)
-    if core.STATE.global_dirty_tracking:
+    system = core_of(mr)
+    if system.global_dirty_tracking or system.dirty_log_stopping:
         block.merge_bitmap(DirtyClient.MIGRATION, first, bitmap, npages)
 
 
@@ -119,11 +121,11 @@ class DirtyBitmapSnapshot:
         return out
 
 
-def sync(mr=None, last_stage: bool = False) -> None:
+def sync(system: MemorySystem, mr=None, last_stage: bool = False) -> None:
     """memory_region_sync_dirty_bitmap: log_sync per logged range of each listener's space, or log_sync_global."""
     from .listener import MemoryRegionSection
 
-    for l in list(core.STATE.listeners_sorted):
+    for l in list(system.listeners_sorted):
         if l.has("log_sync"):
             view = l.address_space.current_map
             for fr in view.ranges:
@@ -133,8 +135,8 @@ def sync(mr=None, last_stage: bool = False) -> None:
             l.log_sync_global(last_stage)
 
 
-def _after_sync() -> None:
-    for l in list(core.STATE.listeners_sorted):
+def _after_sync(system: MemorySystem) -> None:
+    for l in list(system.listeners_sorted):
         l.log_global_after_sync()
 
 
@@ -142,7 +144,7 @@ def _log_clear(mr: MemoryRegion, offset: int, length: int) -> None:
     """memory_region_clear_dirty_bitmap: log_clear with each mapped piece of [offset, offset+length)."""
     from .listener import MemoryRegionSection
 
-    for l in list(core.STATE.listeners_sorted):
+    for l in list(core_of(mr).listeners_sorted):
         if not l.has("log_clear"):
             continue
         view = l.address_space.current_map
@@ -161,14 +163,15 @@ def snapshot_and_clear_dirty(mr: MemoryRegion, offset: int, length: int, client:
     """Sync, then atomically take the client's bits over the range widened to 64 pages."""
     block = _need_ram(mr, "snapshot_and_clear_dirty", offset, length)
     _check_client(mr, client)
-    with core.STATE.lock:
-        sync(mr)
+    system = core_of(mr)
+    with system.lock:
+        sync(system, mr)
         first = (offset >> PAGE_BITS) & ~63
         last = -(-((offset + length + PAGE_SIZE - 1) >> PAGE_BITS) // 64) * 64
         count = min(last, -(-block.npages // 64) * 64) - first
         snap = DirtyBitmapSnapshot(first, count, block.take_dirty(client, first, count))
         _log_clear(mr, offset, length)
-        _after_sync()
+        _after_sync(system)
     return snap
 
 
@@ -176,7 +179,7 @@ def reset_dirty(mr: MemoryRegion, offset: int, length: int, client: int) -> None
     """memory_region_reset_dirty: test-and-clear the client's bits, then log_clear the page-rounded range."""
     block = _need_ram(mr, "reset_dirty", offset, length)
     _check_client(mr, client)
-    with core.STATE.lock:
+    with core_of(mr).lock:
         first = offset >> PAGE_BITS
         last = (offset + length - 1) >> PAGE_BITS
         if block.take_dirty(client, first, last - first + 1):
@@ -196,49 +199,53 @@ def _check_client(mr: MemoryRegion, client: int) -> None:
         raise DirtyLogError(f"region {mr.name!r}: dirty client {client!r} is not VGA, CODE or MIGRATION")
 
 
-def global_dirty_log_start(flags: int) -> bool:
-    """memory_global_dirty_log_start: first reason on calls log_global_start, then re-renders."""
+def global_start(system: MemorySystem, flags: int) -> bool:
+    """memory_global_dirty_log_start: the first reason on calls log_global_start, then re-renders."""
     if not isinstance(flags, int) or not flags or flags & ~_GLOBAL_MASK:
         raise DirtyLogError(f"global dirty log start: flags {flags!r} must be a non-empty subset of {_GLOBAL_MASK:#x}")
-    state = core.STATE
-    with state.lock:
-        flags &= ~state.global_dirty_tracking
+    with system.lock:
+        flags &= ~system.global_dirty_tracking
         if not flags:
             return True
-        old = state.global_dirty_tracking
-        state.global_dirty_tracking |= flags
+        old = system.global_dirty_tracking
+        system.global_dirty_tracking |= flags
         if old:
             return True
         started = []
-        for l in list(state.listeners_sorted):
+        for l in list(system.listeners_sorted):
             if not l.log_global_start():
                 for s in reversed(started):
                     s.log_global_stop()
-                state.global_dirty_tracking = old
+                system.global_dirty_tracking = old
                 return False
             started.append(l)
-        with core.transaction():
-            state.update_pending = True
+        with system.transaction():
+            system.update_pending = True
     return True
 
 
-def global_dirty_log_stop(flags: int) -> None:
-    """memory_global_dirty_log_stop: when the last reason goes, re-render, then log_global_stop (reverse)."""
-    state = core.STATE
-    if not isinstance(flags, int) or not flags or flags & ~_GLOBAL_MASK or state.global_dirty_tracking & flags != flags:
+def global_stop(system: MemorySystem, flags: int) -> None:
+    """memory_global_dirty_log_stop, losing no MIGRATION bit (QEMU drops those of the last interval).
+
+    When the last reason goes: sync, so listeners hand over what they gathered; then re-render with
+    ``dirty_log_stopping`` set, so the bits a listener collects as its logging stops (KVM fetches
+    each slot with the vCPUs held out) still reach MIGRATION; then log_global_stop, in reverse.
+    """
+    tracking = system.global_dirty_tracking
+    if not isinstance(flags, int) or not flags or flags & ~_GLOBAL_MASK or tracking & flags != flags:
         raise DirtyLogError(
-            f"global dirty log stop: flags {flags!r} are not all on (tracking {state.global_dirty_tracking:#x})")
-    with state.lock:
-        state.global_dirty_tracking &= ~flags
-        if state.global_dirty_tracking:
+            f"global dirty log stop: flags {flags!r} are not all on (tracking {tracking:#x})")
+    with system.lock:
+        if system.global_dirty_tracking & ~flags:
+            system.global_dirty_tracking &= ~flags
             return
-        with core.transaction():
-            state.update_pending = True
-        for l in reversed(list(state.listeners_sorted)):
+        sync(system, None, last_stage=True)
+        system.global_dirty_tracking = 0
+        system.dirty_log_stopping = True
+        try:
+            with system.transaction():
+                system.update_pending = True
+        finally:
+            system.dirty_log_stopping = False
+        for l in reversed(list(system.listeners_sorted)):
             l.log_global_stop()
-
-
-def global_dirty_log_sync(last_stage: bool = False) -> None:
-    """memory_global_dirty_log_sync: every listener's log_sync over all logged ranges."""
-    with core.STATE.lock:
-        sync(None, last_stage)

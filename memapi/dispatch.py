@@ -3,23 +3,29 @@
 Applies the ``valid`` rules, then splits or widens the access to the ``impl``
 sizes exactly as access_with_adjusted_size does (ascending addresses, the start
 never re-aligned), and converts between host order and device endianness.
+
+A region with an ``owner`` is a device's: its callbacks run under the memory system's
+lock (QEMU takes the big lock in prepare_mmio_access), so vCPU threads reach one device
+one at a time, and behind the owner's re-entrancy guard, which refuses (ACCESS_ERROR, and
+a log line) an access that a device's own callback makes to the same device.
+
+Results are plain ints inside; the public functions hand out MemTxResult members.
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from .ops import UNSPECIFIED, MemTxAttrs, MemTxResult
+from .system import core_of
 
 if TYPE_CHECKING:
     from .region import MemoryRegion
 
-_OK = MemTxResult.OK
-_DECODE = MemTxResult.DECODE_ERROR
-_ACCESS = MemTxResult.ACCESS_ERROR
+_DECODE = int(MemTxResult.DECODE_ERROR)
+_ACCESS = int(MemTxResult.ACCESS_ERROR)
 _U64 = (1 << 64) - 1
-
-#: Owners that are inside an MMIO callback right now (QEMU's re-entrancy guard).
-_engaged_owners: set[int] = set()
+#: MemTxResult of each OR of result bits, so no flag arithmetic runs per access.
+RESULTS = tuple(MemTxResult(bits) for bits in range(8))
 
 
 def bswap(value: int, size: int) -> int:
@@ -29,10 +35,10 @@ def bswap(value: int, size: int) -> int:
 
 def resolve_alias(mr: "MemoryRegion", offset: int) -> tuple["MemoryRegion", int]:
     """Follow aliases to the final target, applying each alias's offset (and mask)."""
-    while mr.alias is not None:
+    while mr.alias_target is not None:
         mask = mr.alias_mask
         offset = mr.alias_offset + (offset if mask is None else offset & mask)
-        mr = mr.alias
+        mr = mr.alias_target
     return mr, offset
 
 
@@ -48,98 +54,104 @@ def access_valid(mr: "MemoryRegion", offset: int, size: int, is_write: bool, att
     return valid.min_access_size <= size <= valid.max_access_size
 
 
-def _guard_applies(mr: "MemoryRegion") -> bool:
-    return (
-        mr.owner is not None
-        and not mr.disable_reentrancy_guard
-        and not mr.is_ram
-        and not mr.is_rom_device
-        and not mr.readonly
-    )
+def guarded(mr: "MemoryRegion") -> bool:
+    """Whether accesses to ``mr`` take the system lock and the owner's re-entrancy guard."""
+    return (mr.owner is not None and not mr.disable_reentrancy_guard and not mr.is_ram
+            and not mr.is_rom_device and not mr.readonly)
 
 
-def _adjusted(mr: "MemoryRegion", offset: int, size: int):
-    """Yield (sub_offset, sub_size, shift) for each sub-access, ascending."""
-    impl = mr.ops.impl
+def _read_adjusted(mr: "MemoryRegion", offset: int, size: int, attrs: MemTxAttrs) -> tuple[int, int]:
+    """access_with_adjusted_size for a read: (value, result bits)."""
+    ops = mr.ops
+    impl = ops.impl
     access = max(min(size, impl.max_access_size or 4), impl.min_access_size or 1)
-    big = mr.ops.big_endian
+    mask = (1 << (8 * access)) - 1
+    big = ops.big_endian
+    read, read_attrs = ops.read, ops.read_with_attrs
+    value = result = 0
     for i in range(0, size, access):
-        yield offset + i, access, (size - access - i) * 8 if big else i * 8
+        if read is not None:
+            tmp = read(mr, offset + i, access) & mask
+        elif read_attrs is not None:
+            tmp, res = read_attrs(mr, offset + i, access, attrs)
+            tmp &= mask
+            result |= int(res)
+        else:
+            tmp = 0
+        shift = (size - access - i) * 8 if big else i * 8
+        value |= tmp << shift if shift >= 0 else tmp >> -shift
+    return value & _U64, result
 
 
-def _read_one(mr, ops, offset, access, attrs):
-    if ops.read is not None:
-        return ops.read(mr, offset, access), _OK
-    if ops.read_with_attrs is not None:
-        return ops.read_with_attrs(mr, offset, access, attrs)
-    return 0, _OK
+def _write_adjusted(mr: "MemoryRegion", offset: int, value: int, size: int, attrs: MemTxAttrs) -> int:
+    """access_with_adjusted_size for a write: the result bits."""
+    ops = mr.ops
+    impl = ops.impl
+    access = max(min(size, impl.max_access_size or 4), impl.min_access_size or 1)
+    mask = (1 << (8 * access)) - 1
+    big = ops.big_endian
+    write, write_attrs = ops.write, ops.write_with_attrs
+    result = 0
+    for i in range(0, size, access):
+        shift = (size - access - i) * 8 if big else i * 8
+        tmp = (value >> shift if shift >= 0 else value << -shift) & mask
+        if write is not None:
+            write(mr, offset + i, tmp, access)
+        elif write_attrs is not None:
+            result |= int(write_attrs(mr, offset + i, tmp, access, attrs))
+    return result
 
 
-def _write_one(mr, ops, offset, value, access, attrs):
-    if ops.write is not None:
-        ops.write(mr, offset, value, access)
-        return _OK
-    if ops.write_with_attrs is not None:
-        return ops.write_with_attrs(mr, offset, value, access, attrs)
-    return _OK
-
-
-def _with_guard(mr, body):
-    if not _guard_applies(mr):
-        return body()
-    key = id(mr.owner)
-    if key in _engaged_owners:
-        return None
-    _engaged_owners.add(key)
-    try:
-        return body()
-    finally:
-        _engaged_owners.discard(key)
-
-
-def dispatch_read(mr: "MemoryRegion", offset: int, size: int, attrs: MemTxAttrs = UNSPECIFIED) -> tuple[int, MemTxResult]:
-    """Read ``size`` bytes at ``offset`` of ``mr``; the value is in host (little-endian) order."""
-    if mr.alias is not None:
+def read_bits(mr: "MemoryRegion", offset: int, size: int, attrs: MemTxAttrs) -> tuple[int, int]:
+    """dispatch_read with the result as plain bits (the address-space paths OR them)."""
+    if mr.alias_target is not None:
         mr, offset = resolve_alias(mr, offset)
     if not access_valid(mr, offset, size, False, attrs):
         return 0, _DECODE
-    ops = mr.ops
-
-    def body():
-        value, result = 0, _OK
-        for sub, access, shift in _adjusted(mr, offset, size):
-            tmp, res = _read_one(mr, ops, sub, access, attrs)
-            tmp &= (1 << (8 * access)) - 1
-            value |= tmp << shift if shift >= 0 else tmp >> -shift
-            result |= res
-        return value & _U64, result
-
-    out = _with_guard(mr, body)
-    if out is None:
-        return 0, _ACCESS
-    value, result = out
-    if ops.big_endian:
+    if guarded(mr):
+        system = core_of(mr)
+        with system.lock:
+            if not system.enter_owner(mr, offset, size, False):
+                return 0, _ACCESS
+            try:
+                value, result = _read_adjusted(mr, offset, size, attrs)
+            finally:
+                system.leave_owner(mr)
+    else:
+        value, result = _read_adjusted(mr, offset, size, attrs)
+    if mr.ops.big_endian:
         value = bswap(value & ((1 << (8 * size)) - 1), size)
-    return value, MemTxResult(result)
+    return value, result
 
 
-def dispatch_write(mr: "MemoryRegion", offset: int, value: int, size: int, attrs: MemTxAttrs = UNSPECIFIED) -> MemTxResult:
-    """Write a host-order ``value`` of ``size`` bytes at ``offset`` of ``mr``."""
-    if mr.alias is not None:
+def write_bits(mr: "MemoryRegion", offset: int, value: int, size: int, attrs: MemTxAttrs) -> int:
+    """dispatch_write with the result as plain bits."""
+    if mr.alias_target is not None:
         mr, offset = resolve_alias(mr, offset)
     if not access_valid(mr, offset, size, True, attrs):
         return _DECODE
-    ops = mr.ops
-    if ops.big_endian:
+    if mr.ops.big_endian:
         value = bswap(value & ((1 << (8 * size)) - 1), size)
+    if not guarded(mr):
+        return _write_adjusted(mr, offset, value, size, attrs)
+    system = core_of(mr)
+    with system.lock:
+        if not system.enter_owner(mr, offset, size, True):
+            return _ACCESS
+        try:
+            return _write_adjusted(mr, offset, value, size, attrs)
+        finally:
+            system.leave_owner(mr)
 
-    def body():
-        result = _OK
-        for sub, access, shift in _adjusted(mr, offset, size):
-            mask = (1 << (8 * access)) - 1
-            tmp = (value >> shift if shift >= 0 else value << -shift) & mask
-            result |= _write_one(mr, ops, sub, tmp, access, attrs)
-        return result
 
-    out = _with_guard(mr, body)
-    return _ACCESS if out is None else MemTxResult(out)
+def dispatch_read(mr: "MemoryRegion", offset: int, size: int,
+                  attrs: MemTxAttrs = UNSPECIFIED) -> tuple[int, MemTxResult]:
+    """Read ``size`` bytes at ``offset`` of ``mr``; the value is in host (little-endian) order."""
+    value, result = read_bits(mr, offset, size, attrs)
+    return value, RESULTS[result]
+
+
+def dispatch_write(mr: "MemoryRegion", offset: int, value: int, size: int,
+                   attrs: MemTxAttrs = UNSPECIFIED) -> MemTxResult:
+    """Write a host-order ``value`` of ``size`` bytes at ``offset`` of ``mr``."""
+    return RESULTS[write_bits(mr, offset, value, size, attrs)]

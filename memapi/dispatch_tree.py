@@ -148,8 +148,8 @@ def format_dispatch(view: "FlatView", root: Optional["MemoryRegion"], *, mru_add
                 f"{STALE_LABELS[i] if i < len(STALE_LABELS) else ''}"
                 f"{' [ROOT]' if mr is not None and mr is root else ''}{' [MRU]' if i == mru else ''}"
                 f"{' [iommu]' if mr is not None and mr.is_iommu else ''}")
-        if mr is not None and mr.alias is not None:
-            line += f" alias={mr.alias.name or 'noname'}"
+        if mr is not None and mr.alias_target is not None:
+            line += f" alias={mr.alias_target.name or 'noname'}"
         out.append(line)
     out.append(f"    Nodes ({L2_BITS} bits per level, {LEVELS} levels) ptr=[{d.root[1]}] skip={d.root[0]}")
     for i, node in enumerate(d.nodes):

@@ -59,3 +59,7 @@ class DirtyLogError(MemApiError):
 
 class RegionKindError(MemApiError):
     """An operation that needs a region of another kind (RAM, ROM device, ...)."""
+
+
+class CrossSystemError(MemApiError):
+    """A region of one MemorySystem linked into (or reaching) a region of another."""

@@ -6,7 +6,6 @@ directly) and asyncio (``await notifier.wait()`` or ``loop.add_reader``).
 """
 from __future__ import annotations
 
-import asyncio
 import os
 
 
@@ -42,6 +41,8 @@ class EventNotifier:
 
     async def wait(self) -> int:
         """Wait in the running asyncio loop until signalled; returns the count taken."""
+        import asyncio  # only here: importing asyncio costs most of memapi's import time
+
         loop = asyncio.get_running_loop()
         while True:
             count = self.read()

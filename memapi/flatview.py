@@ -124,7 +124,7 @@ def _collect(mr, base, clip_lo, clip_hi, ro, nv, um, out) -> None:
     hi = end if end < clip_hi else clip_hi
     if lo >= hi:
         return
-    alias = mr.alias
+    alias = mr.alias_target
     if alias is not None:
         if mr.alias_mask is None:
             _collect(alias, base - alias.addr - mr.alias_offset, lo, hi, ro, nv, um, out)
@@ -143,7 +143,7 @@ def _collect_masked(mr, base, lo, hi, ro, nv, um, out) -> None:
     Window offset x reaches the target at alias_offset + (x & mask), which is linear over
     pieces as long as the mask's trailing ones; each piece renders like a plain alias.
     """
-    mask, alias = mr.alias_mask, mr.alias
+    mask, alias = mr.alias_mask, mr.alias_target
     run = (mask + 1) & ~mask
     x = (lo - base) & ~(run - 1)
     while base + x < hi:

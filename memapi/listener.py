@@ -6,15 +6,12 @@ NULL function pointers, a callback that is not overridden is never called
 """
 from __future__ import annotations
 
-import itertools
 from typing import TYPE_CHECKING, Any, Optional
 
 if TYPE_CHECKING:
     from .address_space import AddressSpace
     from .flatview import FlatRange, FlatView
     from .region import MemoryRegion
-
-_seq = itertools.count()
 
 
 class MemoryRegionSection:
@@ -75,10 +72,7 @@ class MemoryListener:
         if name is not None:
             self.name = name
         self.address_space: Optional["AddressSpace"] = None
-        self._seq = 0  # set at registration: equal priorities keep registration order
-
-    def _registered(self) -> None:
-        self._seq = next(_seq)
+        self._seq = 0  # set at registration by the space's system: equal priorities keep registration order
 
     def has(self, callback: str) -> bool:
         """True if this listener overrides ``callback`` (QEMU's non-NULL function pointer)."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Callable, Iterable, Optional
 
-from . import core
+from .system import default_system
 from .dispatch_tree import format_dispatch
 from .region import MemoryRegion
 
@@ -52,12 +52,12 @@ def _print_mr(mr: MemoryRegion, level: int, base: int, queue: list, owner: bool,
     prefix = "[DETECTED OVERFLOW!] " if cur_start < base or cur_end < cur_start else ""
     nv = "nv-" if mr.nonvolatile else ""
     state = "" if mr.enabled else " [disabled]"
-    if mr.alias is not None and not any(q is mr.alias for q in queue):
-        queue.append(mr.alias)
+    if mr.alias_target is not None and not any(q is mr.alias_target for q in queue):
+        queue.append(mr.alias_target)
     if mr.enabled or disabled:
         head = f"{prefix}{INDENT * level}{cur_start:016x}-{cur_end:016x} (prio {mr.priority}, {nv}{mr.kind}): "
-        if mr.alias is not None:
-            line = f"{head}alias {_name(mr)} @{_name(mr.alias)} {_alias_span(mr)}{state}"
+        if mr.alias_target is not None:
+            line = f"{head}alias {_name(mr)} @{_name(mr.alias_target)} {_alias_span(mr)}{state}"
         else:
             line = f"{head}{_name(mr)}{state}"
         out.append(line + (owner_suffix(mr) if owner else ""))
@@ -91,7 +91,7 @@ def print_order(subs: list[MemoryRegion]) -> list[MemoryRegion]:
 
 def root_groups(spaces: Optional[Iterable]) -> list[tuple[MemoryRegion, list]]:
     """(root, spaces sorted by name) per distinct root region, in first-seen order."""
-    spaces = list(spaces) if spaces is not None else core.STATE.address_spaces()
+    spaces = list(spaces) if spaces is not None else default_system().address_spaces()
     groups: dict[int, tuple[MemoryRegion, list]] = {}
     for space in spaces:
         groups.setdefault(id(space.root), (space.root, []))[1].append(space)
@@ -100,7 +100,7 @@ def root_groups(spaces: Optional[Iterable]) -> list[tuple[MemoryRegion, list]]:
 
 def view_groups(spaces: Optional[Iterable]) -> list[tuple]:
     """(FlatView, spaces sharing it) per distinct FlatView, in first-seen order."""
-    spaces = list(spaces) if spaces is not None else core.STATE.address_spaces()
+    spaces = list(spaces) if spaces is not None else default_system().address_spaces()
     views: dict[int, tuple] = {}
     for space in spaces:
         views.setdefault(id(space.current_map), (space.current_map, []))[1].append(space)
@@ -131,7 +131,7 @@ def format_flat(spaces: Optional[Iterable] = None, owner: bool = False,
     for number, (view, members) in enumerate(view_groups(spaces)):
         out.append(f"FlatView #{number}")
         for s in members:
-            alias = f", alias {_name(s.root.alias)}" if s.root.alias is not None else ""
+            alias = f", alias {_name(s.root.alias_target)}" if s.root.alias_target is not None else ""
             out.append(f' AS "{s.name}", root: {_name(s.root)}{alias}')
         out.append(f" Root memory region: {_name(view.root)}")
         if not view.ranges:

@@ -36,7 +36,7 @@ def _id(mr: MemoryRegion, ids: dict[int, int]) -> int:
 
 def _type(mr: MemoryRegion) -> str:
     """What the region is: container, io, ram, rom, rom_device, ram_device, alias or iommu."""
-    if mr.alias is not None:
+    if mr.alias_target is not None:
         return "alias"
     for flag, name in ((mr.is_iommu, "iommu"), (mr.is_ram_device, "ram_device"), (mr.is_rom_device, "rom_device")):
         if flag:
@@ -53,11 +53,11 @@ def _node(mr: MemoryRegion, base: int, ids: dict[int, int], queue: list[MemoryRe
         "addr": hex(mr.addr), "start": hex(start), "size": hex(mr.size), "priority": mr.priority,
         "enabled": mr.enabled, "readonly": mr.readonly, "nonvolatile": mr.nonvolatile, "owner": owner_label(mr),
     }
-    if mr.alias is not None:
-        if not any(q is mr.alias for q in queue):
-            queue.append(mr.alias)
+    if mr.alias_target is not None:
+        if not any(q is mr.alias_target for q in queue):
+            queue.append(mr.alias_target)
         mask = mr.alias_mask
-        node["alias"] = {"target": mr.alias.name, "target_id": _id(mr.alias, ids), "offset": hex(mr.alias_offset),
+        node["alias"] = {"target": mr.alias_target.name, "target_id": _id(mr.alias_target, ids), "offset": hex(mr.alias_offset),
                          "mask": None if mask is None else hex(mask)}
     block = mr.ram_block
     if block is not None and block.resizeable:

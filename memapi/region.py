@@ -6,9 +6,9 @@ a transaction, so outside an explicit transaction it commits at once.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, ContextManager, Iterator, Optional
 
-from . import core
+from .system import MemorySystem, bindable, core_of
 from .errors import (AliasCycleError, AliasSubregionError, ArgumentError, InvalidRangeError, NoSuchEventfdError,
                      NotASubregionError, NotAnAliasError, RegionInUseError, RegionKindError)
 from .ops import UNASSIGNED_MEM_OPS, MemoryRegionOps
@@ -109,11 +109,12 @@ class MemoryRegion:
         self.disable_reentrancy_guard = False
         self.ops: MemoryRegionOps = UNASSIGNED_MEM_OPS
         self.ram_block: Optional[RamBlock] = None
-        self.alias: Optional[MemoryRegion] = None
+        self.alias_target: Optional[MemoryRegion] = None
         self.alias_offset = 0
         self.alias_mask: Optional[int] = None
         self.iommu_translate: Optional[Callable] = None
-        self.container: Optional[MemoryRegion] = None
+        self.parent: Optional[MemoryRegion] = None  # the container it is mapped in
+        self.system: Optional[MemorySystem] = None  # None while floating (see memapi.system)
         self.subregions: list[MemoryRegion] = []
         self.mapped_via_alias = 0
         self.dirty_log_mask = 0
@@ -267,7 +268,7 @@ class MemoryRegion:
         mr.alias_offset = _u64(name, "alias offset", offset)
         if mask is not None:
             mr.alias_mask = _mask_repeats(name, mr.size, _u64(name, "alias mask", mask))
-        mr.alias = target
+        mr.alias_target = target
         return mr
 
     @classmethod
@@ -311,7 +312,7 @@ class MemoryRegion:
 
     @property
     def is_mapped(self) -> bool:
-        return self.container is not None or self.mapped_via_alias > 0
+        return self.parent is not None or self.mapped_via_alias > 0
 
     @property
     def kind(self) -> str:
@@ -329,7 +330,7 @@ class MemoryRegion:
     def effective_dirty_log_mask(self) -> int:
         """The stored VGA bit plus MIGRATION while global tracking is on (memory_region_get_dirty_log_mask)."""
         mask = self.dirty_log_mask
-        if core.STATE.global_dirty_tracking and (
+        if core_of(self).global_dirty_tracking and (
                 (self.ram_block is not None and self.migratable) or self.is_iommu):
             mask |= 1 << DirtyClient.MIGRATION
         return mask
@@ -337,8 +338,8 @@ class MemoryRegion:
     def final_target(self) -> "MemoryRegion":
         """The region at the end of this region's alias chain (itself if not an alias)."""
         mr = self
-        while mr.alias is not None:
-            mr = mr.alias
+        while mr.alias_target is not None:
+            mr = mr.alias_target
         return mr
 
     def walk(self) -> Iterator["MemoryRegion"]:
@@ -348,8 +349,8 @@ class MemoryRegion:
             yield from sub.walk()
 
     def __repr__(self) -> str:
-        where = f" @{self.addr:#x}" if self.container is not None else ""
-        alias = f" -> {self.alias.name}+{self.alias_offset:#x}" if self.alias is not None else ""
+        where = f" @{self.addr:#x}" if self.parent is not None else ""
+        alias = f" -> {self.alias_target.name}+{self.alias_offset:#x}" if self.alias_target is not None else ""
         if self.alias_mask is not None:
             alias += f" mask={self.alias_mask:#x}"
         size = f"{self.size:#x}"
@@ -368,23 +369,28 @@ class MemoryRegion:
         self._add_subregion(offset, sub, priority)
 
     def _add_subregion(self, offset: int, sub: "MemoryRegion", priority: int) -> None:
-        self._check_can_hold(offset, sub, priority)
-        with core.transaction():
+        system, joining = self._check_can_hold(offset, sub, priority)
+        with system.transaction():
+            for region in joining:
+                region.system = system
             sub.priority = priority
-            self._link(offset, sub)
+            self._link(offset, sub, system)
 
-    def _check_can_hold(self, offset: int, sub: "MemoryRegion", priority: int) -> None:
+    def _check_can_hold(self, offset: int, sub: "MemoryRegion",
+                        priority: int) -> tuple[MemorySystem, list["MemoryRegion"]]:
+        """Refuse a bad link before anything changes; return the system it commits in and the
+        floating regions that join that system with it."""
         if not isinstance(sub, MemoryRegion):
             raise RegionKindError(f"region {self.name!r}: subregion {sub!r} is not a MemoryRegion")
         _u64(self.name, f"offset of subregion {sub.name!r}", offset)
         if not isinstance(priority, int) or not INT32_MIN <= priority <= INT32_MAX:
             raise InvalidRangeError(
                 f"region {self.name!r}: priority {priority!r} of {sub.name!r} at {offset:#x} is not a signed 32-bit value")
-        if sub.container is not None:
+        if sub.parent is not None:
             raise RegionInUseError(
                 f"region {sub.name!r} cannot be added to {self.name!r} at {offset:#x}: "
-                f"it is already a subregion of {sub.container.name!r} at {sub.addr:#x}")
-        if self.alias is not None:
+                f"it is already a subregion of {sub.parent.name!r} at {sub.addr:#x}")
+        if self.alias_target is not None:
             raise AliasSubregionError(
                 f"region {sub.name!r} cannot be added at {offset:#x} to alias {self.name!r}: "
                 "subregions of an alias are never rendered")
@@ -392,13 +398,16 @@ class MemoryRegion:
             raise AliasCycleError(
                 f"adding {sub.name!r} to {self.name!r} at {offset:#x} would make {self.name!r} "
                 "contain itself (through subregions or alias targets)")
+        if self.system is None:
+            return core_of(sub), []
+        return self.system, bindable(sub, self.system, self)
 
-    def _link(self, offset: int, sub: "MemoryRegion") -> None:
-        sub.container = self
-        target = sub.alias
+    def _link(self, offset: int, sub: "MemoryRegion", system: MemorySystem) -> None:
+        sub.parent = self
+        target = sub.alias_target
         while target is not None:
             target.mapped_via_alias += 1
-            target = target.alias
+            target = target.alias_target
         sub.addr = offset
         subs = self.subregions
         for i, other in enumerate(subs):
@@ -407,54 +416,63 @@ class MemoryRegion:
                 break
         else:
             subs.append(sub)
-        core.STATE.update_pending |= self.enabled and sub.enabled
+        system.update_pending |= self.enabled and sub.enabled
 
-    def _unlink(self, sub: "MemoryRegion") -> None:
-        sub.container = None
-        target = sub.alias
+    def _unlink(self, sub: "MemoryRegion", system: MemorySystem) -> None:
+        sub.parent = None
+        target = sub.alias_target
         while target is not None:
             target.mapped_via_alias -= 1
-            target = target.alias
+            target = target.alias_target
         self.subregions.remove(sub)
-        core.STATE.update_pending |= self.enabled and sub.enabled
+        system.update_pending |= self.enabled and sub.enabled
 
     def del_subregion(self, sub: "MemoryRegion") -> None:
         """Unmap ``sub`` from this container."""
-        if not isinstance(sub, MemoryRegion) or sub.container is not self:
-            where = "no container" if getattr(sub, "container", None) is None else f"container {sub.container.name!r}"
+        if not isinstance(sub, MemoryRegion) or sub.parent is not self:
+            where = "no container" if getattr(sub, "parent", None) is None else f"container {sub.parent.name!r}"
             raise NotASubregionError(
                 f"cannot delete {getattr(sub, 'name', sub)!r} from {self.name!r}: it is not its subregion ({where})")
-        with core.transaction():
-            self._unlink(sub)
+        system = core_of(sub)
+        with system.transaction():
+            self._unlink(sub, system)
 
     def set_address(self, addr: int) -> None:
         """Move within the container: a delete and re-add, so the region becomes newest of its priority."""
         _u64(self.name, "address", addr)
         if addr == self.addr:
             return
-        container = self.container
-        if container is None:
+        parent = self.parent
+        if parent is None:
             self.addr = addr
             return
-        with core.transaction():
-            container._unlink(self)
-            container._link(addr, self)
+        system = core_of(self)
+        with system.transaction():
+            parent._unlink(self, system)
+            parent._link(addr, self, system)
+
+    def transaction(self) -> ContextManager[None]:
+        """memory_region_transaction_begin/commit, as a ``with`` block on this region's memory system
+        (the default one while the region floats): device code batches its changes with it."""
+        return core_of(self).transaction()
 
     def set_enabled(self, enabled: bool) -> None:
         enabled = _flag(self.name, "enabled", enabled)
         if enabled != self.enabled:
-            with core.transaction():
+            system = core_of(self)
+            with system.transaction():
                 self.enabled = enabled
-                core.STATE.update_pending = True
+                system.update_pending = True
 
     def set_size(self, size: int) -> None:
         size = _size(self.name, size)
         if self.alias_mask is not None:
             _mask_repeats(self.name, size, self.alias_mask)
         if size != self.size:
-            with core.transaction():
+            system = core_of(self)
+            with system.transaction():
                 self.size = size
-                core.STATE.update_pending = True
+                system.update_pending = True
 
     def ram_resize(self, size: int) -> None:
         """Change a resizeable RAM's used size (memory_region_ram_resize); its host memory stays put.
@@ -471,7 +489,7 @@ class MemoryRegion:
                 f"region {self.name!r}: ram_resize to {size:#x} exceeds max_size {block.max_length:#x}")
         if size == self.size:
             return
-        with core.STATE.lock:
+        with core_of(self).lock:
             self.set_size(size)
             block.resize(size)
         if block.resized is not None:
@@ -480,9 +498,10 @@ class MemoryRegion:
     def _set_flag(self, attr: str, value: bool) -> None:
         value = _flag(self.name, attr, value)
         if getattr(self, attr) != value:
-            with core.transaction():
+            system = core_of(self)
+            with system.transaction():
                 setattr(self, attr, value)
-                core.STATE.update_pending |= self.enabled
+                system.update_pending |= self.enabled
 
     def set_readonly(self, readonly: bool) -> None:
         self._set_flag("readonly", readonly)
@@ -500,13 +519,14 @@ class MemoryRegion:
         self._set_flag("romd_mode", romd_mode)
 
     def set_alias_offset(self, offset: int) -> None:
-        if self.alias is None:
+        if self.alias_target is None:
             raise NotAnAliasError(f"region {self.name!r}: set_alias_offset({offset!r}) needs an alias")
         offset = _u64(self.name, "alias offset", offset)
         if offset != self.alias_offset:
-            with core.transaction():
+            system = core_of(self)
+            with system.transaction():
                 self.alias_offset = offset
-                core.STATE.update_pending |= self.enabled
+                system.update_pending |= self.enabled
 
     # ---------------------------------------------------------------- dirty log
     def set_log(self, log: bool, client: int = DirtyClient.VGA) -> None:
@@ -522,9 +542,10 @@ class MemoryRegion:
         keys = [e.sort_key() for e in self.ioeventfds]
         key = entry.sort_key()
         index = next((i for i, k in enumerate(keys) if key < k), len(keys))
-        with core.transaction():
+        system = core_of(self)
+        with system.transaction():
             self.ioeventfds.insert(index, entry)
-            core.STATE.ioeventfd_pending |= self.enabled
+            system.ioeventfd_pending |= self.enabled
 
     def del_eventfd(self, addr: int, size: int, match_data: bool, data: int, notifier: Any) -> None:
         """Remove the first matching ioeventfd; a size of 0 matches any at ``addr``."""
@@ -536,9 +557,10 @@ class MemoryRegion:
             raise NoSuchEventfdError(
                 f"region {self.name!r}: no ioeventfd at offset {addr:#x} size {size} matches "
                 f"(match_data={match_data}, data={data:#x})")
-        with core.transaction():
+        system = core_of(self)
+        with system.transaction():
             del self.ioeventfds[i]
-            core.STATE.ioeventfd_pending |= self.enabled
+            system.ioeventfd_pending |= self.enabled
 
     def _eventfd(self, addr: int, size: int, match_data: bool, data: int, notifier: Any) -> Ioeventfd:
         _u64(self.name, "ioeventfd offset", addr)
@@ -576,9 +598,7 @@ class MemoryRegion:
 
     def clear_flush_coalesced(self) -> None:
         """Flush the ring; the flag stays while the region still has coalesced ranges."""
-        from . import coalesced
-
-        coalesced.flush()
+        core_of(self).flush_coalesced()
         if not self.coalesced:
             self.flush_coalesced_mmio = False
 
@@ -604,6 +624,6 @@ def _reaches(start: MemoryRegion, goal: MemoryRegion) -> bool:
             continue
         seen.add(id(mr))
         stack.extend(mr.subregions)
-        if mr.alias is not None:
-            stack.append(mr.alias)
+        if mr.alias_target is not None:
+            stack.append(mr.alias_target)
     return False

@@ -6,7 +6,6 @@ import gc
 import pytest
 
 import memapi
-from memapi import core
 
 pytest_plugins = ["soak_plugin"]
 
@@ -54,7 +53,7 @@ def flat(space) -> list[tuple]:
 @pytest.fixture(autouse=True)
 def clean_core():
     yield
-    state = core.STATE
+    state = memapi.default_system()
     leaked = state.depth
     state.depth = 0
     state.update_pending = state.ioeventfd_pending = False

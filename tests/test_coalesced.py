@@ -78,7 +78,7 @@ def _queue_and_spin(machine, count: int):
 def test_transaction_begin_drains(machine):
     thread = _queue_and_spin(machine, 5)
     try:
-        with memapi.transaction():
+        with machine.memory_system.transaction():
             assert machine.mmio_fifo.log == [1, 2, 3, 4, 5] and machine.coalesced.pending() == 0
     finally:
         thread.stop()

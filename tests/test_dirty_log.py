@@ -76,7 +76,12 @@ def test_dirty_ring_full_exits_lose_nothing():
     pages, first = 1656, 256
     with Machine(ram_size=pages * PAGE, dirty_ring=4096) as m:
         reaps = []
-        m.runner.on_dirty_ring_full = lambda: reaps.append(m.kvm_memory.reap())
+
+        def reap() -> int:
+            reaps.append(m.kvm_memory.reap())
+            return reaps[-1]
+
+        m.runner.on_dirty_ring_full = reap
         ticks = iter([1, 2, 0])
         sweeper(m, lambda: next(ticks), FIRST=first, COUNT=pages - first, PER_TICK=pages - first)
         m.ram.set_log(True)
@@ -134,7 +139,7 @@ def test_a_failed_fetch_keeps_earlier_bits(mode):
         def tick() -> int:
             n = next(ticks)
             if n == 2:  # pages 0-3 written: collect them, then break the next fetch
-                memapi.global_dirty_log_sync()
+                m.memory_system.global_dirty_log_sync()
                 good, results["keep"] = slot.scratch, _unwritable_by_the_kernel(len(slot.scratch))
                 slot.scratch = results["keep"][0]
                 with pytest.raises(KvmError, match="EFAULT"):

@@ -40,9 +40,9 @@ def _operations(m: Machine, r: MemoryRegion, hole: MemoryRegion):
         m.system.del_subregion(hole)
 
     def split_in_one_commit():
-        with memapi.transaction():
+        with m.memory_system.transaction():
             m.system.add_subregion_overlap(R_GPA + 0x30000, hole, 2)
-        with memapi.transaction():
+        with m.memory_system.transaction():
             m.system.del_subregion(hole)
             r.set_address(R_GPA)
 

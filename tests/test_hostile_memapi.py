@@ -17,7 +17,6 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 import memapi
 from memapi import MemoryRegion as MR
-from memapi import core
 
 U64 = (1 << 64) - 1
 
@@ -58,7 +57,7 @@ def key(start: int, size: int, mr: MR, offset: int, readonly: bool) -> tuple:
 
 def region_state(mr: MR) -> tuple:
     return (mr.name, mr.size, mr.addr, mr.priority, mr.enabled, mr.readonly, mr.nonvolatile, mr.unmergeable,
-            mr.romd_mode, id(mr.alias), mr.alias_offset, mr.alias_mask, id(mr.container),
+            mr.romd_mode, id(mr.alias_target), mr.alias_offset, mr.alias_mask, id(mr.parent),
             tuple(map(id, mr.subregions)), mr.vga_logging_count, mr.dirty_log_mask, mr.mapped_via_alias,
             tuple(e.sort_key() for e in mr.ioeventfds), tuple(mr.coalesced), mr.flush_coalesced_mmio,
             None if mr.ram_block is None else (mr.ram_block.used_length,
@@ -78,7 +77,7 @@ class HostileMemApi(RuleBasedStateMachine):
 
     # ------------------------------------------------------------ harness
     def state(self) -> tuple:
-        s = core.STATE
+        s = memapi.default_system()
         return ((s.depth, s.update_pending, s.ioeventfd_pending, s.global_dirty_tracking),
                 [region_state(mr) for mr in self.regions],
                 [(space.current_map, [fr.key() for fr in space.current_map], space.destroyed) for space in self.spaces],
@@ -149,8 +148,8 @@ class HostileMemApi(RuleBasedStateMachine):
     # ------------------------------------------------------------ tree
     @rule(data=st.data(), overlap=st.booleans())
     def add_subregion(self, data, overlap: bool) -> None:
-        holder = self.pick(data, self.regions, garbage=False, prefer=lambda mr: mr.alias is None)
-        sub = self.pick(data, self.regions, prefer=lambda mr: mr.container is None and mr is not holder)
+        holder = self.pick(data, self.regions, garbage=False, prefer=lambda mr: mr.alias_target is None)
+        sub = self.pick(data, self.regions, prefer=lambda mr: mr.parent is None and mr is not holder)
         offset = data.draw(usually(SMALL, ARG))
         if overlap:
             self.call(lambda: holder.add_subregion_overlap(offset, sub, data.draw(usually(st.integers(-3, 3), ARG))))
@@ -159,8 +158,8 @@ class HostileMemApi(RuleBasedStateMachine):
 
     @rule(data=st.data())
     def del_subregion(self, data) -> None:
-        sub = self.pick(data, self.regions, prefer=lambda mr: mr.container is not None)
-        holder = getattr(sub, "container", None) or self.pick(data, self.regions, garbage=False)
+        sub = self.pick(data, self.regions, prefer=lambda mr: mr.parent is not None)
+        holder = getattr(sub, "parent", None) or self.pick(data, self.regions, garbage=False)
         self.call(lambda: holder.del_subregion(sub))
 
     @rule(data=st.data(), method=st.sampled_from(["set_address", "set_size", "set_alias_offset", "ram_resize"]))
@@ -266,7 +265,7 @@ class HostileMemApi(RuleBasedStateMachine):
     # ------------------------------------------------------------ invariant and teardown
     @invariant()
     def replicas_match_their_views(self) -> None:
-        if core.STATE.depth:
+        if memapi.default_system().depth:
             return
         for replica in self.replicas:
             space = replica.address_space
@@ -277,8 +276,8 @@ class HostileMemApi(RuleBasedStateMachine):
     def teardown(self) -> None:
         for _ in range(self.depth):
             memapi.transaction_commit()
-        if core.STATE.global_dirty_tracking:
-            memapi.global_dirty_log_stop(core.STATE.global_dirty_tracking)
+        if memapi.default_system().global_dirty_tracking:
+            memapi.global_dirty_log_stop(memapi.default_system().global_dirty_tracking)
         for replica in self.replicas:
             if replica.address_space is not None:
                 replica.address_space.unregister_listener(replica)

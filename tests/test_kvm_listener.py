@@ -162,13 +162,13 @@ def test_slot_table_matches_flatview_after_every_commit(kvm_space):
     for step in range(300):
         mr = rng.choice(regions)
         action = rng.random()
-        if mr.container is None:
+        if mr.parent is None:
             root.add_subregion_overlap(rng.randrange(0, 4 * MiB, 0x400), mr, rng.randint(-2, 2))
         elif action < 0.3:
             mr.set_address(rng.randrange(0, 4 * MiB, 0x400))
         elif action < 0.5:
             mr.set_enabled(not mr.enabled)
-        elif action < 0.6 and mr.alias is not None:
+        elif action < 0.6 and mr.alias_target is not None:
             mr.set_readonly(not mr.readonly)
         else:
             root.del_subregion(mr)

@@ -40,7 +40,6 @@ from hypothesis import strategies as st
 
 import memapi
 from memapi import MemoryRegion as MR
-from memapi import core
 from reference_model import ADDR_END, INT32_MAX, INT32_MIN, UINT64_MAX, Model, Node
 
 SMALL = 0x400      # addresses of the small space (most offsets are below it)
@@ -264,7 +263,7 @@ class Run:
 
     def finish(self) -> None:
         """Checked teardown: final exhaustive check, stop dirty tracking, unregister, destroy."""
-        assert core.STATE.depth == 0 and self.model.depth == 0
+        assert memapi.default_system().depth == 0 and self.model.depth == 0
         # A commit with a pending change but no net change re-renders every view from the current tree.
         root = self.model.nodes["root"]
         self.emit("with transaction():")
@@ -283,12 +282,12 @@ class Run:
         for space, _ in self.spaces:
             space.destroy()
         self.spaces.clear()
-        assert core.STATE.global_dirty_tracking == 0
-        assert not any(l in core.STATE.listeners_sorted for l in self.listeners)
+        assert memapi.default_system().global_dirty_tracking == 0
+        assert not any(l in memapi.default_system().listeners_sorted for l in self.listeners)
 
     def abort(self) -> None:
         """Best-effort teardown after a failure, so the next example starts clean."""
-        state = core.STATE
+        state = memapi.default_system()
         for l in self.listeners:
             l.checking = False
         state.depth = 0
@@ -700,7 +699,7 @@ class Run:
     def expect_error(self, errors: set, line: str, call) -> None:
         assert errors, f"test bug: {line} is a valid call"
         self.emit(f"{line}  # must raise {' or '.join(sorted(errors))}")
-        state = core.STATE
+        state = memapi.default_system()
         before = (state.depth, state.update_pending, state.global_dirty_tracking,
                   [space.current_map for space, _ in self.spaces],
                   {l.name: (dict(l.replica), dict(l.masks), l.global_on) for l in self.listeners},
@@ -732,13 +731,13 @@ class Run:
                     mr.alias_offset, mr.vga_logging_count) == (
                     node.size, node.addr, node.enabled, node.readonly, node.nonvolatile, node.unmergeable,
                     node.alias_offset, node.vga_count), f"attributes of {node.name} differ from the model"
-            assert mr.container is container, f"container of {node.name}"
+            assert mr.parent is container, f"container of {node.name}"
             if node.container is not None:
                 assert mr.priority == node.priority, f"priority of {node.name}"
             assert [c.name for c in mr.subregions] == [c.name for c in self.model.ordered_children(node)], \
                 f"sibling order of {node.name}'s subregions"
-        assert core.STATE.depth == self.model.depth
-        assert core.STATE.global_dirty_tracking == self.model.global_dirty
+        assert memapi.default_system().depth == self.model.depth
+        assert memapi.default_system().global_dirty_tracking == self.model.global_dirty
 
     def take_batch(self) -> list:
         batch = self.events[self.mark:]
@@ -900,7 +899,7 @@ class Run:
         prev = None
         for fr in ranges:
             assert 0 <= fr.start < fr.end <= ADDR_END, f"bad range {fr!r}"
-            assert fr.mr.terminates and fr.mr.alias is None, f"{fr!r}: not a terminating region"
+            assert fr.mr.terminates and fr.mr.alias_target is None, f"{fr!r}: not a terminating region"
             assert 0 <= fr.offset_in_region and fr.offset_in_region + fr.size <= fr.mr.size, f"{fr!r} exceeds its region"
             if prev is not None:
                 assert prev.end <= fr.start, f"{prev!r} and {fr!r} overlap or are unsorted"

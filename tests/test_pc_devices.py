@@ -8,13 +8,8 @@ import pytest
 
 import memapi
 from kvmshim.pc.cli import bios_file
-from kvmshim.pc.cmos import Cmos
-from kvmshim.pc.debugcon import DebugCon
-from kvmshim.pc.fw_cfg import FwCfg, e820_table
-from kvmshim.pc.i440fx import I440FX
-from kvmshim.pc.memmap import E820_RAM, PcMemoryMap, split_ram
-from kvmshim.pc.pci import PciHost
-from kvmshim.pc.piix import Piix3, Piix4Pm
+from kvmshim.pc.board import PcBoard
+from kvmshim.pc.memmap import E820_RAM, E820_RESERVED, split_ram
 from memapi import AddressSpace, MemoryRegion
 
 MiB, GiB = 1 << 20, 1 << 30
@@ -22,7 +17,7 @@ BIOS = bytes(range(256)) * 1024  # 256 KiB
 
 
 class Pc:
-    """The pc map and devices wired as PcMachine wires them, with address spaces and no KVM."""
+    """PcMachine's board on address spaces of the default memory system, with no KVM."""
 
     def __init__(self, ram_size: int = 128 * MiB) -> None:
         self.system = MemoryRegion.container("system", memapi.UINT64_MAX)
@@ -30,18 +25,9 @@ class Pc:
         self.memory = AddressSpace(self.system, "memory")
         self.io_space = AddressSpace(self.io, "I/O")
         self.resets = 0
-        with memapi.transaction():
-            self.map = PcMemoryMap(self.system, ram_size, BIOS)
-            self.i440fx = I440FX(self.system, self.map.pci, self.map.ram)
-            self.piix3 = Piix3(self.reset)
-            self.pm = Piix4Pm()
-            self.fw_cfg = FwCfg(ram_size)
-            self.fw_cfg.add_file("etc/e820", e820_table(self.map.e820()))
-            self.cmos = Cmos(self.map.below_4g, self.map.above_4g)
-            self.debugcon = DebugCon()
-            for device in (PciHost((self.i440fx, self.piix3, self.pm)), self.piix3, self.pm, self.fw_cfg, self.cmos,
-                           self.debugcon):
-                device.map(self.io)
+        board = PcBoard(self.system, self.io, ram_size, BIOS, request_reset=self.reset)
+        self.map, self.i440fx, self.pm, self.fw_cfg, self.debugcon = (board.map, board.i440fx, board.pm,
+                                                                      board.fw_cfg, board.debugcon)
 
     def reset(self) -> None:
         self.resets += 1
@@ -115,7 +101,7 @@ def test_pam_attributes_select_one_alias_per_segment(pc):
     ]
     enabled = [[a.name for a in segment.aliases if a.enabled] for segment in pc.i440fx.pam]
     assert enabled[:3] == [["pam-rom"], ["pam-ram"], ["pam-pci"]]
-    assert pc.i440fx.pam[2].aliases[2].alias is pc.map.ram
+    assert pc.i440fx.pam[2].aliases[2].alias_target is pc.map.ram
     assert all(len(names) == 1 for names in enabled)
 
 
@@ -184,8 +170,9 @@ def test_fw_cfg_signature_id_and_ram_size(pc):
 
 def test_fw_cfg_file_directory_and_e820(pc):
     count, size, select, _, name = struct.unpack(">IIHH56s", _fw_cfg_read(pc, 0x19, 68))
-    assert (count, size, select, name.rstrip(b"\0")) == (1, 20, 0x20, b"etc/e820")
-    assert _fw_cfg_read(pc, select, 20) == struct.pack("<QQI", 0, 128 * MiB, E820_RAM)
+    assert (count, size, select, name.rstrip(b"\0")) == (1, 40, 0x20, b"etc/e820")
+    assert _fw_cfg_read(pc, select, 40) == (struct.pack("<QQI", 0, 128 * MiB, E820_RAM)
+                                            + struct.pack("<QQI", 0xFEFFC000, 0x4000, E820_RESERVED))
 
 
 def test_fw_cfg_unknown_item_reads_zeros(pc):

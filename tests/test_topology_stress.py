@@ -52,7 +52,7 @@ class Guests:
         probe = MemoryRegion.io("probe", 8 * self.n, MemoryRegionOps(
             read=lambda mr, offset, size: self.probe[offset // 8],
             write=lambda mr, offset, value, size: self.probe.__setitem__(offset // 8, value), valid=rules, impl=rules))
-        with memapi.transaction():
+        with m.memory_system.transaction():
             m.system.add_subregion_overlap(W_GPA, self.w, 1)
             m.system.add_subregion_overlap(R_GPA, self.r, 1)
             m.system.add_subregion_overlap(PROBE_GPA, probe, 1)
@@ -102,8 +102,8 @@ class Topology:
 
     def step(self, kind: str) -> None:
         rng, system = self.rng, self.m.system
-        mapped = [mr for mr in self.pool if mr.container is not None]
-        free = [mr for mr in self.pool if mr.container is None]
+        mapped = [mr for mr in self.pool if mr.parent is not None]
+        free = [mr for mr in self.pool if mr.parent is None]
         if kind == "add" and free:
             system.add_subregion_overlap(self.addr(), rng.choice(free), rng.choice((1, 2, 3)))
         elif kind == "delete" and mapped:
@@ -122,13 +122,13 @@ class Topology:
         elif kind == "reflag-w":
             self.g.w.set_nonvolatile(not self.g.w.nonvolatile)
         elif kind == "split-w":
-            if self.overlay.container is None:
+            if self.overlay.parent is None:
                 system.add_subregion_overlap(W_GPA + self.g.n * STRIPE + rng.randrange(0, TAIL - 0x2000, PAGE),
                                              self.overlay, 2)
             else:
                 system.del_subregion(self.overlay)
         elif kind == "batch":
-            with memapi.transaction():
+            with self.m.memory_system.transaction():
                 for _ in range(rng.randint(2, 4)):
                     self.step(rng.choice(self.KINDS[:-1]))
 
@@ -136,8 +136,8 @@ class Topology:
         for mr in self.logged:
             mr.set_log(False)
         for mr in self.pool + [self.overlay]:
-            if mr.container is not None:
-                mr.container.del_subregion(mr)
+            if mr.parent is not None:
+                mr.parent.del_subregion(mr)
         for mr in self.rams[:-1]:
             mr.ram_block.close()
 

@@ -101,12 +101,11 @@ class DirtyDemo:
 
     def run(self) -> bool:
         """Run until --seconds, the guest's end or Ctrl-C; returns whether Ctrl-C ended it."""
-        import memapi
         from memapi import GlobalDirty
 
         interval, seconds = self.args.interval / 1000, self.args.seconds
         self.text.set_log(True)
-        memapi.global_dirty_log_start(GlobalDirty.DIRTY_RATE)
+        self.machine.memory_system.global_dirty_log_start(GlobalDirty.DIRTY_RATE)
         thread = self.machine.start()
         self.started = start = time.monotonic()
         interrupted = False
@@ -121,7 +120,7 @@ class DirtyDemo:
             thread.join(1)
             if thread.is_alive():
                 thread.stop()
-            memapi.global_dirty_log_stop(GlobalDirty.DIRTY_RATE)
+            self.machine.memory_system.global_dirty_log_stop(GlobalDirty.DIRTY_RATE)
             self.text.set_log(False)
         return interrupted
 

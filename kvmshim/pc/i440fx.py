@@ -7,7 +7,6 @@ over ``system``, exactly one enabled, chosen by the segment's 2-bit PAM attribut
 """
 from __future__ import annotations
 
-import memapi
 from memapi import MemoryRegion
 
 from .pci import PciDevice
@@ -31,7 +30,7 @@ class PamSegment:
                         MemoryRegion.alias("pam-pci", ram, start, size),
                         MemoryRegion.alias("pam-ram", ram, start, size)]
         self.aliases[1].set_readonly(True)
-        with memapi.transaction():
+        with system.transaction():
             for alias in self.aliases:
                 alias.set_enabled(False)
                 system.add_subregion_overlap(start, alias, 1)
@@ -51,7 +50,7 @@ class I440FX(PciDevice):
         super().__init__(0, 0x8086, 0x1237, 0x0600, revision=0x02)
         self.config[I440FX_SMRAM] = SMRAM_DEFAULT
         self.smram_region = MemoryRegion.alias("smram-region", pci, SMRAM_BASE, SMRAM_SIZE)
-        with memapi.transaction():
+        with system.transaction():
             system.add_subregion_overlap(0, pci, -1)
             system.add_subregion_overlap(SMRAM_BASE, self.smram_region, 1)
             self.pam = [PamSegment(system, pci, ram, PAM_BIOS_BASE, PAM_BIOS_SIZE)]
@@ -66,7 +65,7 @@ class I440FX(PciDevice):
 
     def update_memory_mappings(self) -> None:
         """i440fx_update_memory_mappings: every PAM segment and the SMRAM window in one transaction."""
-        with memapi.transaction():
+        with self.smram_region.transaction():
             for i, segment in enumerate(self.pam):
                 segment.update(self.pam_attr(i))
             self.smram_region.set_enabled(not self.config[I440FX_SMRAM] & SMRAM_D_OPEN)

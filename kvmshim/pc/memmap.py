@@ -41,7 +41,7 @@ class PcMemoryMap:
         isa_size = min(len(bios_image), ISA_BIOS_MAX)
         isa_bios = MemoryRegion.alias("isa-bios", self.bios, len(bios_image) - isa_size, isa_size)
         isa_bios.set_readonly(True)
-        with memapi.transaction():
+        with system.transaction():
             system.add_subregion(0, MemoryRegion.alias("ram-below-4g", self.ram, 0, self.below_4g))
             if self.above_4g:
                 system.add_subregion(FOUR_GIB, MemoryRegion.alias("ram-above-4g", self.ram, self.below_4g,

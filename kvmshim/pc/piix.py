@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-import memapi
 from memapi import AccessRules, MemoryRegion
 
 from .pci import INTERRUPT_PIN, PciDevice, devfn
@@ -73,7 +72,7 @@ class Piix4Pm(PciDevice):
     def config_written(self, offset: int, size: int) -> None:
         """pm_io_space_update when PMBASE or PMREGMISC changes."""
         if offset <= PMREGMISC < offset + size or offset < PMBASE + 4 and PMBASE < offset + size:
-            with memapi.transaction():
+            with self.region.transaction():
                 self.region.set_enabled(bool(self.config[PMREGMISC] & 1))
                 self.region.set_address(self.read_config(PMBASE, 4) & 0xFFC0)
 

@@ -1,0 +1,261 @@
+"""MachineBase: the wiring every machine shares, and VcpuThread.
+
+A machine is one MemorySystem (its own lock, transactions, listeners and global dirty
+tracking: nothing is shared with another machine in the process), the ``system`` and
+``io`` roots with their ``memory`` and ``I/O`` address spaces, /dev/kvm, one VM, the KVM
+listeners that mirror the spaces into memslots and ioeventfds, and the vCPUs with their
+run loops. Subclasses add regions and devices in ``_build`` (before any fd is opened, in
+one transaction) and VM set-up in ``_setup_vm`` (before the first vCPU).
+
+Construction that fails half-way releases what it made; ``close()`` finishes every step
+even if one fails (a user closed an EventNotifier, a runner raised) and raises the first
+error afterwards; a machine dropped unclosed warns (ResourceWarning, as files do) and its
+fds and memory go with it when it is collected.
+"""
+from __future__ import annotations
+
+import threading
+import time
+import warnings
+from typing import ContextManager, Iterator, Optional
+
+from kvm import Cap, Kvm, Vcpu, Vm
+from listeners.kvm_dirty_ring import KVMDirtyRingListener
+from listeners.kvm_memory import KVMIoListener, KVMMemoryListener
+from listeners.vcpu_runner import CoalescedRing, RunOutcome, VcpuRunner, paused
+from memapi import UINT64_MAX, UNASSIGNED_IO_OPS, AddressSpace, MemoryRegion, MemorySystem, RamBlock
+
+IO_SPACE_SIZE = 0x10000
+
+
+class MachineBase:
+    """One VM on its own MemorySystem. Use as a context manager.
+
+    Dirty logging uses KVM_GET_DIRTY_LOG, with manual protect (GET + CLEAR) when the kernel
+    offers it and ``manual_protect`` is true; ``dirty_ring`` (bytes) switches to the per-vCPU
+    dirty ring instead. ``strict_unassigned`` makes guest accesses to unassigned memory or
+    ports raise UnassignedAccess instead of QEMU's silent default. ``max_slot_size`` splits
+    large RAM ranges into several memslots.
+    """
+
+    #: What messages, thread names and the memory system call this kind of machine.
+    name = "machine"
+
+    def __init__(self, *, vcpus: int = 1, max_slot_size: Optional[int] = None, dirty_ring: int = 0,
+                 manual_protect: bool = True, strict_unassigned: bool = False) -> None:
+        if not isinstance(vcpus, int) or isinstance(vcpus, bool) or vcpus < 1:
+            raise ValueError(f"{self.name}: {vcpus!r} vCPUs (a positive number, at most KVM_CAP_MAX_VCPUS)")
+        self._closed = False
+        self.kvm: Optional[Kvm] = None
+        self.vm: Optional[Vm] = None
+        self.vcpus: list[Vcpu] = []
+        self.runners: list[VcpuRunner] = []
+        self.coalesced: Optional[CoalescedRing] = None
+        self.kvm_memory: Optional[KVMMemoryListener] = None
+        self.kvm_io: Optional[KVMIoListener] = None
+        self.memory_system = MemorySystem(f"{self.name}@{id(self):x}")
+        self.system = MemoryRegion.container("system", UINT64_MAX)
+        self.io = MemoryRegion.io("io", IO_SPACE_SIZE, UNASSIGNED_IO_OPS)
+        self.memory = AddressSpace(self.system, "memory", self.memory_system)
+        self.io_space = AddressSpace(self.io, "I/O", self.memory_system)
+        try:
+            with self.memory_system.transaction():
+                self._build()
+            self.kvm = Kvm()
+            self.vm = self.kvm.create_vm()
+            self._setup_vm(self.vm)
+            self._add_listeners(self.vm, max_slot_size, dirty_ring, manual_protect)
+            self._add_vcpus(self.vm, vcpus, strict_unassigned)
+        except BaseException:
+            self.close()
+            raise
+
+    # ------------------------------------------------------------ subclass hooks
+    def _build(self) -> None:
+        """Add regions and devices to ``system`` and ``io`` (inside one transaction, no fds yet)."""
+
+    def _setup_vm(self, vm: Vm) -> None:
+        """VM-wide set-up that must precede the vCPUs (irqchip, TSS, ...)."""
+
+    def _setup_vcpu(self, vcpu: Vcpu) -> None:
+        """Per-vCPU set-up once it exists (registers, CPUID, ...)."""
+
+    # ------------------------------------------------------------ wiring
+    def _add_listeners(self, vm: Vm, max_slot_size: Optional[int], dirty_ring: int, manual_protect: bool) -> None:
+        if dirty_ring:
+            self.kvm_memory = KVMDirtyRingListener(vm, dirty_ring, max_slot_size=max_slot_size,
+                                                   inhibit=self.paused)
+        else:
+            self.kvm_memory = KVMMemoryListener(vm, max_slot_size=max_slot_size, inhibit=self.paused,
+                                                manual_protect=manual_protect)
+        self.kvm_io = KVMIoListener(vm)
+        self.memory.register_listener(self.kvm_memory)
+        self.io_space.register_listener(self.kvm_io)
+
+    def _add_vcpus(self, vm: Vm, count: int, strict_unassigned: bool) -> None:
+        for index in range(count):
+            vcpu = vm.create_vcpu(index)
+            self.vcpus.append(vcpu)
+            self._setup_vcpu(vcpu)
+        if vm.check_extension(Cap.COALESCED_MMIO):
+            self.coalesced = CoalescedRing(self.vcpus[0], self.memory, self.io_space)
+            self.memory_system.add_coalesced_flusher(self.coalesced.drain)
+        ring = self.kvm_memory if isinstance(self.kvm_memory, KVMDirtyRingListener) else None
+        for vcpu in self.vcpus:
+            runner = VcpuRunner(vcpu, self.memory, self.io_space, coalesced=self.coalesced,
+                                strict_unassigned=strict_unassigned)
+            if ring is not None:
+                ring.add_vcpu(vcpu)
+                runner.on_dirty_ring_full = ring.reap
+            self.runners.append(runner)
+
+    @property
+    def vcpu(self) -> Vcpu:
+        """The first vCPU (the bootstrap processor)."""
+        return self.vcpus[0]
+
+    @property
+    def runner(self) -> VcpuRunner:
+        """The first vCPU's run loop."""
+        return self.runners[0]
+
+    # ------------------------------------------------------------ running
+    def run(self, timeout: Optional[float] = None) -> RunOutcome:
+        """Run the first vCPU in this thread until HLT, a stop, or ``timeout`` seconds (GuestTimeout)."""
+        return self.runner.run(timeout)
+
+    def start(self, index: int = 0, timeout: Optional[float] = None) -> "VcpuThread":
+        """Run vCPU ``index`` in a thread of its own (returns once it runs); ``stop()`` on the result
+        ends it, ``join()`` re-raises what the run raised (GuestTimeout after ``timeout`` seconds)."""
+        runner = self.runners[index]
+        thread = VcpuThread(runner, timeout, name=f"{self.name}-vcpu{index}")
+        thread.start()
+        while not runner.running and thread.is_alive():
+            time.sleep(0.001)
+        return thread
+
+    def stop(self) -> None:
+        """Ask every vCPU's run loop to return after the exit in progress (from any thread)."""
+        for runner in self.runners:
+            runner.stop()
+
+    def paused(self) -> ContextManager[None]:
+        """Hold every vCPU out of KVM_RUN for the block (the KVM listener's inhibit)."""
+        return paused(*self.runners)
+
+    # ------------------------------------------------------------ inspection
+    def mtree(self, flatview: bool = False, disabled: bool = False, owner: bool = False) -> str:
+        """`info mtree` of this machine; with ``flatview``, KVM-mapped ranges are marked ` KVM`."""
+        kvm_memory = self.kvm_memory
+
+        def has_memory(space: AddressSpace, start: int, size: int) -> bool:
+            return space is self.memory and kvm_memory is not None and kvm_memory.has_memory(start, size)
+
+        return self.memory_system.info_mtree(flatview=flatview, owner=owner, disabled=disabled,
+                                             accel=has_memory if flatview else None)
+
+    # ------------------------------------------------------------ lifecycle
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Stop the vCPUs (waiting for their threads to leave run()), unregister the listeners, close
+        the vCPU, VM and /dev/kvm fds, drop the address spaces and unmap guest memory. Every step
+        runs even if an earlier one failed; the first failure is raised at the end."""
+        if self._closed:
+            return
+        self._closed = True
+        errors: list[BaseException] = []
+
+        def attempt(step, *args) -> None:
+            try:
+                step(*args)
+            except Exception as err:  # finish the other steps, report this one after
+                errors.append(err)
+
+        for runner in self.runners:
+            attempt(runner.stop)
+        while any(runner.running for runner in self.runners):
+            time.sleep(0.001)
+        if self.coalesced is not None:
+            self.memory_system.remove_coalesced_flusher(self.coalesced.drain)
+        for space, listener in ((self.memory, self.kvm_memory), (self.io_space, self.kvm_io)):
+            if listener is not None and listener.address_space is space:
+                attempt(space.unregister_listener, listener)
+        self._close_fds()
+        for space in (self.memory, self.io_space):
+            attempt(space.destroy)
+        for block in _ram_blocks(self.system, self.io):
+            block.close()
+        if errors:
+            raise errors[0]
+
+    def _close_fds(self) -> None:
+        for vcpu in self.vcpus:
+            vcpu.close()
+        if self.vm is not None:
+            self.vm.close()
+        if self.kvm is not None:
+            self.kvm.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "_closed", True):
+            return
+        warnings.warn(f"{self.name} {self.memory_system.name!r} was not closed", ResourceWarning, source=self)
+        self._closed = True
+        self._close_fds()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{len(self.vcpus)} vCPU(s)"
+        return f"<{type(self).__name__} {self.memory_system.name!r} {state}>"
+
+
+def _ram_blocks(*roots: MemoryRegion) -> Iterator[RamBlock]:
+    """Each RAM block reachable from ``roots`` (subregions and alias targets), once."""
+    stack, seen = list(roots), set()
+    while stack:
+        mr = stack.pop()
+        if id(mr) in seen:
+            continue
+        seen.add(id(mr))
+        if mr.ram_block is not None and id(mr.ram_block) not in seen:
+            seen.add(id(mr.ram_block))
+            yield mr.ram_block
+        stack.extend(mr.subregions)
+        if mr.alias_target is not None:
+            stack.append(mr.alias_target)
+
+
+class VcpuThread(threading.Thread):
+    """A daemon thread running a VcpuRunner; ``join()`` re-raises what the run raised."""
+
+    def __init__(self, runner: VcpuRunner, timeout: Optional[float] = None, name: str = "vcpu0") -> None:
+        super().__init__(name=name, daemon=True)
+        self.runner = runner
+        self.timeout = timeout
+        self.outcome: Optional[RunOutcome] = None
+        self.error: Optional[BaseException] = None
+
+    def run(self) -> None:
+        try:
+            self.outcome = self.runner.run(self.timeout)
+        except BaseException as err:  # handed to join()
+            self.error = err
+
+    def stop(self, timeout: Optional[float] = 10) -> Optional[RunOutcome]:
+        """Stop the run loop (after the exit in progress) and join."""
+        self.runner.stop()
+        return self.join(timeout)
+
+    def join(self, timeout: Optional[float] = None) -> Optional[RunOutcome]:  # type: ignore[override]
+        super().join(timeout)
+        if self.error is not None:
+            raise self.error
+        return self.outcome

@@ -1,0 +1,312 @@
+"""MemorySystem: one machine's memory core, and the default one short scripts use.
+
+QEMU keeps the transaction depth, the pending flags, the address-space and listener lists,
+global dirty tracking and the coalesced flush in memory.c's file-scope globals, which is
+safe there because one process is one machine and the big lock serializes it. A library
+hosts many machines per process, so each gets a MemorySystem holding all of that, plus its
+big lock (an RLock held from transaction begin to the outermost commit, and around every
+access to a device with an owner) and the per-owner re-entrancy guard.
+
+Regions join a system when they are first linked under one of its address-space roots
+(or with ``adopt``); a region that belongs to none yet is *floating*, and its changes count
+against the default system, as every change counts against QEMU's globals.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import weakref
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional
+
+from .errors import CrossSystemError, TransactionError
+
+if TYPE_CHECKING:
+    from .address_space import AddressSpace
+    from .listener import MemoryListener
+    from .region import MemoryRegion
+
+log = logging.getLogger("memapi")
+
+
+class MemorySystem:
+    """Everything QEMU keeps in memory.c's globals, for one machine."""
+
+    def __init__(self, name: str = "memory") -> None:
+        self.name = name
+        self.lock = threading.RLock()
+        self.depth = 0
+        self.update_pending = False
+        self.ioeventfd_pending = False
+        self.global_dirty_tracking = 0
+        self.dirty_log_stopping = False  # the last global stop's commit is collecting bits
+        self.listeners_sorted: list["MemoryListener"] = []
+        #: Accesses the re-entrancy guard refused (a device reached itself from its own callback).
+        self.blocked_reentrant = 0
+        self._spaces: list[weakref.ref["AddressSpace"]] = []
+        self._flushers: list[Callable[[], None]] = []
+        self._listener_seq = itertools.count()
+        self._engaged: set[int] = set()  # id() of owners inside one of their callbacks
+
+    def __repr__(self) -> str:
+        return f"<MemorySystem {self.name!r} spaces={len(self._spaces)} depth={self.depth}>"
+
+    # ------------------------------------------------------------ members
+    def address_spaces(self) -> list["AddressSpace"]:
+        """Live address spaces in creation order (the system holds them weakly)."""
+        alive = [s for s in (ref() for ref in self._spaces) if s is not None]
+        if len(alive) != len(self._spaces):
+            self._spaces = [weakref.ref(s) for s in alive]
+            self.refresh_listeners()
+        return alive
+
+    def add_address_space(self, space: "AddressSpace") -> None:
+        self._spaces.append(weakref.ref(space))
+
+    def remove_address_space(self, space: "AddressSpace") -> None:
+        self._spaces = [r for r in self._spaces if r() is not None and r() is not space]
+        self.refresh_listeners()
+
+    def refresh_listeners(self) -> None:
+        """The system's listener list: by priority, ties in registration order."""
+        listeners = [l for ref in self._spaces if (s := ref()) is not None for l in s.listeners]
+        self.listeners_sorted = sorted(listeners, key=lambda l: (l.priority, l._seq))
+
+    def next_listener_seq(self) -> int:
+        return next(self._listener_seq)
+
+    def adopt(self, *regions: "MemoryRegion") -> None:
+        """Bind floating regions (and everything they reach) to this system explicitly."""
+        for mr in regions:
+            bind(mr, self)
+
+    # ------------------------------------------------------------ transactions
+    def begin(self) -> None:
+        """memory_region_transaction_begin: take the lock, flush coalesced writes, nest."""
+        self.lock.acquire()
+        try:
+            self.flush_coalesced()
+        except BaseException:
+            self.lock.release()
+            raise
+        self.depth += 1
+
+    def commit(self) -> None:
+        """memory_region_transaction_commit: at depth 0, re-render and notify listeners."""
+        if self.depth == 0 or not self.lock._is_owned():  # type: ignore[attr-defined]
+            raise TransactionError(
+                f"memory system {self.name!r}: transaction_commit without a matching transaction_begin "
+                "in this thread")
+        try:
+            self.depth -= 1
+            if self.depth == 0:
+                self._commit_outermost()
+        finally:
+            self.lock.release()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """``with system.transaction():`` batches every change into one re-render and one listener pass."""
+        self.begin()
+        try:
+            yield
+        finally:
+            self.commit()
+
+    def _commit_outermost(self) -> None:
+        spaces = self.address_spaces()
+        if self.update_pending:
+            views = _render_all(spaces)
+            listeners = list(self.listeners_sorted)
+            try:
+                for listener in listeners:
+                    listener.begin()
+                for space in spaces:
+                    space._update_topology(views[id(space)])
+                    space._update_ioeventfds()
+            finally:
+                self.update_pending = False
+                self.ioeventfd_pending = False
+            for listener in listeners:
+                listener.commit()
+        elif self.ioeventfd_pending:
+            try:
+                for space in spaces:
+                    space._update_ioeventfds()
+            finally:
+                self.ioeventfd_pending = False
+
+    # ------------------------------------------------------------ coalesced I/O
+    def flush_coalesced(self) -> None:
+        """Replay queued coalesced writes (every registered flusher, e.g. a KVM ring)."""
+        for flusher in list(self._flushers):
+            flusher()
+
+    def add_coalesced_flusher(self, fn: Callable[[], None]) -> None:
+        self._flushers.append(fn)
+
+    def remove_coalesced_flusher(self, fn: Callable[[], None]) -> None:
+        if fn in self._flushers:
+            self._flushers.remove(fn)
+
+    # ------------------------------------------------------------ devices
+    def enter_owner(self, mr: "MemoryRegion", offset: int, size: int, is_write: bool) -> bool:
+        """QEMU's per-device re-entrancy guard (the caller holds ``lock``): False, and a log line,
+        if ``mr``'s owner is already inside one of its own callbacks on this thread."""
+        key = id(mr.owner)
+        if key in self._engaged:
+            self.blocked_reentrant += 1
+            log.warning("Blocked re-entrant IO on MemoryRegion: %s at addr: %#x, size %d, %s",
+                        mr.name, offset, size, "write" if is_write else "read")
+            return False
+        self._engaged.add(key)
+        return True
+
+    def leave_owner(self, mr: "MemoryRegion") -> None:
+        self._engaged.discard(id(mr.owner))
+
+    # ------------------------------------------------------------ dirty tracking
+    def global_dirty_log_start(self, flags: int) -> bool:
+        """memory_global_dirty_log_start: the first reason calls log_global_start, then re-renders."""
+        from .dirty import global_start
+
+        return global_start(self, flags)
+
+    def global_dirty_log_stop(self, flags: int) -> None:
+        """memory_global_dirty_log_stop: the last reason syncs, re-renders, then log_global_stop (reverse)."""
+        from .dirty import global_stop
+
+        global_stop(self, flags)
+
+    def global_dirty_log_sync(self, last_stage: bool = False) -> None:
+        """memory_global_dirty_log_sync: every listener's log_sync over all logged ranges."""
+        from .dirty import sync
+
+        with self.lock:
+            sync(self, None, last_stage)
+
+    # ------------------------------------------------------------ inspection
+    def info_mtree(self, flatview: bool = False, owner: bool = False, disabled: bool = False,
+                   accel: Any = None, dispatch: bool = False) -> str:
+        """`info mtree` of this system's address spaces (see memapi.info_mtree)."""
+        from .mtree import info_mtree
+
+        return info_mtree(flatview, owner, disabled, self.address_spaces(), accel, dispatch)
+
+
+_DEFAULT = MemorySystem("default")
+
+
+def default_system() -> MemorySystem:
+    """The system of floating regions and of address spaces created without ``system=``."""
+    return _DEFAULT
+
+
+def core_of(mr: "MemoryRegion") -> MemorySystem:
+    """The system ``mr`` belongs to; the default one while it floats."""
+    return mr.system or _DEFAULT
+
+
+def bindable(mr: "MemoryRegion", system: MemorySystem, into: Optional["MemoryRegion"] = None) -> list["MemoryRegion"]:
+    """The floating regions that join ``system`` when ``mr`` does (it and everything it reaches through
+    subregions and alias targets); CrossSystemError, naming both regions and both systems, if any
+    region in reach belongs to another system. Changes nothing."""
+    floating = []
+    for reached in _reach(mr):
+        other = reached.system
+        if other is None:
+            floating.append(reached)
+        elif other is not system:
+            where = f"region {into.name!r}" if into is not None else "an address space root"
+            raise CrossSystemError(
+                f"region {mr.name!r} cannot join memory system {system.name!r} through {where}: it reaches "
+                f"region {reached.name!r}, which belongs to memory system {other.name!r}")
+    return floating
+
+
+def bind(mr: "MemoryRegion", system: MemorySystem) -> None:
+    """Bind ``mr`` and every floating region it reaches to ``system`` (all or nothing)."""
+    for region in bindable(mr, system):
+        region.system = system
+
+
+def _reach(mr: "MemoryRegion") -> Iterable["MemoryRegion"]:
+    stack, seen = [mr], set()
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        yield node
+        stack.extend(node.subregions)
+        if node.alias_target is not None:
+            stack.append(node.alias_target)
+
+
+def _render_all(spaces: list["AddressSpace"]) -> dict:
+    """One new FlatView per distinct flatview root, shared by the spaces that resolve to it."""
+    from .flatview import render
+
+    by_root: dict = {}
+    views = {}
+    for space in spaces:
+        root = flatview_root(space.root)
+        key = id(root) if root is not None else None
+        view = by_root.get(key)
+        if view is None:
+            view = by_root[key] = render(root)
+        views[id(space)] = view
+    return views
+
+
+def flatview_root(mr: "MemoryRegion") -> Optional["MemoryRegion"]:
+    """QEMU's memory_region_get_flatview_root: skip whole-target aliases and single-child containers."""
+    while mr.enabled:
+        if mr.alias_target is not None:
+            if not mr.alias_offset and mr.alias_mask is None and mr.size >= mr.alias_target.size:
+                mr = mr.alias_target
+                continue
+        elif not mr.terminates:
+            enabled = [c for c in mr.subregions if c.enabled]
+            if not enabled:
+                return None
+            if len(enabled) == 1 and not enabled[0].addr and mr.size >= enabled[0].size:
+                mr = enabled[0]
+                continue
+        return mr
+    return None
+
+
+# The default system's API, so short scripts need no MemorySystem of their own.
+def transaction():
+    """``with memapi.transaction():`` on the default system."""
+    return _DEFAULT.transaction()
+
+
+def transaction_begin() -> None:
+    _DEFAULT.begin()
+
+
+def transaction_commit() -> None:
+    _DEFAULT.commit()
+
+
+def add_coalesced_flusher(fn: Callable[[], None]) -> None:
+    _DEFAULT.add_coalesced_flusher(fn)
+
+
+def remove_coalesced_flusher(fn: Callable[[], None]) -> None:
+    _DEFAULT.remove_coalesced_flusher(fn)
+
+
+def global_dirty_log_start(flags: int) -> bool:
+    return _DEFAULT.global_dirty_log_start(flags)
+
+
+def global_dirty_log_stop(flags: int) -> None:
+    _DEFAULT.global_dirty_log_stop(flags)
+
+
+def global_dirty_log_sync(last_stage: bool = False) -> None:
+    _DEFAULT.global_dirty_log_sync(last_stage)
