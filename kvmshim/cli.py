@@ -32,12 +32,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
     from guests import GuestBuildError
     from kvm import KvmError
-    from listeners.vcpu_runner import GuestFault
+    from listeners.errors import BridgeError
     from memapi import MemApiError
 
     try:
         return args.handler(args)
-    except (GuestBuildError, KvmError, GuestFault, MemApiError, OSError) as err:
+    except (GuestBuildError, KvmError, BridgeError, MemApiError, OSError) as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         print(f"kvmshim: error: {first}", file=sys.stderr)
         return 2
