@@ -99,9 +99,6 @@ class FlatView:
         return f"<FlatView root={root} ranges={len(self.ranges)}>"
 
 
-EMPTY = FlatView(None, [])
-
-
 def render(root: Optional["MemoryRegion"]) -> FlatView:
     """Render ``root`` over ``[0, 2**64)`` and simplify (QEMU's generate_memory_topology)."""
     if root is None:

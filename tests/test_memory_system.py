@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import logging
 import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -49,7 +50,17 @@ class Calls(MemoryListener):
 def counting(m: Machine) -> list:
     """Start vCPU 0 on the counter guest (it increments the dword at 0x10000 without exits)."""
     m.load(GUESTS / "counter.S")
-    return [m.start(0)]
+    thread = m.start(0)
+    wait_for_count(m, 0x10000)
+    return [thread]
+
+
+def wait_for_count(m: Machine, gpa: int, count: int = 1) -> None:
+    """Until the counter guest has incremented the dword at ``gpa`` (from 0) to ``count`` or more."""
+    deadline = time.monotonic() + 30
+    while m.memory.read_int(gpa, 4) < count:
+        assert time.monotonic() < deadline, "the counter guest never ran"
+        time.sleep(0.001)
 
 
 @pytest.fixture
@@ -108,6 +119,7 @@ def test_global_dirty_logging_of_one_machine_leaves_the_other_alone(two):
         assert all(flags & MemFlag.LOG_DIRTY_PAGES for gpa, size, flags in a.kvm_memory.slot_table()
                    if not flags & MemFlag.READONLY)
         assert b.kvm_memory.slot_table() == b_slots and not b.memory_system.global_dirty_tracking
+        wait_for_count(a, 0x10000, a.memory.read_int(0x10000, 4) + 2)  # a store after logging began
         a.memory_system.global_dirty_log_sync()
         snap = memapi.snapshot_and_clear_dirty(a.ram, 0, a.ram.size, DirtyClient.MIGRATION)
         assert snap.get_dirty(a.ram, 0x10000, PAGE)  # the counter's page, while it runs
@@ -226,7 +238,9 @@ def test_migration_bits_survive_global_dirty_log_stop(mode):
         m.set_params(GUESTS / "counter.S", COUNTERS=0x100000 + 3 * PAGE)
         region.set_log(True)
         m.memory_system.global_dirty_log_start(GlobalDirty.MIGRATION)
-        m.start(0).stop()  # runs until stopped: page 3 is written many times
+        thread = m.start(0)
+        wait_for_count(m, 0x100000 + 3 * PAGE)  # the guest writes page 3, and keeps writing it
+        thread.stop()
         m.memory_system.global_dirty_log_stop(GlobalDirty.MIGRATION)
         migration = memapi.snapshot_and_clear_dirty(region, 0, region.size, DirtyClient.MIGRATION)
         vga = memapi.snapshot_and_clear_dirty(region, 0, region.size, DirtyClient.VGA)
@@ -258,3 +272,14 @@ def test_a_ring_full_exit_with_nothing_to_reap_raises_instead_of_spinning():
         with pytest.raises(DirtyRingError, match="twice in a row"):
             m.run(timeout=60)
         m.ram.set_log(False)
+
+
+def test_a_pc_machine_failing_half_way_leaks_nothing():
+    from kvmshim.pc.machine import PcMachine
+
+    BareMachine(ram_size=MiB).close()
+    before = usage()
+    with pytest.raises(DirtyRingError):
+        PcMachine(dirty_ring=1000)  # refused once the VM exists: the VM and /dev/kvm must close
+    after = usage()
+    assert (after.fds, after.kvm_fds, after.kvm_maps) == (before.fds, before.kvm_fds, before.kvm_maps)
