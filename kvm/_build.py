@@ -126,12 +126,95 @@ struct kvm_run {
 };
 """
 
+# The exit loop's C helper (kvm/fast_exit.py explains the encoding): one call per exit runs
+# KVM_RUN after completing the previous exit's read, then decodes the exit into one integer.
+FAST_EXIT_CDEF = """
+#define KVMSHIM_EXIT_OTHER ...
+#define KVMSHIM_EXIT_PIO_OUT ...
+#define KVMSHIM_EXIT_PIO_IN ...
+#define KVMSHIM_EXIT_MMIO_WRITE ...
+#define KVMSHIM_EXIT_MMIO_READ ...
+#define KVMSHIM_RUN_FAILED ...
+#define KVMSHIM_RUN_STOPPED ...
+struct kvmshim_run_ctx {
+    int fd; int in_run; int stop; struct kvm_run *run; struct kvm_coalesced_mmio_ring *ring;
+    unsigned int pending; __u64 value; ...;
+};
+unsigned long long kvmshim_run(struct kvmshim_run_ctx *ctx, unsigned long long value, int decode);
+"""
+FAST_EXIT_SOURCE = r"""
+#include <errno.h>
+#include <string.h>
+#define KVMSHIM_EXIT_OTHER 0
+#define KVMSHIM_EXIT_PIO_OUT 1
+#define KVMSHIM_EXIT_PIO_IN 2
+#define KVMSHIM_EXIT_MMIO_WRITE 3
+#define KVMSHIM_EXIT_MMIO_READ 4
+#define KVMSHIM_RUN_FAILED 0xff   /* the "exit reason" of an OTHER record when KVM_RUN failed */
+#define KVMSHIM_RUN_STOPPED 0xfe  /* ... and when ctx->stop kept it from running */
+#define KVMSHIM_PENDING_PIO 0x100
+struct kvmshim_run_ctx {
+    int fd;
+    volatile int in_run;         /* 1 while this vCPU is inside KVM_RUN */
+    volatile int stop;           /* set: do not enter KVM_RUN, return RUN_STOPPED */
+    struct kvm_run *run;
+    struct kvm_coalesced_mmio_ring *ring;  /* NULL unless the VM has a coalesced ring */
+    unsigned int pending;        /* size (| KVMSHIM_PENDING_PIO) of a decoded read to complete */
+    __u64 value;                 /* the data of a decoded MMIO write */
+};
+
+static unsigned long long kvmshim_run(struct kvmshim_run_ctx *c, unsigned long long value, int decode)
+{
+    struct kvm_run *run = c->run;
+    if (c->pending) {
+        unsigned int size = c->pending & 0xff;
+        unsigned char *data = c->pending & KVMSHIM_PENDING_PIO ? (unsigned char *)run + run->io.data_offset
+                                                               : run->mmio.data;
+        memcpy(data, &value, size);  /* x86: the low bytes of value, little-endian */
+        c->pending = 0;
+    }
+    if (c->stop)
+        return (unsigned long long)KVMSHIM_RUN_STOPPED << 8;
+    c->in_run = 1;
+    int ret = ioctl(c->fd, KVM_RUN, 0);
+    c->in_run = 0;
+    if (ret < 0)
+        return (unsigned long long)errno << 16 | KVMSHIM_RUN_FAILED << 8;
+    unsigned int reason = run->exit_reason;
+    if (!decode || (c->ring && c->ring->first != c->ring->last))
+        return (unsigned long long)reason << 8;
+    if (reason == KVM_EXIT_IO && run->io.count == 1 && run->io.size <= 4) {
+        unsigned int size = run->io.size;
+        unsigned long long head = (unsigned long long)size << 3 | (unsigned long long)run->io.port << 8;
+        if (run->io.direction == KVM_EXIT_IO_IN) {
+            c->pending = size | KVMSHIM_PENDING_PIO;
+            return head | KVMSHIM_EXIT_PIO_IN;
+        }
+        __u32 out = 0;
+        memcpy(&out, (unsigned char *)run + run->io.data_offset, size);
+        return head | (unsigned long long)out << 32 | KVMSHIM_EXIT_PIO_OUT;
+    }
+    if (reason == KVM_EXIT_MMIO && run->mmio.len && run->mmio.len <= 8 && run->mmio.phys_addr < (1ULL << 52)) {
+        unsigned int size = run->mmio.len;
+        unsigned long long head = (unsigned long long)run->mmio.phys_addr << 12 | (unsigned long long)size << 3;
+        if (!run->mmio.is_write) {
+            c->pending = size;
+            return head | KVMSHIM_EXIT_MMIO_READ;
+        }
+        c->value = 0;
+        memcpy(&c->value, run->mmio.data, size);
+        return head | KVMSHIM_EXIT_MMIO_WRITE;
+    }
+    return (unsigned long long)reason << 8;
+}
+"""
+
 SOURCE = "#include <sys/ioctl.h>\n#include <sys/mman.h>\n#include <linux/kvm.h>\n" + "".join(
     f"typedef __typeof__(((struct kvm_run *)0)->{m}) kvm_run_{m}_t;\n" for m in RUN_MEMBERS
-)
+) + FAST_EXIT_SOURCE
 
 ffibuilder = FFI()
-ffibuilder.cdef(CDEF)
+ffibuilder.cdef(CDEF + FAST_EXIT_CDEF)
 ffibuilder.set_source("kvm._kvm_cffi", SOURCE)
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@ from __future__ import annotations
 import errno
 import signal
 import threading
+from contextlib import contextmanager
 from functools import partial
+from typing import Iterator
 
 from . import x86
 from ._fd import PAGE_SIZE, CData, FdObject
@@ -12,6 +14,7 @@ from .exit_records import IO_OFFSET, IO_RECORD, MMIO_DATA_OFFSET, MMIO_OFFSET, M
 from ._kvm_cffi import ffi, lib
 from .constants import ExitReason, SyncReg
 from .errors import KvmError
+from .fast_exit import RUN_FAILED, run_decoded
 
 KICK_SIGNAL = signal.SIGUSR1
 #: Entries in the coalesced MMIO ring page.
@@ -19,8 +22,6 @@ COALESCED_RING_ENTRIES = (PAGE_SIZE - ffi.sizeof("struct kvm_coalesced_mmio_ring
     "struct kvm_coalesced_mmio")
 _RETRYABLE = (errno.EINTR, errno.EAGAIN)
 _EXIT_INTR = int(ExitReason.INTR)
-_KVM_RUN = lib.KVM_RUN
-_ioctl = lib.ioctl
 
 
 def _on_kick(signum: int, frame: object) -> None:
@@ -49,12 +50,15 @@ class Vcpu(FdObject):
             self.close()
             raise
         self.run_struct: CData = ffi.cast("struct kvm_run *", base)
+        #: What kvm.fast_exit.run_decoded needs: the fd, kvm_run, an in-KVM_RUN flag and (set by its
+        #: user) the VM's coalesced ring, so that exits with entries queued come back undecoded.
+        self.run_ctx: CData = ffi.new("struct kvmshim_run_ctx *", {"fd": fd, "run": self.run_struct})
         self.mapping = memoryview(ffi.buffer(self.run_struct, mmap_size))
         #: io_exit() -> (direction, size, port, count, data_offset); mmio_exit() -> (phys_addr, data, len, is_write)
         self.io_exit = partial(IO_RECORD.unpack_from, self.mapping, IO_OFFSET)
         self.mmio_exit = partial(MMIO_RECORD.unpack_from, self.mapping, MMIO_OFFSET)
         self._dirty_ring: CData | None = None
-        self._runner: int | None = None  # thread ident while inside KVM_RUN
+        self._runner: int | None = None  # ident of the thread running this vCPU (kickable())
         self._kick_lock = threading.Lock()
         if threading.current_thread() is threading.main_thread():
             install_kick_handler()
@@ -63,26 +67,46 @@ class Vcpu(FdObject):
         if not self.closed:
             self.io_exit = self.mmio_exit = None
             self.mapping.release()
-            self.run_struct = self._dirty_ring = None
+            self.run_struct = self._dirty_ring = self.run_ctx = None
         super().close()
 
     def run(self) -> int:
         """KVM_RUN; returns ``run_struct.exit_reason`` (compare with ExitReason members).
 
         EINTR/EAGAIN (a signal, kick() or immediate_exit) return ExitReason.INTR and clear
-        ``immediate_exit``; any other failure raises KvmError.
+        ``immediate_exit``; any other failure raises KvmError. (Run loops use
+        kvm.fast_exit.run_decoded inside ``kickable()`` instead: one C call per exit.)
         """
-        self._runner = threading.get_ident()
-        ret = _ioctl(self._fd, _KVM_RUN, ffi.NULL)
-        with self._kick_lock:
-            self._runner = None
-        if ret == 0:
-            return self.run_struct.exit_reason
-        err = ffi.errno
+        with self.kickable():
+            rec = run_decoded(self.run_ctx, 0, 0)
+        if rec >> 8 & 0xFF != RUN_FAILED:
+            return rec >> 8
+        return self.interrupted(rec >> 16)
+
+    def interrupted(self, err: int) -> int:
+        """After KVM_RUN failed with ``err``: ExitReason.INTR (immediate_exit cleared) for a kick or
+        signal, else KvmError."""
         if err in _RETRYABLE:
             self.run_struct.immediate_exit = 0
             return _EXIT_INTR
         raise KvmError("KVM_RUN", err, f"vcpu={self.id}")
+
+    @contextmanager
+    def kickable(self) -> Iterator[None]:
+        """While this block runs the vCPU in this thread, kick() signals the thread (so a KVM_RUN in
+        progress returns EINTR); outside it kick() only sets immediate_exit."""
+        with self._kick_lock:
+            self._runner = threading.get_ident()
+        try:
+            yield
+        finally:
+            with self._kick_lock:
+                self._runner = None
+
+    @property
+    def in_kvm_run(self) -> bool:
+        """True while a thread is inside KVM_RUN on this vCPU (running guest code)."""
+        return bool(self.run_ctx.in_run)
 
     def kick(self) -> None:
         """From any thread: make the current or next run() return ExitReason.INTR promptly."""

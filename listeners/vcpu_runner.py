@@ -23,11 +23,14 @@ from typing import Callable, ContextManager, Iterator, Optional
 
 from kvm import COALESCED_RING_ENTRIES, ExitReason, IoDirection, Vcpu, ffi
 from kvm.exit_records import MMIO_DATA_OFFSET
+from kvm.fast_exit import (MMIO_WRITE as _MMIO_WRITE, PIO_IN as _PIO_IN, PIO_OUT as _PIO_OUT,
+                            RUN_FAILED as _RUN_FAILED, RUN_STOPPED as _RUN_STOPPED, run_decoded)
 from memapi import UNASSIGNED_IO_OPS, UNASSIGNED_MEM_OPS, AddressSpace, MemoryRegion
+from memapi.exit_path import exit_load, exit_store
 
 from .errors import BridgeError, DirtyRingError
 
-_IO, _MMIO, _HLT, _INTR = int(ExitReason.IO), int(ExitReason.MMIO), int(ExitReason.HLT), int(ExitReason.INTR)
+_IO, _MMIO, _HLT = int(ExitReason.IO), int(ExitReason.MMIO), int(ExitReason.HLT)
 _RING_FULL = int(ExitReason.DIRTY_RING_FULL)
 _OUT = int(IoDirection.OUT)
 
@@ -178,15 +181,18 @@ class VcpuRunner:
         self.on_dirty_ring_full: Optional[Callable[[], int]] = None
         self._stop = threading.Event()
         self._thread: Optional[int] = None  # ident of the thread inside run()
-        self._in_kvm_run = False
+        self._empty_reap = -1  # the exit whose ring-full reap found nothing
+        vcpu.run_ctx.ring = coalesced.ring if coalesced is not None else ffi.NULL
         self._pause_lock = threading.Lock()
         self._pause_depth = 0
         self._resumed = threading.Event()
         self._resumed.set()
 
     def stop(self) -> None:
-        """Ask the loop to return after the current exit (safe from any thread)."""
+        """Ask the loop to return after the current exit (safe from any thread): the next KVM_RUN is
+        not entered (or, in progress, is kicked out)."""
         self._stop.set()
+        self.vcpu.run_ctx.stop = 1
         self.vcpu.kick()
 
     @property
@@ -197,7 +203,7 @@ class VcpuRunner:
     @property
     def in_kvm_run(self) -> bool:
         """True while the vCPU is inside KVM_RUN (running guest code), not handling an exit or held."""
-        return self._in_kvm_run
+        return self.vcpu.in_kvm_run
 
     def paused(self) -> ContextManager[None]:
         """Hold this vCPU out of KVM_RUN for the block (see the module's ``paused``)."""
@@ -213,7 +219,7 @@ class VcpuRunner:
             self.vcpu.kick()
 
     def _wait_out(self) -> None:
-        while self._in_kvm_run:
+        while self.vcpu.in_kvm_run:
             time.sleep(20e-6)
 
     def _release(self) -> None:
@@ -225,6 +231,7 @@ class VcpuRunner:
     def run(self, timeout: Optional[float] = None) -> RunOutcome:
         """Run until HLT, stop(), or the timeout (which raises GuestTimeout)."""
         self._stop.clear()
+        self.vcpu.run_ctx.stop = 0
         self._thread = threading.get_ident()
         timer = None
         deadline = None
@@ -234,82 +241,118 @@ class VcpuRunner:
             timer.daemon = True
             timer.start()
         try:
-            return self._loop(deadline)
+            with self.vcpu.kickable():
+                return self._loop(deadline)
         finally:
             self._thread = None
-            self._in_kvm_run = False
+            self.vcpu.run_ctx.stop = 0  # a later plain Vcpu.run() must enter KVM_RUN
             if timer is not None:
                 timer.cancel()
                 timer.join()
 
     def _loop(self, deadline: Optional[float]) -> RunOutcome:
-        vcpu, mapping = self.vcpu, self.vcpu.mapping
-        io_exit, mmio_exit = vcpu.io_exit, vcpu.mmio_exit
-        io_space, mem_space, trace = self.io, self.memory, self.on_exit
-        stop, resumed, strict = self._stop, self._resumed, self.strict_unassigned
-        run = vcpu.run
-        ring = self.coalesced.ring if self.coalesced is not None else None
-        exits = 0
-        empty_reap = -1  # the exit whose ring-full reap found nothing
+        """One C call per exit (kvm.fast_exit); plain PIO/MMIO go straight to the exit path.
+
+        Nothing is checked per exit for stop(), pauses or the timeout: each of them kicks the
+        vCPU, so the next KVM_RUN fails with EINTR and ``_interrupted`` looks at them then.
+        Tracing and strict_unassigned turn decoding off: every exit takes ``_other``.
+        """
+        vcpu = self.vcpu
+        ctx, crun = vcpu.run_ctx, run_decoded
+        io, mem = self.io, self.memory
+        store, load = exit_store, exit_load
+        decode = int(self.on_exit is None and not self.strict_unassigned)
+        pio_out, pio_in, mmio_write = _PIO_OUT, _PIO_IN, _MMIO_WRITE
+        value = exits = 0
+        if self._pause_depth and self._wait_resumed():
+            return RunOutcome("stopped", exits)
         while True:
-            if not resumed.is_set() and self._wait_resumed():
-                return RunOutcome("stopped", exits)
-            self._in_kvm_run = True
-            reason = run()
-            self._in_kvm_run = False
+            rec = crun(ctx, value, decode)
             exits += 1
-            if ring is not None and ring.first != ring.last:
-                self.coalesced.drain()
-            if reason == _IO or reason == _MMIO:
+            kind = rec & 7
+            if kind:
                 try:
-                    if reason == _IO:
-                        direction, size, port, count, offset = io_exit()
-                        if direction == _OUT:
-                            for i in range(count):
-                                at = offset + i * size
-                                value = int.from_bytes(mapping[at:at + size], "little")
-                                if trace is not None:
-                                    trace("pio", port, value, size, True)
-                                io_space.store(port, value, size)
-                        else:
-                            for i in range(count):
-                                at = offset + i * size
-                                value = io_space.load(port, size)
-                                mapping[at:at + size] = value.to_bytes(size, "little")
-                                if trace is not None:
-                                    trace("pio", port, value, size, False)
+                    if kind == pio_out:
+                        store(io.current_map, rec >> 8 & 0xFFFF, rec >> 32, rec >> 3 & 15)
+                    elif kind == mmio_write:
+                        store(mem.current_map, rec >> 12, ctx.value, rec >> 3 & 15)
+                    elif kind == pio_in:
+                        value = load(io.current_map, rec >> 8 & 0xFFFF, rec >> 3 & 15)
                     else:
-                        addr, data, length, is_write = mmio_exit()
-                        if is_write:
-                            value = int.from_bytes(data[:length], "little")
-                            if trace is not None:
-                                trace("mmio", addr, value, length, True)
-                            mem_space.store(addr, value, length)
-                        else:
-                            value = mem_space.load(addr, length)
-                            mapping[MMIO_DATA_OFFSET:MMIO_DATA_OFFSET + length] = value.to_bytes(length, "little")
-                            if trace is not None:
-                                trace("mmio", addr, value, length, False)
+                        value = load(mem.current_map, rec >> 12, rec >> 3 & 15)
                 except Exception as err:
-                    raise self._device_error(reason, err) from err
-                if strict:
-                    self._check_assigned(reason)
-            elif reason == _HLT:
-                return RunOutcome("hlt", exits)
-            elif reason == _RING_FULL and self.on_dirty_ring_full is not None:
-                if not self.on_dirty_ring_full():
-                    # Another thread may have reaped first; twice in a row it would only spin.
-                    if empty_reap == exits - 1:
-                        raise DirtyRingError(f"vcpu {vcpu.id}: KVM_EXIT_DIRTY_RING_FULL twice in a row with no "
-                                             "entry to harvest: the kernel's ring and ours disagree")
-                    empty_reap = exits
-            elif reason == _INTR:
-                if deadline is not None and time.monotonic() >= deadline and not stop.is_set():
-                    raise GuestTimeout("the guest ran past its timeout", Registers.of(vcpu))
+                    raise self._device_error(_IO if kind <= _PIO_IN else _MMIO, err) from err
+                continue
+            reason = rec >> 8 & 0xFF
+            if reason == _RUN_STOPPED:
+                return RunOutcome("stopped", exits - 1)
+            outcome = (self._interrupted(rec >> 16, exits, deadline) if reason == _RUN_FAILED
+                       else self._other(reason, exits))
+            if outcome is not None:
+                return outcome
+
+    def _interrupted(self, err: int, exits: int, deadline: Optional[float]) -> Optional[RunOutcome]:
+        """KVM_RUN failed: a kick (stop, pause, timeout) or a signal; anything else raises KvmError."""
+        self.vcpu.interrupted(err)
+        if self._stop.is_set() or (self._pause_depth and self._wait_resumed()):
+            return RunOutcome("stopped", exits)
+        if deadline is not None and time.monotonic() >= deadline:
+            raise GuestTimeout("the guest ran past its timeout", Registers.of(self.vcpu))
+        return None
+
+    def _other(self, reason: int, exits: int) -> Optional[RunOutcome]:
+        """An exit read from kvm_run itself: queued coalesced writes first, then the exit."""
+        if self.coalesced is not None:
+            self.coalesced.drain()
+        if reason == _IO or reason == _MMIO:
+            try:
+                self._io_exit() if reason == _IO else self._mmio_exit()
+            except Exception as err:
+                raise self._device_error(reason, err) from err
+            if self.strict_unassigned:
+                self._check_assigned(reason)
+        elif reason == _HLT:
+            return RunOutcome("hlt", exits)
+        elif reason == _RING_FULL and self.on_dirty_ring_full is not None:
+            if not self.on_dirty_ring_full():
+                # Another thread may have reaped first; twice in a row it would only spin.
+                if self._empty_reap == exits - 1:
+                    raise DirtyRingError(f"vcpu {self.vcpu.id}: KVM_EXIT_DIRTY_RING_FULL twice in a row with no "
+                                         "entry to harvest: the kernel's ring and ours disagree")
+                self._empty_reap = exits
+        else:
+            self._fault(reason)
+        return None
+
+    def _io_exit(self) -> None:
+        """KVM_EXIT_IO: ``count`` accesses of ``size`` bytes at ``data_offset`` (string I/O batches)."""
+        direction, size, port, count, offset = self.vcpu.io_exit()
+        mapping, trace = self.vcpu.mapping, self.on_exit
+        for at in range(offset, offset + count * size, size):
+            if direction == _OUT:
+                value = int.from_bytes(mapping[at:at + size], "little")
+                if trace is not None:
+                    trace("pio", port, value, size, True)
+                exit_store(self.io.current_map, port, value, size)
             else:
-                self._fault(reason)
-            if stop.is_set():
-                return RunOutcome("stopped", exits)
+                value = exit_load(self.io.current_map, port, size)
+                mapping[at:at + size] = value.to_bytes(size, "little")
+                if trace is not None:
+                    trace("pio", port, value, size, False)
+
+    def _mmio_exit(self) -> None:
+        addr, data, length, is_write = self.vcpu.mmio_exit()
+        trace = self.on_exit
+        if is_write:
+            value = int.from_bytes(data[:length], "little")
+            if trace is not None:
+                trace("mmio", addr, value, length, True)
+            exit_store(self.memory.current_map, addr, value, length)
+        else:
+            value = exit_load(self.memory.current_map, addr, length)
+            self.vcpu.mapping[MMIO_DATA_OFFSET:MMIO_DATA_OFFSET + length] = value.to_bytes(length, "little")
+            if trace is not None:
+                trace("mmio", addr, value, length, False)
 
     def _wait_resumed(self) -> bool:
         """Wait out a pause; True if stop() came first."""

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from .dirty import host_write
 from .dispatch import RESULTS, read_bits, write_bits
-from .ops import UNSPECIFIED as _UNSPECIFIED, MemTxAttrs, MemTxResult
+from .ops import MemTxAttrs, MemTxResult
 from .region import MemoryRegion
 from .system import core_of
 
@@ -146,40 +146,22 @@ def write(view: "FlatView", addr: int, data: Any, attrs: MemTxAttrs) -> MemTxRes
     return RESULTS[result]
 
 
-def write_value(view: "FlatView", addr: int, value: int, size: int) -> MemTxResult:
-    """A guest store of ``size`` bytes (a KVM exit): straight to the callback when nothing needs adjusting.
-
-    A CPU store to RAM seen through a readonly range (PAM's readonly alias) is dropped, as the
-    READONLY slot the KVM listener gives that range promises; DMA through write() still reaches it.
-    """
-    fr = view._mru  # the last hit, checked inline: this runs once per exit
-    if fr is None or not fr.start <= addr < fr.end:
-        fr = view.lookup(addr)
-    if fr is not None:
-        mr = fr.mr
-        if fr.readonly and mr.is_ram:
-            return MemTxResult.DECODE_ERROR
-        offset = addr - fr.start + fr.offset_in_region
-        if (size in mr.ops.direct_sizes and not offset & (size - 1) and not mr.flush_coalesced_mmio
-                and not mr.is_ram and mr.owner is None):
-            ops = mr.ops
-            if ops.write is None:
-                return ops.write_with_attrs(mr, offset, value, size, _UNSPECIFIED)
-            ops.write(mr, offset, value, size)
-            return MemTxResult.OK
-    return write(view, addr, (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little"), _UNSPECIFIED)
+def write_value(view: "FlatView", addr: int, value: int, size: int, attrs: MemTxAttrs) -> MemTxResult:
+    """write() of the low ``size`` (1..8) bytes of ``value``, with no bytes in between when one
+    dispatch serves it whole (a device register): the common case of write_int()."""
+    mr, offset, length = translate(view, addr, size, True, attrs)
+    if (length == size and not _direct(mr, True) and not (attrs.memory and not mr.is_ram)
+            and access_size(mr, size, offset) == size):
+        _prepare_mmio(mr)
+        return RESULTS[write_bits(mr, offset, value, size, attrs)]
+    return write(view, addr, (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little"), attrs)
 
 
-def read_value(view: "FlatView", addr: int, size: int) -> int:
-    """A guest load of ``size`` bytes (a KVM exit), the fast way when it is one callback, unadjusted."""
-    fr = view.lookup(addr)
-    if fr is not None:
-        mr = fr.mr
-        offset = addr - fr.start + fr.offset_in_region
-        if (size in mr.ops.direct_sizes and not offset & (size - 1) and not mr.flush_coalesced_mmio
-                and not mr.is_ram and not mr.is_rom_device and mr.owner is None):
-            ops = mr.ops
-            if ops.read is None:
-                return ops.read_with_attrs(mr, offset, size, _UNSPECIFIED)[0] & ((1 << (8 * size)) - 1)
-            return ops.read(mr, offset, size) & ((1 << (8 * size)) - 1)
-    return int.from_bytes(read(view, addr, size, _UNSPECIFIED)[0], "little")
+def read_value(view: "FlatView", addr: int, size: int, attrs: MemTxAttrs) -> int:
+    """read() of ``size`` (1..8) bytes as a little-endian int, the common case of read_int()."""
+    mr, offset, length = translate(view, addr, size, False, attrs)
+    if (length == size and not _direct(mr, False) and not (attrs.memory and not mr.is_ram)
+            and access_size(mr, size, offset) == size):
+        _prepare_mmio(mr)
+        return read_bits(mr, offset, size, attrs)[0] & ((1 << (8 * size)) - 1)
+    return int.from_bytes(read(view, addr, size, attrs)[0], "little")

@@ -4,6 +4,8 @@ from __future__ import annotations
 from typing import Optional
 
 from . import access
+from .dispatch import RESULTS
+from .exit_path import exit_load, exit_store
 from .errors import ArgumentError, InvalidRangeError, ListenerError, RegionKindError
 from .flatview import FlatRange, FlatView, render
 from .listener import MemoryListener, MemoryRegionSection
@@ -228,24 +230,23 @@ class AddressSpace:
     def read_int(self, addr: int, size: int, attrs: MemTxAttrs = UNSPECIFIED) -> int:
         """A little-endian load of 1..8 bytes (the result bits are dropped, as KVM does)."""
         self._check(addr, size, attrs, 0)
-        return int.from_bytes(access.read(self.current_map, addr, size, attrs)[0], "little")
+        return access.read_value(self.current_map, addr, size, attrs)
 
     def write_int(self, addr: int, value: int, size: int, attrs: MemTxAttrs = UNSPECIFIED) -> MemTxResult:
         """A little-endian store of the low ``size`` (1..8) bytes of ``value``."""
         self._check(addr, size, attrs, value)
-        return access.write(self.current_map, addr, (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little"), attrs)
+        return access.write_value(self.current_map, addr, value, size, attrs)
 
     def store(self, addr: int, value: int, size: int) -> MemTxResult:
-        """A guest store from an exit: the same semantics as write_int(), a shorter path for plain MMIO/PIO."""
-        if not (type(addr) is type(value) is type(size) is int and 0 < size <= 8 and 0 <= addr <= _END - size):
-            self._check(addr, size, UNSPECIFIED, value)  # the exit path checks plain ints inline
-        return access.write_value(self.current_map, addr, value, size)
+        """A guest store, as a KVM exit makes it: write_int() without attrs, except that a store to RAM
+        behind a readonly range is dropped (DECODE_ERROR). Run loops call exit_path.exit_store directly."""
+        self._check(addr, size, UNSPECIFIED, value)
+        return RESULTS[exit_store(self.current_map, addr, value, size)]
 
     def load(self, addr: int, size: int) -> int:
-        """A guest load from an exit: the same semantics as read_int(), a shorter path for plain MMIO/PIO."""
-        if not (type(addr) is type(size) is int and 0 < size <= 8 and 0 <= addr <= _END - size):
-            self._check(addr, size, UNSPECIFIED, 0)
-        return access.read_value(self.current_map, addr, size)
+        """A guest load, as a KVM exit makes it: read_int() without attrs."""
+        self._check(addr, size, UNSPECIFIED, 0)
+        return exit_load(self.current_map, addr, size)
 
     def _check(self, addr: int, size: int, attrs: MemTxAttrs, value: object = _NO_VALUE) -> None:
         """Refuse an access that is not [addr, addr+size) inside [0, 2**64), or (with a value) not 1..8 bytes."""

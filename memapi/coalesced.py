@@ -41,7 +41,7 @@ def add(mr: MemoryRegion, offset: int, size: int) -> None:
     with core_of(mr).lock:
         mr.coalesced.append((offset, size))
         _notify(mr, offset, size, True)
-        mr.flush_coalesced_mmio = True
+        mr._set_flush_flag(True)
 
 
 def clear(mr: MemoryRegion) -> None:
@@ -51,7 +51,7 @@ def clear(mr: MemoryRegion) -> None:
     system = core_of(mr)
     with system.lock:
         system.flush_coalesced()
-        mr.flush_coalesced_mmio = False
+        mr._set_flush_flag(False)
         while mr.coalesced:
             offset, size = mr.coalesced.pop(0)
             _notify(mr, offset, size, False)

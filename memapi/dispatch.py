@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     from .region import MemoryRegion
 
 _DECODE = int(MemTxResult.DECODE_ERROR)
-_ACCESS = int(MemTxResult.ACCESS_ERROR)
 _U64 = (1 << 64) - 1
 #: MemTxResult of each OR of result bits, so no flag arithmetic runs per access.
 RESULTS = tuple(MemTxResult(bits) for bits in range(8))
@@ -110,13 +109,15 @@ def read_bits(mr: "MemoryRegion", offset: int, size: int, attrs: MemTxAttrs) -> 
         return 0, _DECODE
     if guarded(mr):
         system = core_of(mr)
+        key = id(mr.owner)
         with system.lock:
-            if not system.enter_owner(mr, offset, size, False):
-                return 0, _ACCESS
+            if key in system._engaged:
+                return 0, system.blocked(mr, offset, size, False)
+            system._engaged.add(key)
             try:
                 value, result = _read_adjusted(mr, offset, size, attrs)
             finally:
-                system.leave_owner(mr)
+                system._engaged.discard(key)
     else:
         value, result = _read_adjusted(mr, offset, size, attrs)
     if mr.ops.big_endian:
@@ -135,13 +136,15 @@ def write_bits(mr: "MemoryRegion", offset: int, value: int, size: int, attrs: Me
     if not guarded(mr):
         return _write_adjusted(mr, offset, value, size, attrs)
     system = core_of(mr)
+    key = id(mr.owner)
     with system.lock:
-        if not system.enter_owner(mr, offset, size, True):
-            return _ACCESS
+        if key in system._engaged:
+            return system.blocked(mr, offset, size, True)
+        system._engaged.add(key)
         try:
             return _write_adjusted(mr, offset, value, size, attrs)
         finally:
-            system.leave_owner(mr)
+            system._engaged.discard(key)
 
 
 def dispatch_read(mr: "MemoryRegion", offset: int, size: int,

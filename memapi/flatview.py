@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from heapq import heappop, heappush
-from typing import TYPE_CHECKING, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 if TYPE_CHECKING:
     from .region import MemoryRegion
@@ -25,7 +25,7 @@ class FlatRange:
     """One range of a FlatView: ``[start, end)`` served by terminal region ``mr``."""
 
     __slots__ = ("start", "end", "mr", "offset_in_region", "dirty_log_mask",
-                 "romd_mode", "readonly", "nonvolatile", "unmergeable")
+                 "romd_mode", "readonly", "nonvolatile", "unmergeable", "store_path", "load_path")
 
     def __init__(self, start: int, end: int, mr: "MemoryRegion", offset_in_region: int,
                  dirty_log_mask: int, romd_mode: bool, readonly: bool,
@@ -39,6 +39,9 @@ class FlatRange:
         self.readonly = readonly
         self.nonvolatile = nonvolatile
         self.unmergeable = unmergeable
+        # How an exit reaches the region, worked out on first use (memapi/exit_path.py).
+        self.store_path: Any = None
+        self.load_path: Any = None
 
     @property
     def size(self) -> int:
@@ -80,6 +83,10 @@ class FlatView:
         mru = self._mru
         if mru is not None and mru.start <= addr < mru.end:
             return mru
+        return self.find(addr)
+
+    def find(self, addr: int) -> Optional[FlatRange]:
+        """lookup() without the last-hit check (for callers that just made it)."""
         i = bisect_right(self._starts, addr) - 1
         if i >= 0:
             fr = self.ranges[i]

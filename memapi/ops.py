@@ -85,6 +85,8 @@ class MemoryRegionOps:
     impl: AccessRules = AccessRules()
     #: Aligned sizes that reach one callback unchanged: no splitting, widening, swap or accepts.
     direct_sizes: frozenset = dataclass_field(init=False, repr=False, compare=False)
+    #: The device is big-endian (values are byte-swapped on their way in and out).
+    big_endian: bool = dataclass_field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         from .errors import ArgumentError, InvalidRangeError
@@ -102,12 +104,9 @@ class MemoryRegionOps:
             raise InvalidRangeError(
                 "MemoryRegionOps: impl.unaligned requires valid.unaligned (QEMU asserts this in init_io)"
             )
-        # Computed once: the exit path reads it on every access.
+        # Computed once: every access reads them.
+        object.__setattr__(self, "big_endian", self.endianness == Endianness.BIG)
         object.__setattr__(self, "direct_sizes", frozenset(s for s in (1, 2, 4, 8) if self._is_direct(s)))
-
-    @property
-    def big_endian(self) -> bool:
-        return self.endianness == Endianness.BIG
 
     def _is_direct(self, size: int) -> bool:
         valid, impl = self.valid, self.impl

@@ -594,13 +594,19 @@ class MemoryRegion:
         coalesced.clear(self)
 
     def set_flush_coalesced(self) -> None:
-        self.flush_coalesced_mmio = True
+        """Replay queued coalesced writes before every access to this region (memory_region_set_flush_coalesced)."""
+        self._set_flush_flag(True)
 
     def clear_flush_coalesced(self) -> None:
         """Flush the ring; the flag stays while the region still has coalesced ranges."""
         core_of(self).flush_coalesced()
         if not self.coalesced:
-            self.flush_coalesced_mmio = False
+            self._set_flush_flag(False)
+
+    def _set_flush_flag(self, on: bool) -> None:
+        if self.flush_coalesced_mmio != on:
+            self.flush_coalesced_mmio = on
+            core_of(self).forget_exit_paths(self)
 
 
 def _mask_repeats(name: str, size: int, mask: int) -> int:

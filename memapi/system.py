@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional
 
 from .errors import CrossSystemError, TransactionError
+from .ops import MemTxResult
 
 if TYPE_CHECKING:
     from .address_space import AddressSpace
@@ -47,7 +48,8 @@ class MemorySystem:
         self._spaces: list[weakref.ref["AddressSpace"]] = []
         self._flushers: list[Callable[[], None]] = []
         self._listener_seq = itertools.count()
-        self._engaged: set[int] = set()  # id() of owners inside one of their callbacks
+        #: id() of the owners inside one of their callbacks (taken and dropped under ``lock``).
+        self._engaged: set[int] = set()
 
     def __repr__(self) -> str:
         return f"<MemorySystem {self.name!r} spaces={len(self._spaces)} depth={self.depth}>"
@@ -151,20 +153,21 @@ class MemorySystem:
             self._flushers.remove(fn)
 
     # ------------------------------------------------------------ devices
-    def enter_owner(self, mr: "MemoryRegion", offset: int, size: int, is_write: bool) -> bool:
-        """QEMU's per-device re-entrancy guard (the caller holds ``lock``): False, and a log line,
-        if ``mr``'s owner is already inside one of its own callbacks on this thread."""
-        key = id(mr.owner)
-        if key in self._engaged:
-            self.blocked_reentrant += 1
-            log.warning("Blocked re-entrant IO on MemoryRegion: %s at addr: %#x, size %d, %s",
-                        mr.name, offset, size, "write" if is_write else "read")
-            return False
-        self._engaged.add(key)
-        return True
+    def forget_exit_paths(self, mr: "MemoryRegion") -> None:
+        """Drop what the exit path worked out for ``mr``'s ranges (memapi/exit_path.py) after a
+        change no render shows, such as its coalesced-flush flag."""
+        for space in self.address_spaces():
+            for fr in space.current_map.ranges:
+                if fr.mr is mr:
+                    fr.store_path = fr.load_path = None
 
-    def leave_owner(self, mr: "MemoryRegion") -> None:
-        self._engaged.discard(id(mr.owner))
+    def blocked(self, mr: "MemoryRegion", offset: int, size: int, is_write: bool) -> int:
+        """QEMU's per-device re-entrancy guard refused an access: ``mr``'s owner is already inside one
+        of its own callbacks on this thread. Counted, logged as QEMU logs it; ACCESS_ERROR."""
+        self.blocked_reentrant += 1
+        log.warning("Blocked re-entrant IO on MemoryRegion: %s at addr: %#x, size %d, %s",
+                    mr.name, offset, size, "write" if is_write else "read")
+        return int(MemTxResult.ACCESS_ERROR)
 
     # ------------------------------------------------------------ dirty tracking
     def global_dirty_log_start(self, flags: int) -> bool:
