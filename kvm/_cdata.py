@@ -11,6 +11,8 @@ CData = Any  # a cffi cdata object (pointer or struct)
 
 def to_python(value: CData) -> Any:
     """A struct as a dict, an array as a list (char arrays as bytes), anything else as is."""
+    if not isinstance(value, ffi.CData):
+        return value
     ctype = ffi.typeof(value)
     if ctype.kind == "struct" or ctype.kind == "union":
         return {name: to_python(getattr(value, name)) for name, _ in ctype.fields}

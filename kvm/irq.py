@@ -42,16 +42,16 @@ def routing_table(routes: Sequence[Route]) -> CData:
     table = new_flex("struct kvm_irq_routing", len(routes))
     table.nr = len(routes)
     for entry, route in zip(table.entries, routes):
+        if not isinstance(route, (IrqchipRoute, MsiRoute)):
+            raise TypeError(f"KVM_SET_GSI_ROUTING: {route!r} is neither an IrqchipRoute nor an MsiRoute")
         entry.gsi = route.gsi
         if isinstance(route, IrqchipRoute):
             entry.type = IrqRoutingType.IRQCHIP
             entry.u.irqchip.irqchip, entry.u.irqchip.pin = route.irqchip, route.pin
-        elif isinstance(route, MsiRoute):
+        else:
             entry.type = IrqRoutingType.MSI
             msi = entry.u.msi
             msi.address_lo, msi.address_hi, msi.data = route.address & 0xFFFFFFFF, route.address >> 32, route.data
             if route.devid is not None:
                 entry.flags, msi.devid = lib.KVM_MSI_VALID_DEVID, route.devid
-        else:
-            raise TypeError(f"KVM_SET_GSI_ROUTING: {route!r} is neither an IrqchipRoute nor an MsiRoute")
     return table

@@ -11,7 +11,7 @@ from . import x86
 from ._cdata import CData
 from ._fd import PAGE_SIZE
 from ._kvm_cffi import ffi, lib
-from .constants import ExitReason, MpState, SyncReg
+from .constants import ExitReason, MpState, SyncReg, enum_name
 from .cpuid import CpuidEntry, entries_of, new_table
 from .errors import KvmError
 from .exit_records import IO_OFFSET, IO_RECORD, MMIO_DATA_OFFSET, MMIO_OFFSET, MMIO_RECORD
@@ -279,9 +279,9 @@ class Vcpu(MsrIoctls):
         self._ioctl("KVM_GET_MP_STATE", state, self._desc)
         return MpState(state.mp_state)
 
-    def set_mp_state(self, mp_state: MpState) -> None:
+    def set_mp_state(self, mp_state: MpState | int) -> None:
         arg = ffi.new("struct kvm_mp_state *", {"mp_state": mp_state})
-        self._ioctl("KVM_SET_MP_STATE", arg, f"{self._desc} mp_state={MpState(mp_state).name}")
+        self._ioctl("KVM_SET_MP_STATE", arg, f"{self._desc} mp_state={enum_name(MpState, mp_state)}")
 
     def get_tsc_khz(self) -> int:
         return self._ioctl("KVM_GET_TSC_KHZ", 0, self._desc)

@@ -201,7 +201,8 @@ class Vm(CheckExtension, FdObject):
         return int(ffi.cast("__s32", arg.irq))
 
     def signal_msi(self, address: int, data: int, devid: int | None = None) -> int:
-        """KVM_SIGNAL_MSI: inject one MSI; returns > 0 delivered, 0 blocked by the guest."""
+        """KVM_SIGNAL_MSI: inject one MSI; returns > 0 delivered, 0 blocked by the guest.
+        KvmError EPERM (the kernel's -1) when no local APIC accepts it (no such vCPU)."""
         arg = ffi.new("struct kvm_msi *", {
             "address_lo": address & 0xFFFFFFFF, "address_hi": address >> 32, "data": data,
             "flags": 0 if devid is None else lib.KVM_MSI_VALID_DEVID, "devid": devid or 0})

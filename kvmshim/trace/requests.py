@@ -8,9 +8,8 @@ knows. Where two header names share a number (``KVM_GET_ONE_REG`` and ARM's
 """
 from __future__ import annotations
 
-import termios
-
 import re
+import termios
 
 from kvm import IOCTL_NAMES, lib
 
