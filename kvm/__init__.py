@@ -4,7 +4,8 @@ Every number comes from linux/kvm.h through the compiled binding ``kvm._kvm_cffi
 (``ffi``/``lib``), which callers may use directly for struct access; the enums are
 generated from it at build time (``kvm/_header.py``). See docs/kvm.md.
 """
-from ._header import IOCTL_NAMES
+from ._cdata import to_python
+from ._header import HAVE_CREATE_GUEST_MEMFD, HAVE_SET_USER_MEMORY_REGION2, IOCTL_NAMES
 from ._kvm_cffi import ffi, lib
 from .constants import (Cap, ClockFlag, DirtyGfnFlag, DirtyLogFlag, ExitReason, InternalError,
                         IoDirection, IoeventfdFlag, IrqchipId, IrqfdFlag, IrqRoutingType, MemFlag,
@@ -27,11 +28,11 @@ __all__ = [
     "COALESCED_RING_ENTRIES", "Cap", "ClockData", "ClockFlag", "CoalescedEntry", "CoalescedMmioRing",
     "CpuidEntry", "DebugExit", "DebugRegs", "DescriptorTable", "DirtyGfnFlag", "DirtyLogFlag",
     "DirtyRing", "ExceptionExit", "ExitReason", "ExitRecord", "FailEntryExit", "Fpu",
-    "HypercallExit", "IOCTL_NAMES", "InternalError", "InternalErrorExit", "IoDirection", "IoExit",
+    "HAVE_CREATE_GUEST_MEMFD", "HAVE_SET_USER_MEMORY_REGION2", "HypercallExit", "IOCTL_NAMES", "InternalError", "InternalErrorExit", "IoDirection", "IoExit",
     "IoeventfdFlag", "Irqchip", "IrqchipId", "IrqchipRoute", "IrqfdFlag", "IrqRoutingType",
     "KICK_SIGNAL", "Kvm", "KvmError", "KvmState", "KvmUnavailableError", "Lapic", "MemFlag",
     "MmioExit", "MpState", "MsiRoute", "MsrAccessError", "MsrExit", "PitState", "Registers",
     "Route", "Segment", "SpecialRegisters", "SyncReg", "SystemEventExit", "SystemEventType",
     "TprAccessExit", "UnknownExit", "Vcpu", "VcpuEvents", "Vm", "X86Quirk", "Xcrs", "Xsave",
-    "dirty_bitmap_bytes", "ffi", "install_kick_handler", "lib",
+    "dirty_bitmap_bytes", "ffi", "install_kick_handler", "lib", "to_python",
 ]

@@ -207,6 +207,11 @@ struct kvm_msi {
     __u32 address_lo; __u32 address_hi; __u32 data; __u32 flags; __u32 devid; ...;
 };
 struct kvm_device_attr { __u32 flags; __u32 group; __u64 attr; __u64 addr; ...; };
+struct kvm_tpr_access_ctl { __u32 enabled; __u32 flags; ...; };
+struct kvm_vapic_addr { __u64 vapic_addr; ...; };
+struct kvm_msr_filter_range { __u32 flags; __u32 nmsrs; __u32 base; __u8 *bitmap; ...; };
+struct kvm_msr_filter { __u32 flags; struct kvm_msr_filter_range ranges[...]; ...; };
+struct kvm_signal_mask { __u32 len; __u8 sigset[]; ...; };
 
 typedef struct { __u64 hardware_exit_reason; ...; } kvm_run_hw_t;
 typedef struct { __u64 hardware_entry_failure_reason; __u32 cpu; ...; } kvm_run_fail_entry_t;

@@ -49,7 +49,8 @@ class Call:
     target: KvmFd
     request: int
     arg: int
-    data: Optional[bytes]  # the argument struct (read at entry if the kernel reads it)
+    data: Optional[bytes]  # the argument struct (read at entry if the kernel reads it, at exit if it writes it)
+    entry: Optional[bytes] = None  # the struct as passed, when the kernel also writes it
 
 
 @dataclass
@@ -248,7 +249,7 @@ class Tracer:
 
     def _returned(self, task: Task, call: Call, result: int) -> None:
         if result >= 0 and ioc_dir(call.request) & IOC_READ:
-            call.data = _try_read(task, call.arg, ioc_size(call.request))
+            call.entry, call.data = call.data, _try_read(task, call.arg, ioc_size(call.request))
         event = self._event(task, call, result)
         follow_up = FOLLOW_UPS.get(event.request)
         if result >= 0 and follow_up is not None:
@@ -259,14 +260,16 @@ class Tracer:
         self._publish(event)
 
     def _event(self, task: Task, call: Call, result: Optional[int]) -> IoctlEvent:
+        """The event; the tables of a call that succeeded are read from the task's memory."""
         name = request_name(call.request)
         failed = result is not None and -_MAX_ERRNO <= result < 0
+        read = task.read if result is not None and not failed else None
         target = call.target
         return IoctlEvent(
             pid=task.pid, fd=call.fd, kind=target.kind,
             vm=target.vm.serial if target.vm else None,
             vcpu=target.vcpu.id if target.vcpu else None, request=name,
-            arg=decode_arg(name, call.request, call.arg, call.data),
+            arg=_decode(name, call, read),
             result=-1 if failed else result,
             errno=_errno.errorcode.get(-result, str(-result)) if failed else None)
 
@@ -275,6 +278,14 @@ class Tracer:
             self.events.append(event)
         if self.on_event is not None:
             self.on_event(event)
+
+
+def _decode(name: str, call: Call, read: Optional[Callable[[int, int], bytes]]) -> object:
+    """The decoded argument; a table whose entries cannot be read shows its header only."""
+    try:
+        return decode_arg(name, call.request, call.arg, call.data, entry=call.entry, read=read)
+    except UnreadableMemory:
+        return decode_arg(name, call.request, call.arg, call.data, entry=call.entry)
 
 
 def _try_read(task: Task, addr: int, size: int) -> Optional[bytes]:
