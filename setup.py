@@ -1,5 +1,6 @@
 """Build hook: compile the cffi binding of linux/kvm.h, then generate kvm/_header.py from it."""
 import runpy
+from pathlib import Path
 
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
@@ -10,7 +11,7 @@ class BuildExtAndHeader(build_ext):
 
     def run(self) -> None:
         super().run()
-        builder = runpy.run_path("kvm/_build.py")
+        builder = runpy.run_path(str(Path(__file__).resolve().parent / "kvm" / "_build.py"))
         builder["write_generated"](self.get_ext_fullpath("kvm._kvm_cffi"))
 
 

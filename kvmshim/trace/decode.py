@@ -99,7 +99,7 @@ STRUCT_DECODERS: dict[str, tuple[str, Callable[[CData], Any]]] = {
     "KVM_ENABLE_CAP": ("struct kvm_enable_cap", _enable_cap),
     "KVM_IRQ_LINE": ("struct kvm_irq_level", lambda i: _fields(i, "irq", "level")),
     "KVM_CREATE_PIT2": ("struct kvm_pit_config", lambda p: _fields(p, "flags")),
-    "KVM_SET_IDENTITY_MAP_ADDR": ("__u64", lambda a: Hex(a[0])),
+    "KVM_SET_IDENTITY_MAP_ADDR": ("__u64", lambda a: [Hex(a[0])]),  # strace: [address]
     **STATE_DECODERS,
 }
 if HAVE_SET_USER_MEMORY_REGION2:  # only where linux/kvm.h declares it (Linux 6.8+ headers)

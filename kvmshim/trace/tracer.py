@@ -8,8 +8,9 @@ import fcntl
 import os
 import signal
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 from ptrace import PtraceError
 from ptrace.binding import (PTRACE_EVENT_CLONE, PTRACE_EVENT_EXEC, PTRACE_EVENT_FORK,
@@ -119,21 +120,48 @@ class Tracer:
         task = Task(self._debugger.addProcess(pid, is_attached=True), FdTable(self.objects))
         task.fds.rescan(pid)
         self._tasks[pid] = task
-        timer = threading.Timer(timeout, self._kill_all) if timeout else None
-        try:
-            if timer:
-                timer.start()
-            task.proc.syscall()
-            self._loop()
-        finally:
-            if timer:
-                timer.cancel()
-            if self._tasks:
-                self._debugger.quit()
+        timer = threading.Timer(timeout, self._expire) if timeout else None
+        with self._interrupts_reach_the_command():
+            try:
+                if timer:
+                    timer.start()
+                task.proc.syscall()
+                self._loop()
+            finally:
+                if timer:
+                    timer.cancel()
+                if self._tasks:  # an exception left tasks: kill and reap them, quietly
+                    self.stop()
+                    self._loop()
         return TraceResult(self.events, self._returncode, self._timed_out)
 
-    def _kill_all(self) -> None:
+    @contextmanager
+    def _interrupts_reach_the_command(self) -> Iterator[None]:
+        """Ctrl-C goes to the command (it shares the terminal) and the trace runs until the
+        command exits; a second Ctrl-C kills it. Only the main thread can take SIGINT."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        interrupts = 0
+
+        def on_interrupt(signum: int, frame: object) -> None:
+            nonlocal interrupts
+            interrupts += 1
+            if interrupts > 1:
+                self.stop()
+
+        previous = signal.signal(signal.SIGINT, on_interrupt)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _expire(self) -> None:
         self._timed_out = True
+        self.stop()
+
+    def stop(self) -> None:
+        """Kill the command and every task it made (from any thread, e.g. in ``on_event``)."""
         for pid in list(self._tasks):
             try:
                 os.kill(pid, signal.SIGKILL)
