@@ -33,6 +33,6 @@ __all__ = [
     "KICK_SIGNAL", "Kvm", "KvmError", "KvmState", "KvmUnavailableError", "Lapic", "MemFlag",
     "MmioExit", "MpState", "MsiRoute", "MsrAccessError", "MsrExit", "PitState", "Registers",
     "Route", "Segment", "SpecialRegisters", "SyncReg", "SystemEventExit", "SystemEventType",
-    "TprAccessExit", "UnknownExit", "Vcpu", "VcpuEvents", "Vm", "X86Quirk", "Xcrs", "Xsave",
+    "TprAccessExit", "UnknownExit", "Vcpu", "VcpuEventValid", "VcpuEvents", "Vm", "X86Quirk", "Xcrs", "Xsave",
     "dirty_bitmap_bytes", "ffi", "install_kick_handler", "lib", "to_python",
 ]
