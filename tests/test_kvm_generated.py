@@ -82,3 +82,10 @@ def test_mypy_strict_is_clean_on_kvm():
                           cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
     assert not any("type: ignore" in p.read_text() for p in (ROOT / "kvm").glob("*.py"))
+
+
+def test_generated_files_are_build_products_not_sources():
+    for name in ("_header.py", "_kvm_cffi.pyi"):
+        assert (ROOT / "kvm" / name).exists(), f"kvm/{name}: run `pip install -e .` (make install)"
+        ignored = subprocess.run(["git", "check-ignore", "-q", f"kvm/{name}"], cwd=ROOT)
+        assert ignored.returncode == 0, f"kvm/{name} must be gitignored"

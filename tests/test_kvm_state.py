@@ -99,8 +99,17 @@ def test_kernel_rejects_invalid_state(chip_vm):
     events.c.flags = 0xFFFF
     debugregs = vcpu.get_debugregs()
     debugregs.c.flags = 1
+    xsave = vcpu.get_xsave()
+    raw = bytearray(bytes(xsave))
+    raw[512:520] = b"\xff" * 8  # XSTATE_BV with components XCR0 does not enable
+    clock = vm.get_clock()
+    clock.c.flags = 0xFF
+    chip = vm.get_irqchip(IrqchipId.PIC_MASTER)
+    chip.c.chip_id = 7
     for call, state, name in ((vcpu.set_xcrs, xcrs, "KVM_SET_XCRS"), (vcpu.set_vcpu_events, events, "KVM_SET_VCPU_EVENTS"),
-                              (vcpu.set_debugregs, debugregs, "KVM_SET_DEBUGREGS")):
+                              (vcpu.set_debugregs, debugregs, "KVM_SET_DEBUGREGS"),
+                              (vcpu.set_xsave, Xsave.from_bytes(raw), "KVM_SET_XSAVE"),
+                              (vm.set_clock, clock, "KVM_SET_CLOCK"), (vm.set_irqchip, chip, "KVM_SET_IRQCHIP")):
         with pytest.raises(KvmError) as err:
             call(state)
         assert err.value.errno == errno.EINVAL and str(err.value).startswith(f"{name}: EINVAL")
@@ -116,6 +125,10 @@ def test_state_calls_without_the_in_kernel_devices(machine):
         vm.get_irqchip(IrqchipId.PIC_MASTER)
     with pytest.raises(KvmError, match=r"KVM_GET_PIT2: ENXIO"):
         vm.get_pit2()
+    with pytest.raises(KvmError, match=r"KVM_SET_PIT2: ENXIO"):
+        vm.set_pit2(PitState())
+    with pytest.raises(KvmError, match=r"KVM_SET_LAPIC: EINVAL"):
+        vcpu.set_lapic(Lapic())
 
 
 def test_mp_state(chip_vm):
