@@ -1,17 +1,23 @@
 """FdObject: the base of Kvm, Vm and Vcpu. Owns one fd and the mmaps made of it."""
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 import weakref
-from typing import Any
+from typing import Callable, TypeVar
 
+from ._cdata import CData
 from ._kvm_cffi import ffi, lib
 from .constants import Cap, enum_name
 from .errors import KvmError
+from .state import KvmState
 
 PAGE_SIZE = mmap.PAGESIZE
-CData = Any  # a cffi cdata object (pointer or struct)
+S = TypeVar("S", bound=KvmState)
+F = TypeVar("F", bound="FdObject")
+#: Largest table the growing E2BIG retry asks for (KVM's own limits are far below).
+MAX_TABLE_ENTRIES = 1 << 16
 
 
 def _release(fd: int, maps: list[tuple[CData, int]]) -> None:
@@ -47,7 +53,7 @@ class FdObject:
         self._fd = -1
         self._finalizer()
 
-    def __enter__(self):
+    def __enter__(self: F) -> F:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -75,9 +81,38 @@ class FdObject:
         self._maps.append((addr, size))
         return addr
 
+    def _get_state(self, name: str, kind: type[S], desc: str = "", size: int | None = None) -> S:
+        """A new *kind* filled by the ioctl *name*."""
+        state = kind(size=size)
+        self._ioctl(name, state.c, desc)
+        return state
+
+    def _set_state(self, name: str, kind: type[KvmState], state: KvmState, desc: str = "") -> None:
+        if not isinstance(state, kind):
+            raise TypeError(f"{name}: needs a {kind.__name__}, got {type(state).__name__}")
+        self._ioctl(name, state.c, desc)
+
+    def _grow(self, name: str, new: Callable[[int], CData], count: Callable[[CData], int],
+              start: int, desc: str = "") -> CData:
+        """Call *name* with tables of ``new(n)`` entries until the kernel stops saying E2BIG:
+        it either wrote the size it needs (``count``) or the caller doubles *n*."""
+        entries = start
+        while True:
+            table = new(entries)
+            try:
+                self._ioctl(name, table, desc)
+                return table
+            except KvmError as err:
+                needed = count(table)
+                if err.errno != errno.E2BIG or entries >= MAX_TABLE_ENTRIES:
+                    raise
+                entries = needed if needed > entries else entries * 2
+
 
 class CheckExtension:
     """KVM_CHECK_EXTENSION, valid on the system fd and (with CHECK_EXTENSION_VM) on a VM fd."""
+
+    _ioctl: Callable[..., int]
 
     def check_extension(self, cap: int) -> int:
         """The capability's value: 0 if absent, else 1 or a cap-specific number."""

@@ -20,8 +20,30 @@ class KvmError(OSError):
     @property
     def errno_name(self) -> str:
         """Symbolic errno, e.g. ``"EEXIST"``."""
-        return _errno.errorcode.get(self.errno, str(self.errno))
+        code = self.errno or 0
+        return _errno.errorcode.get(code, str(code))
 
     def __str__(self) -> str:
         args = f" [{self.args_desc}]" if self.args_desc else ""
         return f"{self.ioctl}: {self.errno_name} ({self.strerror}){args}"
+
+
+class KvmUnavailableError(RuntimeError):
+    """The linux/kvm.h the binding was compiled against does not declare *ioctl*: the
+    feature cannot be used (rebuild against newer kernel headers)."""
+
+    def __init__(self, ioctl: str) -> None:
+        super().__init__(f"{ioctl}: not declared by the linux/kvm.h this binding was compiled against")
+        self.ioctl = ioctl
+
+
+class MsrAccessError(RuntimeError):
+    """KVM_GET_MSRS/KVM_SET_MSRS stopped at an MSR: the kernel processes MSRs in order and
+    returns how many it handled. ``completed`` holds what was done before ``index``:
+    {index: value} read, or the indices written (those writes took effect)."""
+
+    def __init__(self, ioctl: str, index: int, completed: dict[int, int], asked: int) -> None:
+        super().__init__(f"{ioctl}: MSR {index:#x} refused after {len(completed)} of {asked} MSRs")
+        self.ioctl = ioctl
+        self.index = index
+        self.completed = completed

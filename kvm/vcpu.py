@@ -1,4 +1,4 @@
-"""Vcpu: a vCPU fd and its kvm_run mapping; run(), registers, kick(), rings."""
+"""Vcpu: a vCPU fd and its kvm_run mapping; run(), registers, state for migration, kick(), rings."""
 from __future__ import annotations
 
 import errno
@@ -6,22 +6,31 @@ import signal
 import threading
 from contextlib import contextmanager
 from functools import partial
-from typing import Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
 from . import x86
-from ._fd import PAGE_SIZE, CData, FdObject
-from .exit_records import IO_OFFSET, IO_RECORD, MMIO_DATA_OFFSET, MMIO_OFFSET, MMIO_RECORD
+from ._cdata import CData
+from ._fd import PAGE_SIZE
 from ._kvm_cffi import ffi, lib
-from .constants import ExitReason, SyncReg
+from .constants import ExitReason, MpState, SyncReg, enum_name
+from .cpuid import CpuidEntry, entries_of, new_table
 from .errors import KvmError
 from .fast_exit import RUN_FAILED, run_decoded
+from .exit_records import IO_OFFSET, IO_RECORD, MMIO_DATA_OFFSET, MMIO_OFFSET, MMIO_RECORD
+from .exits import ExitRecord, exit_record
+from .msrs import MsrIoctls
+from .registers import (Registers, SpecialRegisters, registers_of, special_registers_of,
+                        updated)
+from .rings import COALESCED_RING_ENTRIES
+from .state import DebugRegs, Fpu, Lapic, VcpuEvents, Xcrs, Xsave
+
+__all__ = ["COALESCED_RING_ENTRIES", "KICK_SIGNAL", "Vcpu", "install_kick_handler"]
 
 KICK_SIGNAL = signal.SIGUSR1
-#: Entries in the coalesced MMIO ring page.
-COALESCED_RING_ENTRIES = (PAGE_SIZE - ffi.sizeof("struct kvm_coalesced_mmio_ring")) // ffi.sizeof(
-    "struct kvm_coalesced_mmio")
 _RETRYABLE = (errno.EINTR, errno.EAGAIN)
 _EXIT_INTR = int(ExitReason.INTR)
+#: Start size of the KVM_GET_CPUID2 table (the kernel reports the size it needs on E2BIG).
+_CPUID_START = 64
 
 
 def _on_kick(signum: int, frame: object) -> None:
@@ -37,13 +46,18 @@ def install_kick_handler() -> None:
         signal.signal(KICK_SIGNAL, _on_kick)
 
 
-class Vcpu(FdObject):
+class Vcpu(MsrIoctls):
     """A vCPU fd. ``run_struct`` is the ``struct kvm_run *`` and ``mapping`` a writable
-    memoryview of the whole vCPU mapping; both are invalid after close()."""
+    memoryview of the whole vCPU mapping; both are invalid after close().
 
-    def __init__(self, fd: int, vcpu_id: int, mmap_size: int) -> None:
+    *xsave_size* is the VM's KVM_CAP_XSAVE2 value: above 4096, get_xsave() uses
+    KVM_GET_XSAVE2 for the larger image.
+    """
+
+    def __init__(self, fd: int, vcpu_id: int, mmap_size: int, xsave_size: int = 0) -> None:
         super().__init__(fd)
         self.id = vcpu_id
+        self._xsave_size = xsave_size
         try:
             base = self._mmap(mmap_size, 0, "kvm_run")
         except OSError:
@@ -55,8 +69,8 @@ class Vcpu(FdObject):
         self.run_ctx: CData = ffi.new("struct kvmshim_run_ctx *", {"fd": fd, "run": self.run_struct})
         self.mapping = memoryview(ffi.buffer(self.run_struct, mmap_size))
         #: io_exit() -> (direction, size, port, count, data_offset); mmio_exit() -> (phys_addr, data, len, is_write)
-        self.io_exit = partial(IO_RECORD.unpack_from, self.mapping, IO_OFFSET)
-        self.mmio_exit = partial(MMIO_RECORD.unpack_from, self.mapping, MMIO_OFFSET)
+        self.io_exit: Any = partial(IO_RECORD.unpack_from, self.mapping, IO_OFFSET)
+        self.mmio_exit: Any = partial(MMIO_RECORD.unpack_from, self.mapping, MMIO_OFFSET)
         self._dirty_ring: CData | None = None
         self._runner: int | None = None  # ident of the thread running this vCPU (kickable())
         self._kick_lock = threading.Lock()
@@ -69,6 +83,10 @@ class Vcpu(FdObject):
             self.mapping.release()
             self.run_struct = self._dirty_ring = self.run_ctx = None
         super().close()
+
+    @property
+    def _desc(self) -> str:
+        return f"vcpu={self.id}"
 
     def run(self) -> int:
         """KVM_RUN; returns ``run_struct.exit_reason`` (compare with ExitReason members).
@@ -89,7 +107,11 @@ class Vcpu(FdObject):
         if err in _RETRYABLE:
             self.run_struct.immediate_exit = 0
             return _EXIT_INTR
-        raise KvmError("KVM_RUN", err, f"vcpu={self.id}")
+        raise KvmError("KVM_RUN", err, self._desc)
+
+    def exit_record(self) -> ExitRecord:
+        """The last exit as a typed record (IoExit, MmioExit, InternalErrorExit...)."""
+        return exit_record(self.run_struct, self.mapping)
 
     @contextmanager
     def kickable(self) -> Iterator[None]:
@@ -135,23 +157,43 @@ class Vcpu(FdObject):
         """The KVM_EXIT_MMIO data (``mmio.len`` bytes), writable for reads."""
         return self.mapping[MMIO_DATA_OFFSET:MMIO_DATA_OFFSET + self.run_struct.mmio.len]
 
+    # ------------------------------------------------------------ registers
     def get_regs(self) -> CData:
         """KVM_GET_REGS into a new ``struct kvm_regs *``."""
         regs = ffi.new("struct kvm_regs *")
-        self._ioctl("KVM_GET_REGS", regs, f"vcpu={self.id}")
+        self._ioctl("KVM_GET_REGS", regs, self._desc)
         return regs
 
     def set_regs(self, regs: CData) -> None:
-        self._ioctl("KVM_SET_REGS", regs, f"vcpu={self.id}")
+        self._ioctl("KVM_SET_REGS", regs, self._desc)
 
     def get_sregs(self) -> CData:
         """KVM_GET_SREGS into a new ``struct kvm_sregs *``."""
         sregs = ffi.new("struct kvm_sregs *")
-        self._ioctl("KVM_GET_SREGS", sregs, f"vcpu={self.id}")
+        self._ioctl("KVM_GET_SREGS", sregs, self._desc)
         return sregs
 
     def set_sregs(self, sregs: CData) -> None:
-        self._ioctl("KVM_SET_SREGS", sregs, f"vcpu={self.id}")
+        self._ioctl("KVM_SET_SREGS", sregs, self._desc)
+
+    def registers(self) -> Registers:
+        """KVM_GET_REGS as plain ints."""
+        return registers_of(self.get_regs())
+
+    def set_registers(self, **regs: int) -> None:
+        """Change the named general registers (``rip=0x1000, rax=1``); the others keep their values."""
+        values = updated(Registers, self.registers(), regs)
+        self.set_regs(ffi.new("struct kvm_regs *", values))
+
+    def special_registers(self) -> SpecialRegisters:
+        """KVM_GET_SREGS as plain ints and dataclasses."""
+        return special_registers_of(self.get_sregs())
+
+    def set_special_registers(self, **sregs: Any) -> None:
+        """Change the named special registers; a segment may be a Segment or a mapping of the
+        fields to change (``cs={"selector": 0x10, "base": 0}``)."""
+        values = updated(SpecialRegisters, self.special_registers(), sregs)
+        self.set_sregs(ffi.new("struct kvm_sregs *", values))
 
     def set_real_mode(self, cs: int, ip: int, *, ds: int | None = None, ss: int | None = None,
                       sp: int = 0) -> None:
@@ -194,8 +236,86 @@ class Vcpu(FdObject):
         """Have the next KVM_RUN load the edited synced register sets in *mask*."""
         self.run_struct.kvm_dirty_regs |= mask
 
+    # ------------------------------------------------------------ MSRs and CPUID
+    def get_msrs(self, indices: Iterable[int]) -> dict[int, int]:
+        """KVM_GET_MSRS: {index: value}. The kernel stops at the first MSR it refuses:
+        MsrAccessError names it and carries the values read before it."""
+        return self._get_msrs(indices, self._desc)
+
+    def set_msrs(self, values: Mapping[int, int]) -> None:
+        """KVM_SET_MSRS of {index: value}, in order. MsrAccessError names the first MSR
+        refused; the writes before it took effect (``completed``)."""
+        self._set_msrs(values, self._desc)
+
+    def set_cpuid2(self, entries: list[CpuidEntry]) -> None:
+        """KVM_SET_CPUID2: the CPUID table the guest sees (without it every leaf reads 0)."""
+        self._ioctl("KVM_SET_CPUID2", new_table(entries), f"{self._desc} nent={len(entries)}")
+
+    def get_cpuid2(self) -> list[CpuidEntry]:
+        """KVM_GET_CPUID2: the table last set (E2BIG tells the size needed)."""
+        return entries_of(self._grow("KVM_GET_CPUID2", new_table, lambda t: int(t.nent),
+                                     _CPUID_START, self._desc))
+
+    # ------------------------------------------------------------ state (migration)
+    def get_vcpu_events(self) -> VcpuEvents:
+        return self._get_state("KVM_GET_VCPU_EVENTS", VcpuEvents, self._desc)
+
+    def set_vcpu_events(self, events: VcpuEvents) -> None:
+        self._set_state("KVM_SET_VCPU_EVENTS", VcpuEvents, events, self._desc)
+
+    def get_fpu(self) -> Fpu:
+        return self._get_state("KVM_GET_FPU", Fpu, self._desc)
+
+    def set_fpu(self, fpu: Fpu) -> None:
+        self._set_state("KVM_SET_FPU", Fpu, fpu, self._desc)
+
+    def get_xsave(self) -> Xsave:
+        """KVM_GET_XSAVE, or KVM_GET_XSAVE2 when the VM's image is larger than 4096 bytes."""
+        if self._xsave_size > ffi.sizeof("struct kvm_xsave"):
+            return self._get_state("KVM_GET_XSAVE2", Xsave, self._desc, self._xsave_size)
+        return self._get_state("KVM_GET_XSAVE", Xsave, self._desc)
+
+    def set_xsave(self, xsave: Xsave) -> None:
+        self._set_state("KVM_SET_XSAVE", Xsave, xsave, self._desc)
+
+    def get_xcrs(self) -> Xcrs:
+        return self._get_state("KVM_GET_XCRS", Xcrs, self._desc)
+
+    def set_xcrs(self, xcrs: Xcrs) -> None:
+        self._set_state("KVM_SET_XCRS", Xcrs, xcrs, self._desc)
+
+    def get_lapic(self) -> Lapic:
+        """KVM_GET_LAPIC (needs the in-kernel irqchip)."""
+        return self._get_state("KVM_GET_LAPIC", Lapic, self._desc)
+
+    def set_lapic(self, lapic: Lapic) -> None:
+        self._set_state("KVM_SET_LAPIC", Lapic, lapic, self._desc)
+
+    def get_debugregs(self) -> DebugRegs:
+        return self._get_state("KVM_GET_DEBUGREGS", DebugRegs, self._desc)
+
+    def set_debugregs(self, debugregs: DebugRegs) -> None:
+        self._set_state("KVM_SET_DEBUGREGS", DebugRegs, debugregs, self._desc)
+
+    def get_mp_state(self) -> MpState:
+        state = ffi.new("struct kvm_mp_state *")
+        self._ioctl("KVM_GET_MP_STATE", state, self._desc)
+        return MpState(state.mp_state)
+
+    def set_mp_state(self, mp_state: MpState | int) -> None:
+        arg = ffi.new("struct kvm_mp_state *", {"mp_state": mp_state})
+        self._ioctl("KVM_SET_MP_STATE", arg, f"{self._desc} mp_state={enum_name(MpState, mp_state)}")
+
+    def get_tsc_khz(self) -> int:
+        return self._ioctl("KVM_GET_TSC_KHZ", 0, self._desc)
+
+    def set_tsc_khz(self, khz: int) -> None:
+        self._ioctl("KVM_SET_TSC_KHZ", khz, f"{self._desc} khz={khz}")
+
+    # ------------------------------------------------------------ rings
     def coalesced_ring(self) -> CData:
-        """``struct kvm_coalesced_mmio_ring *`` (COALESCED_RING_ENTRIES entries)."""
+        """``struct kvm_coalesced_mmio_ring *`` (COALESCED_RING_ENTRIES entries); see
+        kvm.CoalescedMmioRing for a reader."""
         base = ffi.cast("char *", self.run_struct)
         return ffi.cast("struct kvm_coalesced_mmio_ring *",
                         base + lib.KVM_COALESCED_MMIO_PAGE_OFFSET * PAGE_SIZE)
@@ -203,7 +323,8 @@ class Vcpu(FdObject):
     def dirty_ring(self, entries: int) -> CData:
         """``struct kvm_dirty_gfn *`` of *entries* entries, mapped by the first call. The VM
         must have enabled Cap.DIRTY_LOG_RING(_ACQ_REL) with
-        ``entries * ffi.sizeof("struct kvm_dirty_gfn")`` bytes before creating this vCPU."""
+        ``entries * ffi.sizeof("struct kvm_dirty_gfn")`` bytes before creating this vCPU;
+        see kvm.DirtyRing for a harvester."""
         if self._dirty_ring is None:
             size = entries * ffi.sizeof("struct kvm_dirty_gfn")
             addr = self._mmap(size, lib.KVM_DIRTY_LOG_PAGE_OFFSET, "dirty ring")

@@ -1,7 +1,7 @@
 """x86 architectural state for real-mode guests, written into kvm_sregs/kvm_regs structs."""
 from __future__ import annotations
 
-from ._fd import CData
+from ._cdata import CData
 
 CR0_PE = 1 << 0
 CR0_RESET = 0x60000010  # CD | NW | ET: CR0 after RESET/INIT

@@ -6,8 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import memapi
 from kvm import MemFlag
 from kvm_helpers import expected_slots, requires_kvm

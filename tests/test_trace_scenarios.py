@@ -93,7 +93,7 @@ def test_ioeventfd_add_and_del_repeat_the_datamatch(traced):
         {"datamatch": 0x23456789, "addr": 0xFE000010, "len": 4, "fd": mmio, "flags": "DATAMATCH|DEASSIGN"}]
     assert [e.arg for e in t.phases[2]] == [
         {"datamatch": 0x2345, "addr": 0x700, "len": 2, "fd": pio, "flags": "DATAMATCH|PIO"},
-        {"datamatch": 0x2345, "addr": 0x700, "len": 2, "fd": pio, "flags": "DATAMATCH|DEASSIGN|PIO"}]
+        {"datamatch": 0x2345, "addr": 0x700, "len": 2, "fd": pio, "flags": "DATAMATCH|PIO|DEASSIGN"}]
     assert all(e.request == "KVM_IOEVENTFD" and e.result == 0 for e in t.phases[1] + t.phases[2])
 
 

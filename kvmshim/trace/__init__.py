@@ -6,10 +6,11 @@ every ioctl it made on /dev/kvm, VM and vCPU fds as decoded ``IoctlEvent``s;
 """
 from .events import IoctlEvent
 from .format import format_event, format_summary
+from .output import LineWriter
 from .state import Memslot
 from .summary import Summary
 from .spawn import TraceError
 from .tracer import TraceResult, Tracer, trace
 
-__all__ = ["IoctlEvent", "Memslot", "Summary", "TraceError", "TraceResult", "Tracer",
+__all__ = ["IoctlEvent", "LineWriter", "Memslot", "Summary", "TraceError", "TraceResult", "Tracer",
            "format_event", "format_summary", "trace"]

@@ -8,38 +8,21 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
-from kvm import Cap, ExitReason, IoDirection, IoeventfdFlag, MemFlag, ffi
+from kvm import HAVE_SET_USER_MEMORY_REGION2, Cap, ExitReason, IoDirection, IoeventfdFlag, MemFlag, ffi
 from kvm.constants import enum_name, flag_names
 
+from .decode_state import STATE_DECODERS
+from .decode_tables import TABLES, Reader, decode_table
 from .requests import ioc_size
+from .values import Hex, PageList, fields as _fields
+
+__all__ = ["Hex", "PageList", "UnreadableMemory", "decode_arg", "decode_exit", "set_bits", "struct"]
 
 CData = Any
 
 
 class UnreadableMemory(Exception):
     """Tracee memory a decoder needed could not be read."""
-
-
-class Hex(int):
-    """An int shown in hex."""
-
-    def __repr__(self) -> str:
-        return hex(self)
-
-    __str__ = __repr__
-
-
-class PageList(list):
-    """Page numbers, shown as ranges: ``[0-3, 7]``."""
-
-    def __str__(self) -> str:
-        spans: list[list[int]] = []
-        for page in self:
-            if spans and page == spans[-1][1] + 1:
-                spans[-1][1] = page
-            else:
-                spans.append([page, page])
-        return "[" + ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in spans) + "]"
 
 
 def struct(ctype: str, data: bytes) -> CData:
@@ -55,10 +38,6 @@ def set_bits(bitmap: bytes, count: int, first: int = 0) -> PageList:
             pages.extend(first + index * 8 + bit for bit in range(8)
                          if byte >> bit & 1 and index * 8 + bit < count)
     return pages
-
-
-def _fields(obj: CData, *names: str, hex_: tuple[str, ...] = ()) -> dict[str, Any]:
-    return {n: Hex(getattr(obj, n)) if n in hex_ else getattr(obj, n) for n in names}
 
 
 def _slot(raw: int) -> dict[str, int]:
@@ -98,16 +77,6 @@ def _regs(r: CData) -> dict[str, Any]:
     return _fields(r, *_REGS, hex_=_REGS)
 
 
-def _segment(s: CData) -> dict[str, Any]:
-    return _fields(s, "selector", "base", hex_=("selector", "base"))
-
-
-def _sregs(s: CData) -> dict[str, Any]:
-    """Short form: CS, DS, SS (selector and base) and the control registers."""
-    return {"cs": _segment(s.cs), "ds": _segment(s.ds), "ss": _segment(s.ss),
-            **_fields(s, "cr0", "cr3", "cr4", "efer", hex_=("cr0", "cr3", "cr4", "efer"))}
-
-
 def _enable_cap(c: CData) -> dict[str, Any]:
     return {"cap": _cap_name(c.cap), "flags": c.flags, "args": [Hex(a) for a in c.args]}
 
@@ -127,27 +96,51 @@ STRUCT_DECODERS: dict[str, tuple[str, Callable[[CData], Any]]] = {
     "KVM_UNREGISTER_COALESCED_MMIO": ("struct kvm_coalesced_mmio_zone", _coalesced_zone),
     "KVM_GET_REGS": ("struct kvm_regs", _regs),
     "KVM_SET_REGS": ("struct kvm_regs", _regs),
-    "KVM_GET_SREGS": ("struct kvm_sregs", _sregs),
-    "KVM_SET_SREGS": ("struct kvm_sregs", _sregs),
     "KVM_ENABLE_CAP": ("struct kvm_enable_cap", _enable_cap),
     "KVM_IRQ_LINE": ("struct kvm_irq_level", lambda i: _fields(i, "irq", "level")),
     "KVM_CREATE_PIT2": ("struct kvm_pit_config", lambda p: _fields(p, "flags")),
-    "KVM_SET_IDENTITY_MAP_ADDR": ("__u64", lambda a: Hex(a[0])),
+    "KVM_SET_IDENTITY_MAP_ADDR": ("__u64", lambda a: [Hex(a[0])]),  # strace: [address]
+    **STATE_DECODERS,
 }
+if HAVE_SET_USER_MEMORY_REGION2:  # only where linux/kvm.h declares it (Linux 6.8+ headers)
+    STRUCT_DECODERS["KVM_SET_USER_MEMORY_REGION2"] = ("struct kvm_userspace_memory_region2", lambda r: {
+        **_memory_region(r), **_fields(r, "guest_memfd_offset", "guest_memfd", hex_=("guest_memfd_offset",))})
+#: The requests that set a memslot (their decoded argument feeds the slot tables).
+MEMORY_REGION_REQUESTS = ("KVM_SET_USER_MEMORY_REGION", "KVM_SET_USER_MEMORY_REGION2")
 #: request name -> decoder of a by-value argument.
 VALUE_DECODERS: dict[str, Callable[[int], Any]] = {
     "KVM_CHECK_EXTENSION": _cap_name,
     "KVM_SET_TSS_ADDR": Hex,
+    "KVM_SET_NR_MMU_PAGES": int,
+    "KVM_SET_TSC_KHZ": int,
 }
 
 
-def decode_arg(name: str, request: int, arg: int, data: Optional[bytes]) -> Any:
-    """The decoded argument; a pointer (Hex) when its struct is unknown or unreadable."""
-    if name in STRUCT_DECODERS:
-        ctype, decoder = STRUCT_DECODERS[name]
-        if data is not None and len(data) >= ffi.sizeof(ctype):
-            return decoder(struct(ctype, data))
-        return Hex(arg)
+def _irq_line_status(before: CData, after: Optional[CData]) -> dict[str, Any]:
+    """KVM_IRQ_LINE_STATUS: the kernel overwrites ``irq`` with the delivery ``status``."""
+    out: dict[str, Any] = _fields(before, "irq", "level")
+    if after is not None:
+        out["status"] = int(ffi.cast("__s32", after.irq))
+    return out
+
+
+def decode_arg(name: str, request: int, arg: int, data: Optional[bytes], *,
+               entry: Optional[bytes] = None, read: Optional[Reader] = None) -> Any:
+    """The decoded argument; a pointer (Hex) when its struct is unknown or unreadable.
+
+    *data* is the struct as the call left it (or as it was passed, for a struct the kernel
+    only reads), *entry* as it was passed, *read* reads further tracee memory for tables
+    (None after a failed call)."""
+    if name == "KVM_IRQ_LINE_STATUS" and entry is not None:
+        after = struct("struct kvm_irq_level", data) if data is not None and data is not entry else None
+        return _irq_line_status(struct("struct kvm_irq_level", entry), after)
+    if name in STRUCT_DECODERS or name in TABLES:
+        ctype, decoder = STRUCT_DECODERS[name] if name in STRUCT_DECODERS else (TABLES[name].ctype, None)
+        if data is None or len(data) < ffi.sizeof(ctype):
+            return Hex(arg)
+        if decoder is None:
+            return decode_table(TABLES[name], struct(ctype, data), arg, read)
+        return decoder(struct(ctype, data))
     if name in VALUE_DECODERS:
         return VALUE_DECODERS[name](arg)
     return Hex(arg) if ioc_size(request) else arg

@@ -59,6 +59,7 @@ FOLLOW_UPS: dict[str, Callable[[KvmObjects, "Task", "Call", IoctlEvent], None]] 
     "KVM_CREATE_VM": _created_vm,
     "KVM_CREATE_VCPU": _created_vcpu,
     "KVM_SET_USER_MEMORY_REGION": _set_region,
+    "KVM_SET_USER_MEMORY_REGION2": _set_region,
     "KVM_GET_DIRTY_LOG": _dirty_log,
     "KVM_CLEAR_DIRTY_LOG": _clear_log,
     "KVM_RUN": _ran,

@@ -1,15 +1,17 @@
 """ioctl request numbers: names from the compiled binding, fields per asm-generic/ioctl.h.
 
-The number -> name table holds every ``KVM_*`` constant of ``kvm.lib`` whose ioctl
-type byte is KVMIO (taken from ``KVM_GET_API_VERSION``, which is ``_IO(KVMIO, 0)``),
-so every ioctl the binding declares is named here without copying a number, plus the
-generic fd ioctls (FIOCLEX...) that Python's termios module knows.
+The number -> name table holds every ioctl that linux/kvm.h defines for this
+architecture (``kvm.IOCTL_NAMES``, values from the compiled binding), so no number is
+copied by hand, plus the generic fd ioctls (FIOCLEX...) that Python's termios module
+knows. Where two header names share a number (``KVM_GET_ONE_REG`` and ARM's
+``KVM_ARM_SET_DEVICE_ADDR``), the one without another architecture's tag wins.
 """
 from __future__ import annotations
 
+import re
 import termios
 
-from kvm import lib
+from kvm import IOCTL_NAMES, lib
 
 # Bit layout of an ioctl number (asm-generic/ioctl.h, used by x86).
 _NR_BITS, _TYPE_BITS, _SIZE_BITS = 8, 8, 14
@@ -35,12 +37,11 @@ def ioc_size(request: int) -> int:
 
 
 KVMIO = ioc_type(lib.KVM_GET_API_VERSION)
+_OTHER_ARCH = re.compile(r"KVM_(ARM|ARM64|S390|PPC|MIPS|RISCV|LOONGARCH)_")
 
-#: request number -> name for every KVM ioctl the binding knows, and the generic fd ones.
+#: request number -> name for every KVM ioctl of the header, and the generic fd ones.
 NAMES: dict[int, str] = {
-    value: name for name in dir(lib)
-    if name.startswith("KVM_") and isinstance(value := getattr(lib, name), int)
-    and ioc_type(value) == KVMIO
+    getattr(lib, name): name for name in sorted(IOCTL_NAMES, key=lambda n: not _OTHER_ARCH.match(n))
 } | {getattr(termios, name): name for name in ("FIOCLEX", "FIONCLEX", "FIONBIO", "FIOASYNC")}
 
 

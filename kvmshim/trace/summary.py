@@ -1,10 +1,11 @@
-"""Summary: counts per ioctl and per exit reason, and each VM's memslots at the end."""
+"""Summary: counts per ioctl and per exit reason, and each VM's memslots before teardown."""
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import asdict
 from typing import Any, Iterable
 
+from .decode import MEMORY_REGION_REQUESTS
 from .events import IoctlEvent
 from .state import Memslot, SlotTable
 
@@ -16,7 +17,8 @@ class Summary:
         self.calls: Counter[str] = Counter()  # request name -> calls
         self.errors: Counter[str] = Counter()  # request name -> failed calls
         self.exits: Counter[str] = Counter()  # exit reason -> KVM_RUN returns
-        self._tables: dict[int, SlotTable] = {}  # VM serial -> its slots
+        self._tables: dict[int, SlotTable] = {}  # VM serial -> its slots now
+        self._before_teardown: dict[int, list[Memslot]] = {}  # VM serial -> its slots before teardown
 
     @classmethod
     def of(cls, events: Iterable[IoctlEvent]) -> "Summary":
@@ -26,21 +28,27 @@ class Summary:
         return summary
 
     def add(self, event: IoctlEvent) -> None:
-        """Count *event*; a successful KVM_SET_USER_MEMORY_REGION updates its VM's slots."""
+        """Count *event*; a successful KVM_SET_USER_MEMORY_REGION(2) updates its VM's slots."""
         self.calls[event.request] += 1
         if event.errno is not None:
             self.errors[event.request] += 1
         if event.exit is not None:
             self.exits[event.exit["reason"]] += 1
-        if event.vm is not None:
-            table = self._tables.setdefault(event.vm, SlotTable())
-            if event.request == "KVM_SET_USER_MEMORY_REGION" and event.result == 0 and isinstance(event.arg, dict):
-                table.apply(event.arg)
+        if event.vm is None:
+            return
+        table = self._tables.setdefault(event.vm, SlotTable())
+        if event.request in MEMORY_REGION_REQUESTS and event.result == 0 and isinstance(event.arg, dict):
+            table.apply(event.arg)
+            if not event.arg["memory_size"]:
+                return  # a delete: teardown, unless the VM adds a slot or runs again
+        if event.request in MEMORY_REGION_REQUESTS or event.request == "KVM_RUN" or event.vm not in self._before_teardown:
+            self._before_teardown[event.vm] = table.table()
 
     @property
     def memslots(self) -> dict[int, list[Memslot]]:
-        """VM serial -> the slots it had last."""
-        return {vm: table.table() for vm, table in sorted(self._tables.items())}
+        """VM serial -> its slots before teardown: as they stood at the VM's last KVM_RUN or
+        slot add, so deletes made while shutting down (kvmshim closes its slots) leave them."""
+        return {vm: self._before_teardown.get(vm, []) for vm in sorted(self._tables)}
 
     def to_dict(self) -> dict[str, Any]:
         return {"calls": dict(self.calls), "errors": dict(self.errors), "exits": dict(self.exits),

@@ -8,8 +8,9 @@ import fcntl
 import os
 import signal
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 from ptrace import PtraceError
 from ptrace.binding import (PTRACE_EVENT_CLONE, PTRACE_EVENT_EXEC, PTRACE_EVENT_FORK,
@@ -49,7 +50,8 @@ class Call:
     target: KvmFd
     request: int
     arg: int
-    data: Optional[bytes]  # the argument struct (read at entry if the kernel reads it)
+    data: Optional[bytes]  # the argument struct (read at entry if the kernel reads it, at exit if it writes it)
+    entry: Optional[bytes] = None  # the struct as passed, when the kernel also writes it
 
 
 @dataclass
@@ -118,21 +120,48 @@ class Tracer:
         task = Task(self._debugger.addProcess(pid, is_attached=True), FdTable(self.objects))
         task.fds.rescan(pid)
         self._tasks[pid] = task
-        timer = threading.Timer(timeout, self._kill_all) if timeout else None
-        try:
-            if timer:
-                timer.start()
-            task.proc.syscall()
-            self._loop()
-        finally:
-            if timer:
-                timer.cancel()
-            if self._tasks:
-                self._debugger.quit()
+        timer = threading.Timer(timeout, self._expire) if timeout else None
+        with self._interrupts_reach_the_command():
+            try:
+                if timer:
+                    timer.start()
+                task.proc.syscall()
+                self._loop()
+            finally:
+                if timer:
+                    timer.cancel()
+                if self._tasks:  # an exception left tasks: kill and reap them, quietly
+                    self.stop()
+                    self._loop()
         return TraceResult(self.events, self._returncode, self._timed_out)
 
-    def _kill_all(self) -> None:
+    @contextmanager
+    def _interrupts_reach_the_command(self) -> Iterator[None]:
+        """Ctrl-C goes to the command (it shares the terminal) and the trace runs until the
+        command exits; a second Ctrl-C kills it. Only the main thread can take SIGINT."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        interrupts = 0
+
+        def on_interrupt(signum: int, frame: object) -> None:
+            nonlocal interrupts
+            interrupts += 1
+            if interrupts > 1:
+                self.stop()
+
+        previous = signal.signal(signal.SIGINT, on_interrupt)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _expire(self) -> None:
         self._timed_out = True
+        self.stop()
+
+    def stop(self) -> None:
+        """Kill the command and every task it made (from any thread, e.g. in ``on_event``)."""
         for pid in list(self._tasks):
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -248,7 +277,7 @@ class Tracer:
 
     def _returned(self, task: Task, call: Call, result: int) -> None:
         if result >= 0 and ioc_dir(call.request) & IOC_READ:
-            call.data = _try_read(task, call.arg, ioc_size(call.request))
+            call.entry, call.data = call.data, _try_read(task, call.arg, ioc_size(call.request))
         event = self._event(task, call, result)
         follow_up = FOLLOW_UPS.get(event.request)
         if result >= 0 and follow_up is not None:
@@ -259,14 +288,16 @@ class Tracer:
         self._publish(event)
 
     def _event(self, task: Task, call: Call, result: Optional[int]) -> IoctlEvent:
+        """The event; the tables of a call that succeeded are read from the task's memory."""
         name = request_name(call.request)
         failed = result is not None and -_MAX_ERRNO <= result < 0
+        read = task.read if result is not None and not failed else None
         target = call.target
         return IoctlEvent(
             pid=task.pid, fd=call.fd, kind=target.kind,
             vm=target.vm.serial if target.vm else None,
             vcpu=target.vcpu.id if target.vcpu else None, request=name,
-            arg=decode_arg(name, call.request, call.arg, call.data),
+            arg=_decode(name, call, read),
             result=-1 if failed else result,
             errno=_errno.errorcode.get(-result, str(-result)) if failed else None)
 
@@ -275,6 +306,14 @@ class Tracer:
             self.events.append(event)
         if self.on_event is not None:
             self.on_event(event)
+
+
+def _decode(name: str, call: Call, read: Optional[Callable[[int, int], bytes]]) -> object:
+    """The decoded argument; a table whose entries cannot be read shows its header only."""
+    try:
+        return decode_arg(name, call.request, call.arg, call.data, entry=call.entry, read=read)
+    except UnreadableMemory:
+        return decode_arg(name, call.request, call.arg, call.data, entry=call.entry)
 
 
 def _try_read(task: Task, addr: int, size: int) -> Optional[bytes]:

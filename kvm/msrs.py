@@ -1,0 +1,48 @@
+"""MSR access shared by the system fd (feature MSRs) and vCPU fds: KVM_GET/SET_MSRS and the
+MSR index lists, with the kernel's partial-success count surfaced as MsrAccessError."""
+from __future__ import annotations
+
+from typing import Iterable, Mapping
+
+from ._cdata import CData, new_flex
+from ._fd import FdObject
+from .errors import MsrAccessError
+
+
+class MsrIoctls(FdObject):
+    """The MSR ioctls; Kvm and Vcpu expose them under their own names."""
+
+    def _index_list(self, name: str) -> list[int]:
+        """KVM_GET_MSR_(FEATURE_)INDEX_LIST: the kernel fills ``nmsrs`` on E2BIG."""
+        table = self._grow(name, _msr_list, lambda t: int(t.nmsrs), 0)
+        return [int(i) for i in table.indices[0:table.nmsrs]]
+
+    def _get_msrs(self, indices: Iterable[int], desc: str) -> dict[int, int]:
+        order = list(indices)
+        msrs = self._msrs("KVM_GET_MSRS", {i: 0 for i in order}, desc)
+        done = {int(e.index): int(e.data) for e in msrs[0]}
+        if msrs[1] < len(order):
+            raise MsrAccessError("KVM_GET_MSRS", order[msrs[1]], done, len(order))
+        return done
+
+    def _set_msrs(self, values: Mapping[int, int], desc: str) -> None:
+        msrs = self._msrs("KVM_SET_MSRS", values, desc)
+        if msrs[1] < len(values):
+            order = list(values)
+            raise MsrAccessError("KVM_SET_MSRS", order[msrs[1]],
+                                 {i: values[i] for i in order[:msrs[1]]}, len(values))
+
+    def _msrs(self, name: str, values: Mapping[int, int], desc: str) -> tuple[CData, int]:
+        """(the processed entries, their count) after *name* on ``{index: data}``."""
+        msrs = new_flex("struct kvm_msrs", len(values))
+        msrs.nmsrs = len(values)
+        for entry, (index, data) in zip(msrs.entries, values.items()):
+            entry.index, entry.data = index, data
+        done = self._ioctl(name, msrs, f"{desc} nmsrs={len(values)}".strip())
+        return msrs.entries[0:done], done
+
+
+def _msr_list(count: int) -> CData:
+    table = new_flex("struct kvm_msr_list", count)
+    table.nmsrs = count
+    return table

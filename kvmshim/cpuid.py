@@ -1,0 +1,201 @@
+"""QEMU's ``qemu64`` CPU model as a KVM CPUID table, and ``-cpu`` option parsing.
+
+``cpu_model_table(kvm.supported_cpuid(), "qemu64,+popcnt,-nx")`` builds the table QEMU 7.2
+passes to KVM_SET_CPUID2 for ``-accel kvm -cpu qemu64`` in the leaves that define the
+model: vendor (KVM's, i.e. the host's, as QEMU does under KVM), family/model/stepping,
+the brand string, and the feature words of leaves 1, 7 and 0x80000001, each masked by
+what KVM_GET_SUPPORTED_CPUID offers. Requested features KVM lacks are dropped and named
+in ``CpuidTable.missing`` (QEMU warns "host doesn't support requested feature").
+
+The kernel cannot hide every bit: kvm_pvm shows the guest host bits outside the table
+(XSAVE, AVX and others in leaf 1 ECX, see docs/kvm.md); ``KVM_GET_CPUID2`` after
+``set_cpuid2`` shows what the guest really sees.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from kvm import CpuidEntry
+from kvm.cpuid import SIGNIFICANT_INDEX
+
+
+class CpuModelError(ValueError):
+    """An unknown CPU model or feature, or a malformed ``-cpu`` option."""
+
+
+#: QEMU 7.2 feature names, bit by bit, of the main feature words (leaf, subleaf, register).
+FEATURE_WORDS: dict[tuple[int, int, str], tuple[Optional[str], ...]] = {
+    (1, 0, "edx"): (
+        "fpu", "vme", "de", "pse", "tsc", "msr", "pae", "mce", "cx8", "apic", None, "sep", "mtrr", "pge",
+        "mca", "cmov", "pat", "pse36", "pn", "clflush", None, "ds", "acpi", "mmx", "fxsr", "sse", "sse2",
+        "ss", "ht", "tm", "ia64", "pbe"),
+    (1, 0, "ecx"): (
+        "pni", "pclmulqdq", "dtes64", "monitor", "ds-cpl", "vmx", "smx", "est", "tm2", "ssse3", "cid",
+        None, "fma", "cx16", "xtpr", "pdcm", None, "pcid", "dca", "sse4.1", "sse4.2", "x2apic", "movbe",
+        "popcnt", "tsc-deadline", "aes", "xsave", None, "avx", "f16c", "rdrand", "hypervisor"),
+    (7, 0, "ebx"): (
+        "fsgsbase", "tsc-adjust", "sgx", "bmi1", "hle", "avx2", None, "smep", "bmi2", "erms", "invpcid",
+        "rtm", None, None, "mpx", None, "avx512f", "avx512dq", "rdseed", "adx", "smap", "avx512ifma",
+        "pcommit", "clflushopt", "clwb", "intel-pt", "avx512pf", "avx512er", "avx512cd", "sha-ni",
+        "avx512bw", "avx512vl"),
+    (7, 0, "ecx"): (
+        None, "avx512vbmi", "umip", "pku", None, "waitpkg", "avx512vbmi2", None, "gfni", "vaes",
+        "vpclmulqdq", "avx512vnni", "avx512bitalg", None, "avx512-vpopcntdq", None, "la57", None, None,
+        None, None, None, "rdpid", None, "bus-lock-detect", "cldemote", None, "movdiri", "movdir64b",
+        None, "sgxlc", "pks"),
+    (0x80000001, 0, "edx"): (
+        None, None, None, None, None, None, None, None, None, None, None, "syscall", None, None, None,
+        None, None, None, None, None, "nx", None, "mmxext", None, None, "fxsr-opt", "pdpe1gb", "rdtscp",
+        None, "lm", "3dnowext", "3dnow"),
+    (0x80000001, 0, "ecx"): (
+        "lahf-lm", "cmp-legacy", "svm", "extapic", "cr8legacy", "abm", "sse4a", "misalignsse",
+        "3dnowprefetch", "osvw", "ibs", "xop", "skinit", "wdt", None, "lwp", "fma4", "tce", None,
+        "nodeid-msr", None, "tbm", "topoext", "perfctr-core", "perfctr-nb", None, None, None, None,
+        None, None, None),
+}
+#: QEMU's alternative spellings (after ``_`` -> ``-``, as QEMU's feat2prop does).
+ALIASES = {"sse3": "pni", "pclmuldq": "pclmulqdq", "sse4-1": "sse4.1", "sse4-2": "sse4.2", "xd": "nx",
+           "ffxsr": "fxsr-opt", "i64": "lm"}
+FEATURES: dict[str, tuple[tuple[int, int, str], int]] = {
+    name: (word, bit) for word, names in FEATURE_WORDS.items() for bit, name in enumerate(names) if name}
+#: KVM's paravirtual features QEMU enables by default (kvmclock, nopiodelay, clocksource2,
+#: async-pf, steal-time, pv-eoi, clocksource-stable-bit: KVM_FEATURE_* bits of leaf 0x40000001).
+KVM_PV_FEATURES = 1 << 0 | 1 << 1 | 1 << 3 | 1 << 4 | 1 << 5 | 1 << 6 | 1 << 24
+KVM_SIGNATURE = b"KVMKVMKVM\0\0\0"
+
+
+@dataclass(frozen=True)
+class CpuModel:
+    """A named model: what QEMU's X86CPUDefinition gives, plus the accelerator's defaults."""
+
+    name: str
+    level: int
+    xlevel: int
+    family: int
+    model: int
+    stepping: int
+    model_id: str
+    features: frozenset[str]
+    phys_bits: int = 40
+    virt_bits: int = 48
+
+
+#: QEMU 7.2 ``qemu64`` (target/i386/cpu.c) with ``-accel kvm``'s defaults applied
+#: (kvm_default_props: x2apic on, svm/monitor/acpi off; the hypervisor bit).
+QEMU64 = CpuModel(
+    "qemu64", level=0xD, xlevel=0x8000000A, family=15, model=107, stepping=1,
+    model_id="QEMU Virtual CPU version 2.5+",
+    features=frozenset({
+        "fpu", "de", "pse", "tsc", "msr", "mce", "cx8", "pge", "cmov", "pat", "fxsr", "mmx", "sse",
+        "sse2", "pae", "sep", "apic", "mtrr", "clflush", "mca", "pse36",  # PPRO_FEATURES + 4
+        "pni", "cx16", "syscall", "nx", "lm", "lahf-lm",
+        "x2apic", "hypervisor"}))
+MODELS = {model.name: model for model in (QEMU64,)}
+
+
+@dataclass
+class CpuidTable:
+    """The entries for ``Vcpu.set_cpuid2`` and the requested features KVM does not offer."""
+
+    entries: list[CpuidEntry]
+    missing: list[str] = field(default_factory=list)
+
+    def entry(self, function: int, index: int = 0) -> CpuidEntry:
+        return next(e for e in self.entries if (e.function, e.index) == (function, index))
+
+    def warnings(self) -> list[str]:
+        """QEMU's wording: ``host doesn't support requested feature: CPUID.01H:ECX.pni [bit 0]``."""
+        out = []
+        for name in self.missing:
+            (leaf, sub, reg), bit = FEATURES[name]
+            where = f"CPUID.{leaf:02X}H" if leaf < 0x80000000 else f"CPUID.{leaf:08X}H"
+            where += f".{sub:X}" if leaf == 7 else ""
+            out.append(f"host doesn't support requested feature: {where}:{reg.upper()}.{name} [bit {bit}]")
+        return out
+
+
+def feature_name(name: str) -> str:
+    """The canonical QEMU name of *name*; CpuModelError if QEMU has no such feature."""
+    canonical = name.replace("_", "-")
+    canonical = ALIASES.get(canonical, canonical)
+    if canonical not in FEATURES:
+        raise CpuModelError(f"unknown CPU feature {name!r} (QEMU 7.2's names for leaves 1, 7 and "
+                            "0x80000001, e.g. 'popcnt', 'sse4.2', 'nx')")
+    return canonical
+
+
+def parse_cpu_option(option: str) -> tuple[CpuModel, frozenset[str]]:
+    """``qemu64,+feat,-feat,feat=on|off`` -> (model, enabled features). As in QEMU, ``feat=on|off``
+    apply first, then every ``+feat``, then every ``-feat`` (``-`` wins over ``+``)."""
+    name, *items = option.split(",")
+    if name not in MODELS:
+        raise CpuModelError(f"unable to find CPU model {name!r} (known: {', '.join(MODELS)})")
+    model = MODELS[name]
+    features, plus, minus = set(model.features), set(), set()
+    for item in filter(None, items):
+        if item[0] in "+-":
+            (plus if item[0] == "+" else minus).add(feature_name(item[1:]))
+        elif "=" in item:
+            key, value = item.split("=", 1)
+            if value not in ("on", "off"):
+                raise CpuModelError(f"-cpu {item!r}: a feature is 'on' or 'off', not {value!r}")
+            (features.add if value == "on" else features.discard)(feature_name(key))
+        else:
+            raise CpuModelError(f"-cpu {item!r}: expected +feat, -feat or feat=on|off")
+    return model, frozenset((features | plus) - minus)
+
+
+def _word(features: frozenset[str], word: tuple[int, int, str]) -> int:
+    return sum(1 << bit for bit, name in enumerate(FEATURE_WORDS[word]) if name in features)
+
+
+def _regs(text: bytes) -> dict[str, int]:
+    """Four little-endian registers eax, ebx, ecx, edx from 16 bytes."""
+    return {reg: int.from_bytes(text[i * 4:i * 4 + 4], "little") for i, reg in enumerate(("eax", "ebx", "ecx", "edx"))}
+
+
+def cpu_model_table(supported: list[CpuidEntry], option: str = "qemu64", vcpu_index: int = 0) -> CpuidTable:
+    """The CPUID table of the model *option* on top of KVM's *supported* table."""
+    model, features = parse_cpu_option(option)
+    offered = {(e.function, e.index): e for e in supported}
+    vendor = offered[(0, 0)]
+    signature = {"ebx": vendor.ebx, "ecx": vendor.ecx, "edx": vendor.edx}
+    version = (model.stepping | (model.model & 0xF) << 4 | min(model.family, 0xF) << 8
+               | (model.model >> 4) << 16 | max(model.family - 0xF, 0) << 20)
+    missing: list[str] = []
+
+    def masked(function: int, index: int, **regs: int) -> dict[str, int]:
+        """*regs* feature words limited to what KVM offers; dropped names go to *missing*."""
+        have = offered.get((function, index), CpuidEntry(function, index))
+        out = {}
+        for reg, bits in regs.items():
+            allowed = getattr(have, reg)
+            names = FEATURE_WORDS[(function, index, reg)]
+            missing.extend(n for bit, n in enumerate(names) if n and bits >> bit & 1 and not allowed >> bit & 1)
+            out[reg] = bits & allowed
+        return out
+
+    def words(function: int, index: int) -> dict[str, int]:
+        return {reg: _word(features, (f, i, reg)) for (f, i, reg) in FEATURE_WORDS if (f, i) == (function, index)}
+
+    brand = model.model_id.encode().ljust(48, b"\0")
+    kvm_leaf = offered.get((0x40000001, 0), CpuidEntry(0x40000001))
+    kvm_signature = _regs(bytes(4) + KVM_SIGNATURE)
+    entries = [
+        CpuidEntry(0x40000000, eax=0x40000001, ebx=kvm_signature["ebx"], ecx=kvm_signature["ecx"],
+                   edx=kvm_signature["edx"]),
+        CpuidEntry(0x40000001, eax=kvm_leaf.eax & KVM_PV_FEATURES),
+        CpuidEntry(0, eax=model.level, **signature),
+        CpuidEntry(1, eax=version, ebx=vcpu_index << 24 | 8 << 8, **masked(1, 0, **words(1, 0))),
+        CpuidEntry(7, 0, SIGNIFICANT_INDEX, eax=0, **masked(7, 0, **words(7, 0)), edx=0),
+        CpuidEntry(0x80000000, eax=model.xlevel, **signature),
+        CpuidEntry(0x80000001, eax=version, **masked(0x80000001, 0, **words(0x80000001, 0))),
+        *(CpuidEntry(0x80000002 + n, **_regs(brand[16 * n:16 * n + 16])) for n in range(3)),
+        CpuidEntry(0x80000008, eax=model.virt_bits << 8 | model.phys_bits),
+    ]
+    return CpuidTable(entries, missing)
+
+
+__all__ = ["ALIASES", "FEATURES", "FEATURE_WORDS", "MODELS", "QEMU64", "CpuModel", "CpuModelError",
+           "CpuidTable", "cpu_model_table", "feature_name", "parse_cpu_option"]
