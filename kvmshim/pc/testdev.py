@@ -24,6 +24,7 @@ TESTDEV_IOPORT, TESTDEV_FLUSH, TESTDEV_IOPORT_BYTE, TESTDEV_IRQ = 0xE0, 0xE4, 0x
 TESTDEV_IRQ_LINES = 24
 TESTDEV_IOMEM, TESTDEV_IOMEM_SIZE = 0xFF000000, 0x10000
 PAGE = 4096
+PROT_NONE = 0  # the mmap module has PROT_READ and PROT_WRITE but not this
 
 PCI_TESTDEV_VENDOR, PCI_TESTDEV_DEVICE, PCI_CLASS_OTHERS = 0x1B36, 0x0005, 0xFF00
 IOTEST_IOSIZE, IOTEST_MEMSIZE = 128, 2048
@@ -113,7 +114,7 @@ class PcTestdev:
         host = block.host_addr + flat.offset_in_region + page - flat.start
         if host % mmap.PAGESIZE or host + PAGE > block.host_addr + block.max_length:
             return  # a caller's unaligned buffer: nothing QEMU could mprotect either
-        _mprotect(host, PAGE, mmap.PROT_NONE)
+        _mprotect(host, PAGE, PROT_NONE)
         _mprotect(host, PAGE, mmap.PROT_READ | mmap.PROT_WRITE)
 
     def _iomem_read(self, mr: MemoryRegion, offset: int, size: int) -> int:
