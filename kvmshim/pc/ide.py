@@ -51,9 +51,10 @@ class BusMaster:
         if size != 1:
             return
         if offset == BM_CMD:
-            if (value ^ self.cmd) & BM_CMD_START:  # nothing to transfer: START only shows ACTIVE
-                self.status = self.status | BM_STATUS_ACTIVE if value & BM_CMD_START else \
-                    self.status & ~BM_STATUS_ACTIVE
+            if value & BM_CMD_START:  # nothing to transfer: START only shows ACTIVE
+                self.status |= BM_STATUS_ACTIVE
+            else:
+                self.status &= ~BM_STATUS_ACTIVE
             self.cmd = value & BM_CMD_KEPT
         elif offset == BM_STATUS:  # bits 1-2 are write-one-to-clear, 5-6 plain, 0 read-only
             self.status = (value & BM_STATUS_KEPT | self.status & BM_STATUS_ACTIVE

@@ -43,16 +43,16 @@ class PciBar:
     """A registered BAR: its region, type bits and where it is mapped now (None: not mapped)."""
 
     region: MemoryRegion
-    type: int
+    bar_type: int
     address: Optional[int] = None
 
     @property
     def is_io(self) -> bool:
-        return bool(self.type & BAR_SPACE_IO)
+        return bool(self.bar_type & BAR_SPACE_IO)
 
     @property
     def is_64bit(self) -> bool:
-        return not self.is_io and bool(self.type & BAR_MEM_TYPE_64)
+        return not self.is_io and bool(self.bar_type & BAR_MEM_TYPE_64)
 
 
 def devfn(device: int, function: int) -> int:
@@ -79,21 +79,23 @@ class PciDevice:
         self.bus_memory: Optional[MemoryRegion] = None
         self.bus_io: Optional[MemoryRegion] = None
 
-    def register_bar(self, index: int, type: int, region: MemoryRegion) -> None:
-        """pci_register_bar: BAR ``index`` decodes ``region`` (its size a power of two), type bits ``type``."""
+    def register_bar(self, index: int, bar_type: int, region: MemoryRegion) -> None:
+        """pci_register_bar: BAR ``index`` decodes ``region`` (its size a power of two); ``bar_type`` is
+        the BAR's low bits (BAR_SPACE_IO, or memory with BAR_MEM_TYPE_64 / BAR_MEM_PREFETCH)."""
         size = region.size
-        width = 8 if not type & BAR_SPACE_IO and type & BAR_MEM_TYPE_64 else 4
+        width = 8 if not bar_type & BAR_SPACE_IO and bar_type & BAR_MEM_TYPE_64 else 4
         if not 0 <= index < NUM_BARS or width == 8 and index == NUM_BARS - 1:
             raise PciError(f"PCI {self.devfn >> 3:02x}.{self.devfn & 7}: no BAR {index} for a {width * 8}-bit BAR")
-        if index in self.bars or index - 1 in self.bars and self.bars[index - 1].is_64bit:
+        taken = index in self.bars or index - 1 in self.bars and self.bars[index - 1].is_64bit
+        if taken or width == 8 and index + 1 in self.bars:
             raise PciError(f"PCI {self.devfn >> 3:02x}.{self.devfn & 7}: BAR {index} is already registered")
-        if size < (4 if type & BAR_SPACE_IO else 16) or size & (size - 1):
+        if size < (4 if bar_type & BAR_SPACE_IO else 16) or size & (size - 1):
             raise PciError(f"PCI {self.devfn >> 3:02x}.{self.devfn & 7}: BAR {index} region {region.name!r} "
                              f"has size {size:#x}, not a power of two of at least 4 (I/O) or 16 (memory)")
         offset = BAR0 + 4 * index
-        self.config[offset:offset + width] = type.to_bytes(width, "little")
+        self.config[offset:offset + width] = bar_type.to_bytes(width, "little")
         self.wmask[offset:offset + width] = (~(size - 1) & ((1 << 8 * width) - 1)).to_bytes(width, "little")
-        self.bars[index] = PciBar(region, type)
+        self.bars[index] = PciBar(region, bar_type)
 
     def attach(self, memory: Optional[MemoryRegion], io: MemoryRegion) -> None:
         """Plug into a bus whose BARs map into ``memory`` (PCI memory space) and ``io``."""
