@@ -20,12 +20,7 @@ from kvmshim.uart import COM1, COM1_IRQ, Uart16550
 class PcDevices:
     uart: Uart16550
     ide: PiixIde
-    images: list[DiskImage]
     debug_exit: IsaDebugExit
-
-    def close(self) -> None:
-        for image in self.images:
-            image.close()
 
 
 def wire_pc(machine: PcMachine, disks: list[Path], *, on_output: Callable[[bytes], None], boot: str = "c",
@@ -36,9 +31,8 @@ def wire_pc(machine: PcMachine, disks: list[Path], *, on_output: Callable[[bytes
     m.io.del_subregion(m.serial.region)
     uart = Uart16550(lambda level: m.vm.irq_line(COM1_IRQ, level), on_output=on_output)
     uart.map(m.io, COM1)
-    images = [DiskImage(path) for path in disks]
     irqs = [lambda level, line=line: m.vm.irq_line(line, level) for _, _, line in LEGACY_CHANNELS]
-    ide = PiixIde([AtaDisk(image) for image in images], irqs)
+    ide = PiixIde([AtaDisk(DiskImage(path)) for path in disks], irqs)
     m.pci_host.memory = m.map.pci
     m.pci_host.add(ide)
     ide.map(m.io)
@@ -52,7 +46,7 @@ def wire_pc(machine: PcMachine, disks: list[Path], *, on_output: Callable[[bytes
     Port92(m.request_reset).map(m.io)
     debug_exit = IsaDebugExit(lambda status: m.runner.stop(), iobase=debug_exit_iobase, iosize=4)
     debug_exit.map(m.io)
-    return PcDevices(uart, ide, images, debug_exit)
+    return PcDevices(uart, ide, debug_exit)
 
 
 def boot_pc(disks: list[Path], script, *, timeout: float, sercon: bool = False,
@@ -68,5 +62,5 @@ def boot_pc(disks: list[Path], script, *, timeout: float, sercon: bool = False,
                 after_wiring(machine, devices)
             machine.boot(timeout)
         finally:
-            devices.close()
+            devices.ide.close()
     return machine, devices

@@ -123,9 +123,7 @@ class Rig:
 
     def close(self) -> None:
         self.space.destroy()
-        for disk in self.ide.disks():
-            if disk is not None:
-                disk.image.close()
+        self.ide.close()
 
 
 @pytest.fixture

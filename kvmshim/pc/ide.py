@@ -112,3 +112,9 @@ class PiixIde(PciDevice):
 
     def disks(self) -> list[Optional[AtaDisk]]:
         return [unit.disk for bus in self.buses for unit in bus.units]
+
+    def close(self) -> None:
+        """Flush and close the disks' images (the machine's last word to them)."""
+        for disk in self.disks():
+            if disk is not None:
+                disk.image.close()
