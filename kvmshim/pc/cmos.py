@@ -1,11 +1,14 @@
 """The MC146818 RTC and its CMOS RAM: ``rtc`` at 0x70 (2 ports) with the ``rtc-index`` port inside.
 
 The clock reads the host's UTC time (BCD unless register B selects binary, 24-hour unless
-it selects 12) and raises no interrupts (register C stays 0); the RAM holds the memory-size bytes QEMU's pc_cmos_init writes and SeaBIOS reads.
+it selects 12) and raises no interrupts (register C stays 0); the RAM holds what QEMU's
+pc_cmos_init and pc_cmos_init_late write and SeaBIOS reads: memory sizes, CPU count,
+equipment, boot order (``set_boot_order``) and IDE disk types and geometry (``set_disks``).
 """
 from __future__ import annotations
 
 import time
+from typing import Optional, Protocol, Sequence
 
 from memapi import MemoryRegion
 
@@ -20,6 +23,14 @@ REG_A_UIP = 0x80
 REG_B_24H, REG_B_BINARY = 0x02, 0x04
 REG_D_VRT = 0x80  # valid RAM and time
 NMI_DISABLE = 0x80
+EQUIPMENT, EQUIPMENT_FPU_AND_MOUSE = 0x14, 0x06
+BOOT_FLAG1, BOOT_FLAG2 = 0x38, 0x3D
+DISK_TYPES, DISK_TRANSLATION = 0x12, 0x39
+DISK_TYPE_USER = 47
+#: boot_device2nibble: -boot letters as the BIOS's boot-device codes.
+BOOT_NIBBLES = {"a": 1, "b": 1, "c": 2, "d": 3, "n": 4}
+#: (type byte, parameter block) of the primary master and slave.
+DISK_PARAMS = ((0x19, 0x1B), (0x1A, 0x24))
 READ_ONLY = (SECONDS, MINUTES, HOURS, DAY_OF_WEEK, DAY_OF_MONTH, MONTH, YEAR, CENTURY, REG_C, REG_D)
 
 
@@ -38,6 +49,43 @@ def memory_bytes(cmos: bytearray, below_4g: int, above_4g: int, cpus: int) -> No
     cmos[0x5F] = cpus - 1
 
 
+class DiskGeometry(Protocol):
+    """What CMOS needs of a disk (kvmshim.pc.ata.AtaDisk): its CHS geometry and BIOS translation."""
+
+    cylinders: int
+    heads: int
+    sectors: int
+    translation: int
+
+
+def boot_bytes(cmos: bytearray, order: str, floppy_signature_check: bool = True) -> None:
+    """set_boot_dev: one nibble per -boot letter (a/b 1, c 2, d 3, n 4) in 0x3d and 0x38's high nibble."""
+    nibbles = [BOOT_NIBBLES[letter] for letter in order] + [0] * (3 - len(order))
+    cmos[BOOT_FLAG2] = nibbles[1] << 4 | nibbles[0]
+    cmos[BOOT_FLAG1] = nibbles[2] << 4 | (0 if floppy_signature_check else 1)
+
+
+def disk_bytes(cmos: bytearray, disks: Sequence[Optional[DiskGeometry]]) -> None:
+    """pc_cmos_init_late: type 47 and parameter blocks for the primary channel's two disks, and the
+    translation (BIOS_ATA_TRANSLATION_* - 1) of all four in 0x39."""
+    types = translation = 0
+    for index, disk in enumerate(list(disks)[:4]):
+        if disk is None:
+            continue
+        translation |= (disk.translation - 1) << 2 * index
+        if index >= 2:
+            continue
+        type_offset, info = DISK_PARAMS[index]
+        cylinders, heads = disk.cylinders, disk.heads
+        cmos[type_offset] = DISK_TYPE_USER
+        cmos[info:info + 9] = bytes((cylinders & 0xFF, cylinders >> 8 & 0xFF, heads, 0xFF, 0xFF,
+                                     0xC0 | (heads > 8) << 3, cylinders & 0xFF, cylinders >> 8 & 0xFF,
+                                     disk.sectors))
+        types |= 0xF0 if index == 0 else 0x0F
+    cmos[DISK_TYPES] = types
+    cmos[DISK_TRANSLATION] = translation
+
+
 class Cmos:
     """CMOS RAM behind an index port; the clock registers come from the host clock."""
 
@@ -46,11 +94,20 @@ class Cmos:
         self.index = 0
         self.cmos[REG_A], self.cmos[REG_B], self.cmos[REG_D] = 0x26, REG_B_24H, REG_D_VRT
         memory_bytes(self.cmos, below_4g, above_4g, cpus)
+        self.cmos[EQUIPMENT] = EQUIPMENT_FPU_AND_MOUSE
         self.region = port_region("rtc", 2, self._read, self._write)
         self.region.add_subregion(0, port_region("rtc-index", 1, self._read, self._write))
 
     def map(self, io: MemoryRegion) -> None:
         io.add_subregion(RTC_IOPORT, self.region)
+
+    def set_boot_order(self, order: str) -> None:
+        """The legacy boot order (-boot letters, as kvmshim.pc.fw_cfg.parse_boot_order returns them)."""
+        boot_bytes(self.cmos, order)
+
+    def set_disks(self, disks: Sequence[Optional[DiskGeometry]]) -> None:
+        """The IDE disks in QEMU's order: primary master, primary slave, secondary master, slave."""
+        disk_bytes(self.cmos, disks)
 
     def _clock(self) -> dict[int, int]:
         now = time.gmtime()

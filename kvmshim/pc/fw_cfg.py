@@ -1,12 +1,15 @@
 """QEMU's fw_cfg over port I/O: ``fwcfg`` at 0x510 (16-bit selector write at 0x510, data bytes read at 0x511).
 
-Only the traditional interface (FW_CFG_ID = 1, no DMA). Items: the "QEMU" signature,
-ID, UUID, RAM size, CPU counts, the IRQ0 override, the file directory and its files
-(``etc/e820``). Any other selector reads as zeros, QEMU's "no such entry".
+Only the traditional interface (FW_CFG_ID = 1, no DMA: SeaBIOS falls back to byte reads).
+Items: the "QEMU" signature, ID, UUID, RAM size, CPU counts, the IRQ0 override, the file
+directory and its files, which the machine adds with ``add_file``: ``etc/e820``,
+``bootorder`` (``bootorder_file``) and ``etc/sercon-port`` (``sercon_port_file``).
+Any other selector reads as zeros, QEMU's "no such entry".
 """
 from __future__ import annotations
 
 import struct
+from typing import Callable, Iterable, Optional
 
 from memapi import AccessRules, MemoryRegion
 
@@ -19,6 +22,11 @@ FILE_FIRST = 0x20
 IRQ0_OVERRIDE = 0x8002
 WRITE_CHANNEL = 0x4000
 ID_TRADITIONAL = 1
+FILE_NAME_SIZE = 56
+#: -boot letters (QEMU's boot_device2nibble): floppy, hard disk, CD-ROM, network.
+BOOT_DEVICES = "abcdn"
+#: The pc machine's default (PCMachineClass.default_boot_order).
+DEFAULT_BOOT_ORDER = "cad"
 
 
 def _combined_valid(mr: MemoryRegion, offset: int, size: int, is_write: bool, attrs) -> bool:
@@ -50,7 +58,11 @@ class FwCfg:
         io.add_subregion(FW_CFG_IO_BASE, self.region)
 
     def add_file(self, name: str, data: bytes) -> None:
-        self.files[name] = data
+        """fw_cfg_add_file (replacing a file of the same name, as fw_cfg_modify_file does)."""
+        encoded = name.encode()
+        if not encoded or len(encoded) >= FILE_NAME_SIZE or b"\0" in encoded:
+            raise ValueError(f"fw_cfg file name {name!r}: 1 to {FILE_NAME_SIZE - 1} bytes, no NUL")
+        self.files[name] = bytes(data)
         self._directory()
 
     def _directory(self) -> None:
@@ -80,3 +92,32 @@ class FwCfg:
 def e820_table(entries: list[tuple[int, int, int]]) -> bytes:
     """The ``etc/e820`` file: packed little-endian (address, length, type) records."""
     return b"".join(struct.pack("<QQI", *entry) for entry in entries)
+
+
+def parse_boot_order(boot: str, default: str = DEFAULT_BOOT_ORDER) -> str:
+    """QEMU's ``-boot`` value as its device letters: ``c``, ``order=dc``, ``order=c,menu=on``, or
+    options without ``order=`` (``menu=on``: the default order)."""
+    options = boot.split(",")
+    if "=" not in options[0]:
+        order = options[0]
+    else:
+        order = next((o[len("order="):] for o in options if o.startswith("order=")), default)
+    if not order or len(order) > 3 or any(letter not in BOOT_DEVICES for letter in order):
+        raise ValueError(f"boot order {boot!r}: up to three of {', '.join(BOOT_DEVICES)} (QEMU's -boot)")
+    return order
+
+
+def bootorder_file(order: str, device_paths: Callable[[str], Iterable[str]]) -> bytes:
+    """The ``bootorder`` file: newline-separated OpenFirmware paths, best first, NUL-terminated.
+
+    ``device_paths(letter)`` lists the machine's devices of that kind (for ``c``, the IDE
+    disks as ``/pci@i0cf8/ide@1,1/drive@0/disk@0``): the paths SeaBIOS's bootprio_find_*
+    match, as QEMU writes them for devices given a bootindex. Empty if nothing matches.
+    """
+    paths = [path for letter in order for path in device_paths(letter)]
+    return "\n".join(paths).encode() + b"\0" if paths else b""
+
+
+def sercon_port_file(port: Optional[int]) -> bytes:
+    """``etc/sercon-port``: the little-endian 16-bit port SeaBIOS mirrors its text screen to (0: none)."""
+    return struct.pack("<H", port or 0)
