@@ -158,9 +158,10 @@ class _CommandLine:
             raise QemuOptionError(f"Duplicate ID '{ident}' for chardev", loc)
         if backend not in ("stdio", "file", "null"):
             raise UnsupportedOptionError(f"unsupported chardev backend '{backend}' (stdio, file or null)", loc)
-        if ("path" in props) != (backend == "file"):
-            raise (QemuOptionError("chardev: file: no filename given", loc) if backend == "file"
-                   else UnsupportedOptionError(f"unsupported parameter 'path' for backend '{backend}'", loc))
+        if backend == "file" and "path" not in props:
+            raise QemuOptionError("chardev: file: no filename given", loc)
+        if backend != "file" and "path" in props:
+            raise UnsupportedOptionError(f"unsupported parameter 'path' for backend '{backend}'", loc)
         path = Path(props["path"]) if backend == "file" else None
         self.chardevs[ident] = (loc, Chardev(backend, path, ident))
 

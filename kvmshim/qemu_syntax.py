@@ -16,6 +16,7 @@ from typing import Optional
 PROG = "kvmshim qemu"
 
 _TRUE, _FALSE = ("on", "yes", "true", "y"), ("off", "no", "false", "n")
+_DELIMITER = re.compile(r"[=,]")
 _SIZE = re.compile(r"(?:(0[xX][0-9a-fA-F]+)|(\d+)(\.\d*)?)([bBkKmMgGtTpPeE]?)")
 _SUFFIX_BITS = {"b": 0, "k": 10, "m": 20, "g": 30, "t": 40, "p": 50, "e": 60}
 SIZE_HINT = ("Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta- "
@@ -73,7 +74,7 @@ def split_opts(text: str, implied: Optional[str], *, short_booleans: bool,
 
 
 def _name_end(text: str, pos: int) -> int:
-    match = re.compile(r"[=,]").search(text, pos)
+    match = _DELIMITER.search(text, pos)
     return match.start() if match else len(text)
 
 

@@ -4,8 +4,17 @@ from __future__ import annotations
 import io
 import struct
 
+import pytest
+
 from kvmshim.screen import HEIGHT, WIDTH, TerminalScreen, render_ansi, write_screenshot
-from test_vga_text import Board, board  # noqa: F401  (the fixture)
+from test_vga_text import Board
+
+
+@pytest.fixture
+def board():
+    b = Board()
+    yield b
+    b.close()
 
 
 def png_size(data: bytes) -> tuple[int, int]:
