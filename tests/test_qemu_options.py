@@ -198,6 +198,8 @@ def test_character_device_errors():
     assert error("-chardev stdio").endswith("-chardev stdio: chardev: no id specified")
     assert error("-chardev null,id=a -chardev null,id=a").endswith("Duplicate ID 'a' for chardev")
     assert error("-chardev file,id=a").endswith("chardev: file: no filename given")
+    assert error("-chardev null,id=a,path=x", UnsupportedOptionError).endswith(
+        "unsupported parameter 'path' for backend 'null'")
     assert error("-chardev socket,id=a,path=x", UnsupportedOptionError).endswith("unsupported chardev backend "
                                                                                 "'socket' (stdio, file or null)")
     assert error("-device isa-debugcon").endswith("Can't create debugcon device, empty char device")
