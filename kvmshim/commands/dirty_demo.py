@@ -1,10 +1,11 @@
-"""`kvmshim dirty-demo [GUEST] [--interval MS] [--seconds N] [--png FILE]`: watch a guest dirty memory.
+"""`kvmshim dirty-demo [GUEST] [--interval MS] [--seconds N] [--png FILE] [--screenshot FILE]`.
 
-The guest runs in a vCPU thread and reads the tick port for each tick, so the
-host sets its pace. Every interval the demo takes the MIGRATION bits of all RAM
-(global dirty tracking for a dirty rate) for the statistics and the heatmap,
-and the VGA bits of the text screen at 0xb8000: the screen is redrawn only when
-its page was dirtied, the way QEMU's VGA uses dirty logging.
+Watch a guest dirty memory. The guest runs in a vCPU thread and reads the tick
+port for each tick, so the host sets its pace. Every interval the demo takes the
+MIGRATION bits of all RAM (global dirty tracking for a dirty rate) for the
+statistics and the heatmap, and the pc machine's VGA text screen (kvmshim.pc.vga)
+takes its VGA bits: the screen is redrawn only when its page was dirtied, the way
+QEMU's VGA uses dirty logging.
 """
 from __future__ import annotations
 
@@ -15,13 +16,14 @@ import time
 from pathlib import Path
 from typing import Optional, TextIO
 
+from ..pc.vga import COLS, ROWS, TEXT_BASE, TEXT_SIZE
+from ..plots import bin_size, format_size
 from . import parse_size, positive
 
-TEXT_GPA, TEXT_SIZE, COLS, ROWS = 0xB8000, 0x8000, 80, 25
 PAGE = 4096
 LOG_MODES = {"clear": {}, "get": {"manual_protect": False}, "ring": {"dirty_ring": 1 << 16}}
-CLEAN, DIRTY, SCREEN_DIRTY = b"\x14\x14\x28", b"\xff\xd2\x28", b"\x50\xc8\xff"
-_ANSI = (0, 4, 2, 6, 1, 5, 3, 7)  # VGA colour index -> ANSI colour index
+#: Heatmap categories: index 0, 1, 2 of a cell.
+CATEGORIES = (("clean", "#141428"), ("dirty", "#ffd228"), ("dirty text-screen page", "#50c8ff"))
 _SPARK = " ▁▂▃▄▅▆▇█"
 
 
@@ -31,8 +33,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="screen (a text-mode counter, default), sweeper, or a .S path")
     p.add_argument("--interval", type=positive(), default=100.0, metavar="MS", help="fetch period (default 100)")
     p.add_argument("--seconds", type=positive(), default=None, metavar="N", help="stop after N s (default: Ctrl-C)")
-    p.add_argument("--png", type=Path, metavar="FILE", help="at the end, write a heatmap: a row per page, "
-                                                           "a column per interval")
+    p.add_argument("--png", type=Path, metavar="FILE", help="at the end, write a heatmap of the dirty pages: "
+                                                           "address against time")
+    p.add_argument("--screenshot", type=Path, metavar="FILE", help="at the end, write a PNG of the text screen")
     p.add_argument("-m", "--ram", type=parse_size, default=parse_size("2M"), help="RAM size (default 2M)")
     p.add_argument("--tick", type=positive(), default=20.0, metavar="MS", help="guest tick period (default 20)")
     p.add_argument("--log-mode", choices=tuple(LOG_MODES), default="clear",
@@ -46,40 +49,28 @@ def add_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
-def render_text_screen(data: bytes) -> str:
-    """ANSI rendering of an 80x25 VGA text buffer (character, attribute pairs)."""
-    lines = []
-    for row in range(ROWS):
-        cells = []
-        for col in range(COLS):
-            char, attr = data[2 * (row * COLS + col)], data[2 * (row * COLS + col) + 1]
-            fg = (90 if attr & 8 else 30) + _ANSI[attr & 7]
-            text = bytes((char or 0x20,)).decode("cp437")
-            cells.append(f"\x1b[{fg};{40 + _ANSI[attr >> 4 & 7]}m{text}")
-        lines.append("".join(cells) + "\x1b[0m")
-    return "\n".join(lines)
-
-
 class DirtyDemo:
     """One machine, its guest in a vCPU thread, and the per-interval dirty-page record."""
 
     def __init__(self, args: argparse.Namespace, out: TextIO) -> None:
-        from memapi import MemoryRegion
-
         from ..machine import Machine
+        from ..pc.vga import VgaText
+        from ..screen import TerminalScreen
         from ..tick import TICK_PORT, TickPort
 
         self.args, self.out = args, out
         self.live = out.isatty()
         self.machine = m = Machine(args.ram, **LOG_MODES[args.log_mode])
-        self.text = MemoryRegion.ram("vga.text", TEXT_SIZE)
-        m.system.add_subregion_overlap(TEXT_GPA, self.text, 1)
+        self.vga = VgaText()
+        self.vga.map(m.system, m.io)
+        self.terminal = TerminalScreen(self.vga, out)
         self.port = TickPort(self._tick)
         m.io.add_subregion(TICK_PORT, self.port.region)
         spec = m.load(args.guest)
         if spec.name == "sweeper":
             m.set_params(args.guest, FIRST=args.first, COUNT=args.count, PER_TICK=args.per_tick,
-                         PATTERN=int(args.pattern == "random"), STRIDE=args.stride, SCREEN=TEXT_GPA)
+                         PATTERN=int(args.pattern == "random"), STRIDE=args.stride, SCREEN=TEXT_BASE)
+        self.guest = spec.name
         self.stopping = threading.Event()
         self._next_tick = time.monotonic()
         self.columns: list[tuple[list[int], bool]] = []  # (pages dirtied, screen redrawn) per interval
@@ -87,7 +78,7 @@ class DirtyDemo:
 
     def close(self) -> None:
         self.machine.close()
-        self.text.ram_block.close()
+        self.vga.close()
 
     def _tick(self) -> int:
         """Tick port handler (vCPU thread): wait for the next tick; 0 ends the guest."""
@@ -104,7 +95,6 @@ class DirtyDemo:
         from memapi import GlobalDirty
 
         interval, seconds = self.args.interval / 1000, self.args.seconds
-        self.text.set_log(True)
         self.machine.memory_system.global_dirty_log_start(GlobalDirty.DIRTY_RATE)
         thread = self.machine.start()
         self.started = start = time.monotonic()
@@ -121,7 +111,6 @@ class DirtyDemo:
             if thread.is_alive():
                 thread.stop()
             self.machine.memory_system.global_dirty_log_stop(GlobalDirty.DIRTY_RATE)
-            self.text.set_log(False)
         return interrupted
 
     def _sample(self) -> None:
@@ -130,13 +119,13 @@ class DirtyDemo:
 
         pages = memapi.snapshot_and_clear_dirty(self.machine.ram, 0, self.machine.ram.size,
                                                 DirtyClient.MIGRATION).dirty_pages()
-        text = memapi.snapshot_and_clear_dirty(self.text, 0, TEXT_SIZE, DirtyClient.MIGRATION).dirty_pages()
-        pages = sorted(set(pages) | {TEXT_GPA // PAGE + p for p in text})
-        redraw = memapi.snapshot_and_clear_dirty(self.text, 0, 2 * COLS * ROWS, DirtyClient.VGA).dirty_count() > 0
-        self.columns.append((pages, redraw))
+        text = memapi.snapshot_and_clear_dirty(self.vga.text, 0, TEXT_SIZE, DirtyClient.MIGRATION).dirty_pages()
+        pages = sorted(set(pages) | {TEXT_BASE // PAGE + p for p in text})
+        screen = self.vga.refresh()
+        if screen is not None and self.live:
+            self.terminal.draw(screen)
+        self.columns.append((pages, screen is not None))
         self.distinct.update(pages)
-        if redraw and self.live:
-            self.out.write("\x1b[H" + render_text_screen(self.text.ram_block.read(0, 2 * COLS * ROWS)))
         self._show_stats()
 
     def _stats(self) -> str:
@@ -158,24 +147,50 @@ class DirtyDemo:
         elif len(self.columns) % max(1, round(1000 / self.args.interval)) == 0:
             print(self._stats(), file=self.out, flush=True)
 
-    def heatmap_rows(self) -> list[bytes]:
-        """One RGB row per guest page (address order), one pixel per interval."""
-        npages = max(self.machine.ram.size, TEXT_GPA + TEXT_SIZE) // PAGE
-        grid = [bytearray(CLEAN * len(self.columns)) for _ in range(npages)]
-        text = range(TEXT_GPA // PAGE, (TEXT_GPA + TEXT_SIZE) // PAGE)
-        for x, (pages, _) in enumerate(self.columns):
-            for page in pages:
-                grid[page][3 * x:3 * x + 3] = SCREEN_DIRTY if page in text else DIRTY
-        return [bytes(row) for row in grid]
+    def heatmap_cells(self):
+        """(cells, pages per row): one row per bin of pages (address order), one column per interval;
+        a cell is 0 (clean), 1 (a page dirtied) or 2 (a text-screen page dirtied)."""
+        import numpy as np
 
-    def summary(self, png: Optional[Path]) -> str:
+        npages = max(self.machine.ram.size, TEXT_BASE + TEXT_SIZE) // PAGE
+        per_row = bin_size(npages)
+        cells = np.zeros((-(-npages // per_row), len(self.columns)), dtype=np.uint8)
+        screen = range(TEXT_BASE // PAGE, (TEXT_BASE + TEXT_SIZE) // PAGE)
+        for x, (pages, _) in enumerate(self.columns):
+            dirty = np.array(pages, dtype=np.int64)
+            category = np.where((dirty >= screen.start) & (dirty < screen.stop), 2, 1).astype(np.uint8)
+            rows = dirty // per_row
+            np.maximum.at(cells[:, x], rows, category)
+        return cells, per_row
+
+    def regions(self) -> list[tuple[str, int, int]]:
+        """(name, start, end) of each run of the memory flat view served by one region."""
+        runs: list[tuple[str, int, int]] = []
+        for fr in self.machine.memory.current_map.ranges:
+            if runs and runs[-1][0] == fr.mr.name and runs[-1][2] == fr.start:
+                runs[-1] = (fr.mr.name, runs[-1][1], fr.end)
+            else:
+                runs.append((fr.mr.name, fr.start, fr.end))
+        return runs
+
+    def summary(self, png: Optional[Path], screenshot: Optional[Path]) -> str:
         line = f"dirty-demo: {self._stats()}"
         if png is not None:
-            from ..png import write_png
+            from ..plots import heatmap
 
-            rows = self.heatmap_rows()
-            write_png(png, rows, len(self.columns))
-            line += f"\nheatmap {len(self.columns)}x{len(rows)} (intervals x pages) written to {png}"
+            cells, per_row = self.heatmap_cells()
+            interval = self.args.interval
+            heatmap(png, cells, categories=CATEGORIES, x_step=interval / 1000, x_label="time (s)",
+                    address_start=0, address_step=per_row * PAGE, regions=self.regions(),
+                    title=f"Pages dirtied by the {self.guest} guest ({format_size(self.machine.ram.size)} RAM), "
+                          f"every {interval:g} ms, log mode {self.args.log_mode}")
+            line += (f"\nheatmap {cells.shape[1]}x{cells.shape[0]} (intervals x rows of {per_row} pages) "
+                     f"written to {png}")
+        if screenshot is not None:
+            from ..screen import write_screenshot
+
+            write_screenshot(self.vga.screen(), screenshot)
+            line += f"\ntext screen written to {screenshot}"
         return line
 
 
@@ -187,8 +202,9 @@ def run(args) -> int:
             out.write("\x1b[2J\x1b[H")
         interrupted = demo.run()
         if demo.live:
-            out.write(f"\x1b[{ROWS + 5};1H")
-        print(("interrupted\n" if interrupted else "") + demo.summary(args.png), file=out, flush=True)
+            out.write(f"\x1b[{ROWS + 5};1H\x1b[?25h")
+        print(("interrupted\n" if interrupted else "") + demo.summary(args.png, args.screenshot), file=out,
+              flush=True)
     finally:
         demo.close()
     return 0
