@@ -1,41 +1,69 @@
-# kvmshim: `make run` boots the hello guest, `make test` runs the test suite.
+# kvmshim: `make run` boots the hello guest, `make test` runs the gates and the test suite.
 PYTHON  ?= python3
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-stamp
-
-SEABIOS := /usr/share/seabios/bios-256k.bin
 SUDO    := $(if $(filter 0,$(shell id -u)),,sudo)
+SHELL   := /bin/bash
 
-.PHONY: all install guests run test bench clean
+# Debian packages, each installed only by the targets that use it and only where it is missing.
+SEABIOS := /usr/share/seabios/bios-256k.bin
+NASM    := /usr/bin/nasm
+GRUB    := /usr/lib/grub/i386-pc/boot.img
+QEMU    := /usr/bin/qemu-system-x86_64
+TEST_TOOLS := $(SEABIOS) $(NASM) $(GRUB) $(QEMU)
 
-all: install guests
+define apt_install
+	@echo "make $@: installing Debian's $(1) (needed by $(MAKECMDGOALS))"
+	$(SUDO) apt-get install -y --no-install-recommends $(1) || \
+	  { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends $(1); }
+endef
 
-# Create or reuse the virtualenv and install the project (building the cffi binding of linux/kvm.h).
-$(STAMP): pyproject.toml setup.py $(wildcard kvm/_build.py)
+.PHONY: all install guests run shell lint test bench clean
+
+all: install
+
+# Create or reuse the virtualenv and install the project with its extras (the cffi binding of
+# linux/kvm.h is compiled, and kvm/_header.py generated, on the way).
+$(STAMP): pyproject.toml setup.py kvm/_build.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,plots,lint]'
 	touch $@
 
 install: $(STAMP)
 
-# Debian's SeaBIOS, the default BIOS of `kvmshim run --machine pc`, installed only where missing.
-$(SEABIOS):
-	$(SUDO) apt-get install -y --no-install-recommends seabios || \
-	  { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends seabios; }
-
-guests: $(STAMP)
+# Assemble every bundled guest into the build cache (kvmshim also does it on demand).
+guests: install
 	$(PY) -m guests build
 
-run: install guests $(SEABIOS)
+run: install
 	$(VENV)/bin/kvmshim run hello
 
-test: install guests $(SEABIOS)
+# A shell with .venv/bin on PATH (`kvmshim`, `kvmshim-qemu`, `pytest` ...); exit to leave it.
+shell: install
+	@echo "kvmshim's virtualenv is active in this shell; 'exit' leaves it"
+	@bash --rcfile <(printf '%s\n' '[ -f ~/.bashrc ] && . ~/.bashrc' '. $(VENV)/bin/activate')
+
+lint: install
+	$(VENV)/bin/ruff check kvm memapi listeners kvmshim guests tests bench
+	$(VENV)/bin/mypy
+
+test: install $(TEST_TOOLS)
 	$(PY) -m pytest -q
 
-bench: install guests
+# Figures and ratios against a C loop and QEMU in the same run (about 10 minutes), PNGs in bench/build.
+bench: install $(SEABIOS) $(QEMU) $(GRUB)
 	$(PY) bench/run_all.py
 
+$(SEABIOS):
+	$(call apt_install,seabios)
+$(NASM):
+	$(call apt_install,nasm)
+$(GRUB):
+	$(call apt_install,grub-pc-bin grub-common)
+$(QEMU):
+	$(call apt_install,qemu-system-x86)
+
 clean:
-	rm -rf $(VENV) build guests/build bench/build kvm/_kvm_cffi.* *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) build bench/build kvm/_kvm_cffi.* kvm/_header.py *.egg-info .pytest_cache .hypothesis
