@@ -5,6 +5,7 @@ from typing import Callable, Optional
 
 from memapi import MemoryRegion
 
+from ..migration.vmstate import VMStateDescription
 from .ports import port_region
 
 DEBUGCON_IOPORT = 0x402
@@ -13,6 +14,8 @@ READBACK = 0xE9
 
 class DebugCon:
     """Collects the log in ``output`` and hands each byte to ``on_output``."""
+
+    vmstate = VMStateDescription("isa-debugcon")  # the log is the host's
 
     def __init__(self, on_output: Optional[Callable[[bytes], None]] = None) -> None:
         self.output = bytearray()
