@@ -8,7 +8,7 @@ import sys
 from typing import Optional, Sequence
 
 #: Subcommand modules, in help order.
-COMMANDS = ("run", "mtree", "trace", "dirty_demo")
+COMMANDS = ("run", "mtree", "trace", "dirty_demo", "migrate", "snapshot")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -14,6 +14,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("-m", "--ram", type=parse_size, help="RAM size (default 16M; 128M with --machine pc)")
     p.add_argument("--timeout", type=positive(), default=None, help="stop the guest after this many seconds")
     p.add_argument("--trace-exits", action="store_true", help="print every PIO/MMIO exit on stderr")
+    p.add_argument("--incoming", metavar="URI", help="load a migration stream from URI (unix:PATH, tcp:HOST:PORT, "
+                                                     "file:PATH) and resume the guest (kvmshim.migration)")
     pc_cli.add_options(p)
     return p
 
@@ -26,6 +28,9 @@ def _trace(kind: str, addr: int, value: int, size: int, is_write: bool) -> None:
 def run(args) -> int:
     from ..machine import Machine, stdout_writer
 
+    if args.incoming:
+        from ..migration.cli import run_incoming
+        return run_incoming(args)
     if args.machine == "pc":
         return pc_cli.run(args, _trace if args.trace_exits else None)
     if args.guest is None:

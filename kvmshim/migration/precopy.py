@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable, Optional
 from memapi import PAGE_SIZE, GlobalDirty, MemoryRegion
 
 from . import codec, cpu
-from .errors import MigrationBlocked, MigrationError
+from .errors import LinkError, MigrationBlocked, MigrationError, StreamError
 from .layout import MachineLayout
 from .ram import RamSender, page_digests, pages_of, take_dirty
 from .stats import MigrationStats, RoundStats
@@ -86,18 +86,21 @@ class Precopy:
                 if not system.global_dirty_log_start(GlobalDirty.MIGRATION):
                     raise MigrationBlocked("a memory listener refused to start dirty logging")
                 tracking = True
-                left = self._precopy(writer, stats)
+                left, rate = self._precopy(writer, stats)
                 if self.throttle is not None:
                     self.throttle.stop()
-                held.enter_context(machine.paused())
                 stopped = time.monotonic()
+                held.enter_context(machine.paused())
                 running = cpu.settle(machine.runners)
                 system.flush_coalesced()
-                self._final_round(writer, stats, left, running)
+                stats.stop_ms = (time.monotonic() - stopped) * 1000
+                self._final_round(writer, stats, left, rate, running)
+                sent = time.monotonic()
                 if channel.duplex:
-                    StreamReader(channel).expect(Kind.LOADED)
+                    _await_loaded(channel)
                 else:
                     channel.commit()
+                stats.load_wait_ms = (time.monotonic() - sent) * 1000
                 stats.downtime_ms = (time.monotonic() - stopped) * 1000
                 if channel.duplex:
                     writer.section(Kind.COMMIT, "commit")
@@ -119,8 +122,9 @@ class Precopy:
         return stats
 
     # ------------------------------------------------------------ rounds
-    def _precopy(self, writer: StreamWriter, stats: MigrationStats) -> Dirty:
-        """Rounds until the rest fits the downtime target or the round limit; returns the rest."""
+    def _precopy(self, writer: StreamWriter, stats: MigrationStats) -> tuple[Dirty, float]:
+        """Rounds until the rest fits the downtime target or the round limit; returns the rest and
+        the dirty rate it was found at."""
         regions = self.layout.regions
         self._take_dirty()  # bits from before the start: round 0 sends everything anyway
         total = sum(pages_of(mr) for mr in regions)
@@ -131,9 +135,9 @@ class Precopy:
             stats.link_rate = writer.bytes_written / max(self.send_seconds, 1e-6)
             if count * PAGE_SIZE / stats.link_rate * 1000 <= self.downtime_ms:
                 stats.converged = True
-                return dirty
+                return dirty, rate
             if len(stats.rounds) >= self.max_rounds:
-                return dirty
+                return dirty, rate
             sent = self._round(writer, stats, dirty, count, rate)
             if self.throttle is not None and count * PAGE_SIZE > THROTTLE_TRIGGER * sent.bytes:
                 high += 1
@@ -165,16 +169,18 @@ class Precopy:
         seconds = time.monotonic() - began
         self.send_seconds += seconds
         result = RoundStats(index, sender.pages, sender.zero_pages, writer.bytes_written - before, count, rate,
-                            seconds * 1000, self.throttle.percent if self.throttle else 0, final)
+                            seconds * 1000, self.throttle.percent if self.throttle and not final else 0, final)
         stats.rounds.append(result)
         if self.on_round is not None:
             self.on_round(result)
         return result
 
-    def _final_round(self, writer: StreamWriter, stats: MigrationStats, left: Dirty, running: list[bool]) -> None:
-        """With the vCPUs stopped: the pages left and those dirtied since, then the state and END."""
+    def _final_round(self, writer: StreamWriter, stats: MigrationStats, left: Dirty, rate: float,
+                     running: list[bool]) -> None:
+        """With the vCPUs stopped: the pages left (found at ``rate``) and those dirtied since, then the
+        state and END."""
         began, before = time.monotonic(), writer.bytes_written
-        last, _, rate = self._take_dirty()
+        last = self._take_dirty()[0]
         dirty = {mr: sorted(set(pages) | set(last[mr])) for mr, pages in left.items()}
         final = self._round(writer, stats, dirty, sum(len(pages) for pages in dirty.values()), rate, final=True)
         self.layout.write_state(writer, running)
@@ -196,6 +202,13 @@ class Precopy:
         except (MigrationError, codec.CodecError, KeyError, TypeError) as err:
             stats.verify_error = str(err)
         stats.verify_ms = (time.monotonic() - began) * 1000
+
+
+def _await_loaded(channel: Channel) -> None:
+    try:
+        StreamReader(channel).expect(Kind.LOADED)
+    except StreamError as err:
+        raise LinkError(f"{channel.uri}: the destination did not confirm it loaded the stream ({err})") from err
 
 
 class Throttle:

@@ -8,7 +8,8 @@ from typing import Any, Optional
 @dataclass
 class RoundStats:
     """One pass over the dirty pages: ``index`` 0 sends all RAM; the ``final`` one runs with the vCPUs
-    stopped. ``dirty_rate`` is the pages the guest dirtied per second before this round's sync."""
+    stopped. ``dirty_pages`` are the pages the round found dirty (round 0: all of them) and
+    ``dirty_rate`` how many the guest dirtied per second while the round before ran (0 for round 0)."""
 
     index: int
     pages: int
@@ -27,7 +28,11 @@ class MigrationStats:
     ram_bytes: int
     rounds: list[RoundStats] = field(default_factory=list)
     bytes_sent: int = 0
+    #: From holding the vCPUs to the destination's LOADED (a file: to its commit); of it, stopping the
+    #: vCPUs (``stop_ms``), the final round (its ``ms``) and waiting for the destination (``load_wait_ms``).
     downtime_ms: float = 0.0
+    stop_ms: float = 0.0
+    load_wait_ms: float = 0.0
     total_ms: float = 0.0
     #: False when the round limit, not the downtime target, ended pre-copy.
     converged: bool = False

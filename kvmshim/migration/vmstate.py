@@ -10,15 +10,18 @@ then the device's ``post_load()`` (if it has one) re-derives what follows from t
 mappings, interrupt lines, ranges it must check. A field may be a property, for state such as
 "which unit is selected" that is an object reference in the model.
 
-``find_devices`` lists a machine's devices by walking its attributes (and those of kvmshim
-objects it holds, such as the pc machine's board), in sorted order, so two machines built the
+``find_devices`` lists a machine's devices: those its attributes reach (and the attributes of
+kvmshim objects it holds, such as the pc machine's board), in sorted order; then the owners of
+the regions in its memory and I/O trees (a region's ``owner``, else the object whose bound
+methods serve it) that no device found so far covers, in tree order. So two machines built the
 same way list the same devices in the same order; each gets the section name ``NAME/INSTANCE``.
+A region served by an object with no vmstate blocks migration: its state would be lost.
 """
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 from memapi import MemoryRegion
 
@@ -149,19 +152,26 @@ def check_index(where: str, value: int, limit: int) -> None:
 
 
 # ---------------------------------------------------------------- finding a machine's devices
-def find_devices(machine: object, extra: Iterable[object] = ()) -> list[tuple[str, object]]:
-    """(section name, device) of every device the machine reaches through public attributes, then
-    ``extra`` (devices the caller mapped itself). MigrationBlocked for a kvmshim object that serves
-    a region of its own but declares no vmstate: its state would be lost."""
+def find_devices(machine: Any, extra: Iterable[object] = ()) -> list[tuple[str, object]]:
+    """(section name, device) of every device of the machine (see the module's docstring), then
+    ``extra``: devices served only through closures, which no tree walk can tell apart."""
     found: list[object] = []
-    seen: set[int] = {id(machine)}
-    _walk(machine, found, seen, 0)
+    _walk(machine, found, {id(machine)}, 0)
+    covered = {id(part) for device in found for part in _parts(device)}
+    for owner, mr in _region_owners(machine.system, machine.io):
+        if id(owner) in covered:
+            continue
+        if description(owner) is None:
+            raise MigrationBlocked(f"region {mr.name!r} is served by a {type(owner).__name__}, which declares no "
+                                   "migration state (a vmstate; an empty one if it has none): it would be lost")
+        found.append(owner)
+        covered.update(id(part) for part in _parts(owner))
     for device in extra:
         if description(device) is None:
             raise MigrationBlocked(f"{type(device).__name__} declares no migration state (a vmstate)")
-        if id(device) not in seen:
-            seen.add(id(device))
+        if id(device) not in covered:
             found.append(device)
+            covered.update(id(part) for part in _parts(device))
     counts: dict[str, int] = {}
     named = []
     for device in found:
@@ -172,41 +182,57 @@ def find_devices(machine: object, extra: Iterable[object] = ()) -> list[tuple[st
 
 
 def _walk(obj: object, found: list[object], seen: set[int], depth: int) -> None:
+    """Depth first through the public attributes (but not a device's fields: its own business)."""
     vmsd = description(obj)
     skip = set(vmsd.fields) if vmsd is not None else set()
     for name, value in sorted(vars(obj).items()):
         if not name.startswith("_") and name not in skip:
-            _visit(value, f"{type(obj).__name__}.{name}", found, seen, depth)
+            _visit(value, found, seen, depth)
 
 
-def _visit(value: Any, path: str, found: list[object], seen: set[int], depth: int) -> None:
+def _visit(value: Any, found: list[object], seen: set[int], depth: int) -> None:
     if id(value) in seen or depth > _MAX_DEPTH:
         return
     if isinstance(value, (list, tuple)):
         for item in value:
-            _visit(item, path, found, seen, depth + 1)
+            _visit(item, found, seen, depth + 1)
         return
     if isinstance(value, dict):
         for item in value.values():
-            _visit(item, path, found, seen, depth + 1)
+            _visit(item, found, seen, depth + 1)
         return
     if not type(value).__module__.startswith("kvmshim.") or not hasattr(value, "__dict__"):
         return
     seen.add(id(value))
     if description(value) is not None:
         found.append(value)
-    else:
-        _check_stateless(value, path)
     _walk(value, found, seen, depth + 1)
 
 
-def _check_stateless(obj: object, path: str) -> None:
-    for value in vars(obj).values():
-        if isinstance(value, MemoryRegion) and _serves(value, obj):
-            raise MigrationBlocked(f"{path} ({type(obj).__name__}) serves region {value.name!r} but declares no "
-                                   "migration state (a vmstate): its state would be lost")
+def _parts(device: object) -> Iterator[object]:
+    """The device and every struct its fields hold (an IDE function's channels and units)."""
+    yield device
+    for field in description(device).fields:  # type: ignore[union-attr]
+        value = getattr(device, field)
+        for item in value if isinstance(value, (list, tuple)) else (value,):
+            if description(item) is not None:
+                yield from _parts(item)
 
 
-def _serves(mr: MemoryRegion, obj: object) -> bool:
-    return any(getattr(callback, "__self__", None) is obj for callback in (mr.ops.read, mr.ops.write))
+def _region_owners(*roots: MemoryRegion) -> Iterator[tuple[object, MemoryRegion]]:
+    """(owner, region) for each region under ``roots`` whose owner or ops' bound object is known."""
+    stack, seen = list(reversed(roots)), set()
+    while stack:
+        mr = stack.pop()
+        if id(mr) in seen:
+            continue
+        seen.add(id(mr))
+        owners = [mr.owner] if mr.owner is not None else [getattr(cb, "__self__", None) for cb in (mr.ops.read,
+                                                                                                  mr.ops.write)]
+        for owner in owners:
+            if owner is not None:
+                yield owner, mr
+        stack.extend(reversed(mr.subregions))
+        if mr.alias_target is not None:
+            stack.append(mr.alias_target)
 
