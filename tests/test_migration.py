@@ -41,6 +41,20 @@ def receive(pool: ThreadPoolExecutor, machine, listener: Listener, **options):
     return pool.submit(incoming, machine, listener, timeout=30, **options)
 
 
+def migrate_between(pool: ThreadPoolExecutor, src, dst, listener: Listener, **options):
+    """(source's, destination's stats) of a migration that must succeed; a failure names both ends."""
+    arrived = receive(pool, dst, listener)
+    try:
+        stats = migrate(src, listener.uri, **options)
+    except MigrationError as err:
+        try:
+            arrived.result(30)
+        except MigrationError as refused:
+            raise AssertionError(f"the source: {err}\nthe destination: {refused}") from refused
+        raise
+    return stats, arrived.result(30)
+
+
 def finish(machine, stats, timeout: float = 60) -> None:
     """Resume what ran on the source and wait for the guest's end."""
     for thread in resume(machine, stats):
@@ -214,11 +228,9 @@ def test_a_running_guest_moves_whole_to_another_machine(tmp_path, scheme):
         sweeper_check(src)
         sweeper_check(dst)  # as `kvmshim run GUEST --incoming URI` does: the stream overwrites it all
         with Listener(f"unix:{tmp_path}/m.sock" if scheme == "unix" else "tcp:127.0.0.1:0") as listener:
-            arrived = receive(pool, dst, listener)
             thread = src.start()
             time.sleep(0.3)
-            stats = migrate(src, listener.uri, verify=True)
-            got = arrived.result(30)
+            stats, got = migrate_between(pool, src, dst, listener, verify=True)
         assert thread.join(10).reason == "stopped" and not src.serial.output  # it had not finished on the source
         assert src.memory_system.global_dirty_tracking == 0
         assert stats.verified and got.verified and stats.mismatched_pages == 0
@@ -250,11 +262,9 @@ def test_stop_and_copy_completes_the_exit_in_progress(tmp_path):
     with Machine(RAM) as src, Machine(RAM) as dst, ThreadPoolExecutor(1) as pool:
         source_port, port = ticking(src, ticks), ticking(dst, ticks)
         with Listener(f"unix:{tmp_path}/m.sock") as listener:
-            arrived = receive(pool, dst, listener)
             src.start()
             time.sleep(0.1)
-            stats = migrate(src, listener.uri, max_rounds=1, verify=True)
-            got = arrived.result(30)
+            stats, got = migrate_between(pool, src, dst, listener, max_rounds=1, verify=True)
         assert [r.final for r in stats.rounds] == [False, True] and stats.verified
         assert 0 < source_port.ticks == port.ticks < ticks  # the tick port's count travelled too
         finish(dst, got)
@@ -273,11 +283,9 @@ def test_pages_a_device_writes_through_the_address_space_migrate(tmp_path):
         ticking(src, 600, dma)
         ticking(dst, 600)
         with Listener(f"unix:{tmp_path}/m.sock") as listener:
-            arrived = receive(pool, dst, listener)
             src.start()
             time.sleep(0.2)
-            stats = migrate(src, listener.uri, verify=True)
-            arrived.result(30)
+            stats, _ = migrate_between(pool, src, dst, listener, verify=True)
         written = dwords(src, dma_first, dma_pages)
         assert stats.verified and dwords(dst, dma_first, dma_pages) == written and max(written) > dma_pages
 
@@ -310,9 +318,7 @@ def test_a_link_cut_anywhere_leaves_the_source_running(tmp_path):
             cuts.append(name)
         assert len(cuts) == 20 and not src.serial.output
         with Listener(f"unix:{tmp_path}/m.sock") as listener:
-            arrived = receive(pool, dst, listener)
-            stats = migrate(src, listener.uri, verify=True)
-            got = arrived.result(30)
+            stats, got = migrate_between(pool, src, dst, listener, verify=True)
         assert stats.verified and thread.join(10).reason == "stopped"
         finish(dst, got)
         assert dst.exit_status == 0 and out == b"sweeper-check: ok\n"
@@ -378,11 +384,9 @@ def test_auto_converge_throttles_a_guest_that_outruns_the_link(tmp_path):
         sweeper_check(src, seconds=20, per_tick=64, tick_ms=0)
         sweeper_check(dst, seconds=20, per_tick=64, tick_ms=0)
         with Listener(f"unix:{tmp_path}/m.sock") as listener:
-            arrived = receive(pool, dst, listener)
             src.start()
             time.sleep(0.2)
-            stats = migrate(src, listener.uri, bandwidth=30e6, downtime_ms=1, max_rounds=6, verify=True)
-            arrived.result(30)
+            stats, _ = migrate_between(pool, src, dst, listener, bandwidth=30e6, downtime_ms=1, max_rounds=6, verify=True)
         throttles = [r.throttle for r in stats.rounds]
         assert stats.verified and not stats.converged and len(stats.rounds) == 7
         assert throttles[:3] == [0, 0, 0] and throttles[-2] > 20 and throttles == sorted(throttles[:-1]) + [0]

@@ -20,6 +20,13 @@ from kvm import (Cap, ClockData, DebugRegs, ExitReason, Fpu, Irqchip, IrqchipId,
 from .errors import MigrationBlocked, StateError
 
 SETTLE_TIMEOUT = 5.0
+#: KVM's paravirtual MSRs (asm/kvm_para.h) and the KVM_FEATURE_* bit of CPUID leaf 0x40000001 EAX
+#: that offers each one to the guest (Documentation/virt/kvm/x86/msr.rst): as QEMU does
+#: (kvm_put_msrs), one is saved only if the guest was offered it; else it cannot have changed.
+PV_MSR_FEATURES = {0x11: 0, 0x12: 0, 0x4B564D00: 3, 0x4B564D01: 3, 0x4B564D02: 4, 0x4B564D03: 5, 0x4B564D04: 6,
+                   0x4B564D05: 12, 0x4B564D06: 14, 0x4B564D07: 14, 0x4B564D08: 17}
+PV_MSR_RANGE = range(0x4B564D00, 0x4B564E00)
+KVM_CPUID_FEATURES = 0x40000001
 
 
 @dataclass(frozen=True)
@@ -49,10 +56,34 @@ def _present(get: Callable[[], object]) -> bool:
     return True
 
 
+def get_msrs(vcpu: Vcpu, indices: list[int]) -> dict[int, int]:
+    """KVM_GET_MSRS, its entries read while their buffer is alive.
+
+    A local stand-in for ``Vcpu.get_msrs``, which reads them after kvm/msrs.py ``_msrs`` has let
+    the buffer go (it returns a slice, and a cffi slice does not keep its owner alive): with other
+    threads allocating meanwhile, the last values come back overwritten (0x230 for MSR_K7_HWCR).
+    Remove once ``_msrs`` copies the entries out before it returns."""
+    from kvm._cdata import new_flex
+
+    msrs = new_flex("struct kvm_msrs", len(indices))
+    msrs.nmsrs = len(indices)
+    for entry, index in zip(msrs.entries, indices):
+        entry.index = index
+    done = vcpu._ioctl("KVM_GET_MSRS", msrs, f"vcpu={vcpu.id} nmsrs={len(indices)}")
+    values = {int(e.index): int(e.data) for e in msrs.entries[0:done]}
+    if done < len(indices):
+        raise MsrAccessError("KVM_GET_MSRS", indices[done], values, len(indices))
+    return values
+
+
 def saved_msrs(kvm: Kvm, vcpu: Vcpu) -> list[int]:
-    """The MSRs KVM lists as saved (KVM_GET_MSR_INDEX_LIST) that this vCPU lets us read."""
+    """The MSRs KVM lists as saved (KVM_GET_MSR_INDEX_LIST) that this vCPU lets us read, but the
+    paravirtual ones its CPUID does not offer."""
+    offered = next((e.eax for e in vcpu.get_cpuid2() if e.function == KVM_CPUID_FEATURES), 0)
     readable = []
     for index in kvm.msr_index_list():
+        if (index in PV_MSR_FEATURES or index in PV_MSR_RANGE) and not offered >> PV_MSR_FEATURES.get(index, 32) & 1:
+            continue
         try:
             vcpu.get_msrs([index])
         except MsrAccessError:
@@ -96,7 +127,7 @@ def save_vcpu(vcpu: Vcpu, msrs: list[int], caps: StateCaps) -> dict[str, Any]:
         "xsave": bytes(vcpu.get_xsave()) if caps.xsave else None,
         "fpu": None if caps.xsave else bytes(vcpu.get_fpu()),
         "xcrs": bytes(vcpu.get_xcrs()) if caps.xcrs else None,
-        "msrs": vcpu.get_msrs(msrs),
+        "msrs": get_msrs(vcpu, msrs),
         "mp_state": int(vcpu.get_mp_state()),
         "lapic": bytes(vcpu.get_lapic()) if caps.irqchip else None,
         "events": bytes(vcpu.get_vcpu_events()),
@@ -130,10 +161,14 @@ def load_vcpu(vcpu: Vcpu, state: dict[str, Any], caps: StateCaps, where: str) ->
 def _load_msrs(vcpu: Vcpu, saved: dict[int, int]) -> None:
     if not isinstance(saved, dict):
         raise TypeError(f"MSRs are {type(saved).__name__}, not a dict")
-    current = vcpu.get_msrs(list(saved))
+    current = get_msrs(vcpu, list(saved))
     changed = {index: value for index, value in saved.items() if current[index] != value}
-    if changed:
-        vcpu.set_msrs(changed)
+    try:
+        if changed:
+            vcpu.set_msrs(changed)
+    except MsrAccessError as err:
+        raise ValueError(f"KVM refused MSR {err.index:#x} = {changed[err.index]:#x} (it holds "
+                         f"{current[err.index]:#x} here)") from err
 
 
 def _struct(ctype: str, data: bytes):

@@ -221,16 +221,16 @@ class AtaDevice:
         self.on_end = getattr(self, name)
 
     @property
-    def chs_translation(self) -> Optional[list[int]]:
-        """[heads, sectors] of the current CHS translation; None for an empty unit."""
-        return [self.cur_heads, self.cur_sectors] if self.disk else None
+    def chs_translation(self) -> list[int]:
+        """[heads, sectors] of the current CHS translation; [] for an empty unit."""
+        return [self.cur_heads, self.cur_sectors] if self.disk else []
 
     @chs_translation.setter
-    def chs_translation(self, value: Optional[list[int]]) -> None:
-        if (value is None) != (self.disk is None):
+    def chs_translation(self, value: list[int]) -> None:
+        if len(value) != (2 if self.disk else 0) or not all(isinstance(v, int) and 0 < v < 256 for v in value):
             raise ValueError(f"ide_drive unit {self.unit}: a CHS translation {value!r} for "
                              f"{'an empty unit' if self.disk is None else 'a disk'}")
-        if value is not None:
+        if value:
             self.cur_heads, self.cur_sectors = value
 
     def post_load(self) -> None:

@@ -1,0 +1,42 @@
+"""The pc machine migrates after SeaBIOS's POST: PAM, PCI BARs, PMBASE, the in-kernel PICs, IOAPIC
+and PIT, the LAPIC and every device model arrive; the destination's map (`info mtree -f`) is the
+source's, and stays so while SeaBIOS idles on at its prompt there."""
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from kvm_helpers import requires_kvm
+from kvmshim.migration import Listener, resume
+from kvmshim.migration.vmstate import find_devices
+from kvmshim.pc.machine import DEFAULT_BIOS, PcMachine
+from pc_wiring import wire_pc
+from test_migration import migrate_between
+
+pytestmark = [requires_kvm, pytest.mark.skipif(not DEFAULT_BIOS.exists(), reason="Debian's seabios is not installed")]
+
+
+def test_the_pc_machine_after_post_migrates_with_its_map(tmp_path):
+    with PcMachine() as src, PcMachine() as dst, ThreadPoolExecutor(1) as pool:
+        for machine in (src, dst):
+            wire_pc(machine, [], on_output=lambda data: None)
+        assert src.boot().reason == "stopped" and b"No bootable device" in src.log
+        names = [name for name, _ in find_devices(src)]
+        assert {"I440FX/0", "piix4_pm/0", "ide/0", "serial/0", "mc146818rtc/0", "fw_cfg/0", "port92/0"} <= set(names)
+        thread = src.start()  # SeaBIOS idles at its prompt, the PIT ticking
+        time.sleep(0.3)
+        with Listener(f"unix:{tmp_path}/m.sock") as listener:
+            stats, got = migrate_between(pool, src, dst, listener, verify=True)
+        assert thread.join(10).reason == "stopped"
+        assert stats.verified and got.running == [True]
+        source_map = src.mtree(flatview=True)
+        assert "00000000000f0000-00000000000fffff (prio 0, rom): pc.ram" in source_map  # PAM: the BIOS shadowed
+        assert dst.mtree(flatview=True) == source_map
+        assert dst.vm.get_pit2() .c.channels[0].count == src.vm.get_pit2().c.channels[0].count
+        threads = resume(dst, got)
+        time.sleep(0.5)
+        assert dst.mtree(flatview=True) == source_map
+        for thread in threads:
+            assert thread.stop().reason == "stopped"
