@@ -95,7 +95,7 @@ def run(args) -> int:
             [sys.executable, "-m", "kvmshim.cli", "run", args.guest, "-m", str(args.ram), "--incoming", uri],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         source_output = bytearray()
-        try:
+        try:  # the destination must not outlive a failure here, whatever it is
             with Machine(args.ram, on_output=source_output.extend) as machine:
                 guest = load_guest(machine, args.guest, **guest_options(args))
                 print(f"kvmshim migrate: {guest}, {format_size(args.ram)} of RAM, to {uri}, downtime target "
@@ -110,12 +110,14 @@ def run(args) -> int:
                                 max_rounds=args.max_rounds, auto_converge=args.auto_converge, verify=True,
                                 on_round=_print_round)
                 thread.join()
-            out, err = destination.communicate(timeout=DESTINATION_TIMEOUT)
+            out, _ = destination.communicate(timeout=DESTINATION_TIMEOUT)
         except (MigrationError, ValueError) as err:
-            destination.kill()
-            destination.communicate()
             print(f"kvmshim: error: migration failed: {str(err).splitlines()[0]}", file=sys.stderr)
             return 2
+        finally:
+            if destination.poll() is None:
+                destination.kill()
+                destination.communicate()
     status = destination.returncode
     _summary(args, stats, status, bytes(source_output), out)
     if args.png is not None:

@@ -99,48 +99,52 @@ class RamSender:
         """Batch the runs into sections of at most BATCH_PAGES pages."""
         view = mr.ram_block.view
         batch: list[tuple[int, int]] = []
-        contents: list[bytes] = []
-        zero = bytearray()
-        size = 0
+        contents: list[memoryview] = []
+        zero = size = zeros = 0  # the zero bitmap as an int, bit i for the batch's page i
         for first, count in page_runs:
             if size + count > BATCH_PAGES:
-                self._section(mr, batch, zero, contents, size)
-                batch, contents, zero, size = [], [], bytearray(), 0
+                self._section(mr, batch, zero, contents, size, zeros)
+                batch, contents, zero, size, zeros = [], [], 0, 0, 0
             start = first * PAGE_SIZE
             data = bytes(view[start:start + count * PAGE_SIZE])
             batch.append((first, count))
-            if _is_zero(data):
-                _set_bits(zero, size, count)
-            else:
-                for i in range(count):
-                    page = data[i * PAGE_SIZE:(i + 1) * PAGE_SIZE]
-                    if page == ZERO_PAGE:
-                        _set_bits(zero, size + i, 1)
-                    else:
-                        contents.append(page)
-            size += count
+            empty = zero_pages(data)
+            for page in empty:
+                zero |= 1 << (size + page)
+            contents += stretches(memoryview(data), empty, count)
+            size, zeros = size + count, zeros + len(empty)
         if batch:
-            self._section(mr, batch, zero, contents, size)
+            self._section(mr, batch, zero, contents, size, zeros)
 
-    def _section(self, mr: MemoryRegion, batch: list[tuple[int, int]], zero: bytearray, contents: list[bytes],
-                 size: int) -> None:
-        zero += bytes(-(-size // 8) - len(zero))
+    def _section(self, mr: MemoryRegion, batch: list[tuple[int, int]], zero: int, contents: list[memoryview],
+                 size: int, zeros: int) -> None:
         head = _U32.pack(len(batch)) + b"".join(_RUN.pack(first, count) for first, count in batch)
-        self.writer.section(Kind.RAM, mr.name, head, zero, *contents)
+        self.writer.section(Kind.RAM, mr.name, head, zero.to_bytes(-(-size // 8), "little"), *contents)
         self.pages += size
-        self.zero_pages += size - len(contents)
+        self.zero_pages += zeros
 
 
-def _is_zero(data: bytes) -> bool:
-    return data == (_ZERO_BATCH if len(data) == len(_ZERO_BATCH) else bytes(len(data)))
+def zero_pages(data: bytes) -> list[int]:
+    """The indices of the all-zero pages of ``data``: one comparison if it is all zero, else one
+    find() per zero page (a page of zeros is searched at any offset; only aligned ones count)."""
+    if data == (_ZERO_BATCH if len(data) == len(_ZERO_BATCH) else bytes(len(data))):
+        return list(range(len(data) // PAGE_SIZE))
+    found, at = [], data.find(ZERO_PAGE)
+    while at >= 0:
+        page = -(-at // PAGE_SIZE)
+        if data.startswith(ZERO_PAGE, page * PAGE_SIZE):
+            found.append(page)
+        at = data.find(ZERO_PAGE, (page + 1) * PAGE_SIZE)
+    return found
 
 
-def _set_bits(bitmap: bytearray, first: int, count: int) -> None:
-    need = -(-(first + count) // 8)
-    if len(bitmap) < need:
-        bitmap += bytes(need - len(bitmap))
-    for bit in range(first, first + count):
-        bitmap[bit >> 3] |= 1 << (bit & 7)
+def stretches(data: memoryview, empty: list[int], count: int) -> Iterator[memoryview]:
+    """The runs of pages of ``data`` between the zero ones (``empty``, ascending), as views."""
+    start = 0
+    for page in [*empty, count]:
+        if page > start:
+            yield data[start * PAGE_SIZE:page * PAGE_SIZE]
+        start = page + 1
 
 
 def load_pages(mr: MemoryRegion, payload: bytes) -> int:
@@ -158,23 +162,29 @@ def load_pages(mr: MemoryRegion, payload: bytes) -> int:
     for first, n in batch:
         if not n or first + n > limit:
             raise StreamError(f"{where}: pages {first:#x}+{n} are outside the region ({limit:#x} pages)", mr.name)
-    zero = payload[offset:offset + -(-total // 8)]
-    offset += len(zero)
-    zeros = sum(bin(byte).count("1") for byte in zero)
-    if len(zero) * 8 < total or len(payload) - offset != (total - zeros) * PAGE_SIZE:
+    raw = payload[offset:offset + -(-total // 8)]
+    offset += len(raw)
+    zero = int.from_bytes(raw, "little") & ((1 << total) - 1)
+    zeros = zero.bit_count()
+    if len(raw) * 8 < total or len(payload) - offset != (total - zeros) * PAGE_SIZE:
         raise StreamError(f"{where}: {len(payload) - offset} bytes of contents for {total} pages, "
                           f"{zeros} of them zero", mr.name)
-    view, bit, data = mr.ram_block.view, 0, memoryview(payload)
+    view, data, bit = mr.ram_block.view, memoryview(payload), 0
     for first, n in batch:
-        start = first * PAGE_SIZE
-        for page in range(start, start + n * PAGE_SIZE, PAGE_SIZE):
-            if zero[bit >> 3] >> (bit & 7) & 1:
-                if bytes(view[page:page + PAGE_SIZE]) != ZERO_PAGE:
-                    view[page:page + PAGE_SIZE] = ZERO_PAGE
-            else:
-                view[page:page + PAGE_SIZE] = data[offset:offset + PAGE_SIZE]
-                offset += PAGE_SIZE
-            bit += 1
+        empty = [i for i in range(n) if zero >> (bit + i) & 1]
+        for page in empty:
+            at = (first + page) * PAGE_SIZE
+            if view[at:at + PAGE_SIZE].tobytes() != ZERO_PAGE:  # an untouched page stays unallocated
+                view[at:at + PAGE_SIZE] = ZERO_PAGE
+        start = 0
+        for page in [*empty, n]:
+            if page > start:
+                length = (page - start) * PAGE_SIZE
+                at = (first + start) * PAGE_SIZE
+                view[at:at + length] = data[offset:offset + length]
+                offset += length
+            start = page + 1
+        bit += n
     return total
 
 

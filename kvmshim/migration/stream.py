@@ -28,6 +28,8 @@ _HEADER = struct.Struct(">8sI")
 _HEAD = struct.Struct(">BB")
 _U32 = struct.Struct(">I")
 _FLUSH_AT = 1 << 20
+#: A payload this large is written from where it lies, not copied into the buffer first.
+_DIRECT = 64 << 10
 
 
 class Kind(enum.IntEnum):
@@ -61,8 +63,9 @@ class Section:
 
 
 class StreamWriter:
-    """Frames sections into a buffer and writes it to the channel at 1 MiB and on ``flush()``,
-    no faster than ``bandwidth`` bytes per second (averaged since the first write)."""
+    """Frames sections into a buffer written to the channel at 1 MiB and on ``flush()`` (a large
+    payload goes straight from its parts), no faster than ``bandwidth`` bytes per second (averaged
+    since the first write)."""
 
     def __init__(self, channel: Channel, bandwidth: Optional[float] = None) -> None:
         self.channel = channel
@@ -82,20 +85,28 @@ class StreamWriter:
         size = sum(len(part) for part in payload)
         head = _HEAD.pack(kind, len(raw_name)) + raw_name + _U32.pack(size)
         crc = zlib.crc32(head)
-        self._buffer += head
         for part in payload:
             crc = zlib.crc32(part, crc)
-            self._buffer += part
+        self._buffer += head
+        if size >= _DIRECT:
+            self.flush()
+            for part in payload:
+                self._write(part)
+        else:
+            for part in payload:
+                self._buffer += part
         self._buffer += _U32.pack(crc)
         if len(self._buffer) >= _FLUSH_AT:
             self.flush()
 
     def flush(self) -> None:
-        if not self._buffer:
-            return
+        if self._buffer:
+            data, self._buffer = self._buffer, bytearray()
+            self._write(data)
+
+    def _write(self, data: bytes | bytearray | memoryview) -> None:
         if self._started is None:
             self._started = time.monotonic()
-        data, self._buffer = self._buffer, bytearray()
         self.channel.write(data)
         self.bytes_written += len(data)
         if self.bandwidth:
