@@ -115,8 +115,9 @@ def main(argv: list[str] | None = None) -> None:
             ours = kvmshim_pc(ram, Path(directory) / "kvmshim.mig")
             theirs = qemu_pc(ram, Path(directory) / "qemu.mig")
             for name, r in (("kvmshim", ours), ("QEMU", theirs)):
-                print(f"{ram // MiB:5d}M {name:>8} {r['total_ms']:9.0f} {r['downtime_ms']:11.1f} {r['bytes']:10d}", end="")
-                print(f"   {ours['total_ms'] / max(theirs['total_ms'], 1):.2f}" if name == "QEMU" else "", flush=True)
+                ratio = f"   {ours['total_ms'] / max(theirs['total_ms'], 1):.2f}" if name == "QEMU" else ""
+                print(f"{ram // MiB:5d}M {name:>8} {r['total_ms']:9.0f} {r['downtime_ms']:11.1f} "
+                      f"{r['bytes']:10d}{ratio}", flush=True)
             for leftover in Path(directory).iterdir():
                 os.unlink(leftover)
 

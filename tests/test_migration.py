@@ -25,6 +25,7 @@ from kvmshim.migration import (ConfigMismatch, LinkError, Listener, MigrationErr
                                incoming, migrate, resume)
 from kvmshim.migration.stream import Kind
 from kvmshim.tick import TICK_PORT, TickPort
+from test_dirty_log import MODES
 
 pytestmark = requires_kvm
 RAM = 16 << 20
@@ -241,6 +242,21 @@ def test_a_running_guest_moves_whole_to_another_machine(tmp_path, scheme):
         assert dst.exit_status == 0 and out == b"sweeper-check: ok\n"
 
 
+@pytest.mark.parametrize("mode", ["get", "ring"])
+def test_the_other_dirty_log_modes_lose_no_page_either(tmp_path, mode):
+    """Plain KVM_GET_DIRTY_LOG and the dirty ring (GET + CLEAR is the default, above)."""
+    with Machine(RAM, **MODES[mode]) as src, Machine(RAM) as dst, ThreadPoolExecutor(1) as pool:
+        sweeper_check(src, per_tick=64)
+        sweeper_check(dst)
+        with Listener(f"unix:{tmp_path}/m.sock") as listener:
+            src.start()
+            time.sleep(0.3)
+            stats, got = migrate_between(pool, src, dst, listener, verify=True, downtime_ms=5)
+        assert stats.verified and len(stats.rounds) >= 3
+        finish(dst, got)
+        assert dst.exit_status == 0
+
+
 def test_a_guest_migrated_into_a_file_resumes_from_it(tmp_path):
     out = bytearray()
     with Machine(RAM) as src, Machine(RAM, on_output=out.extend) as dst:
@@ -386,7 +402,8 @@ def test_auto_converge_throttles_a_guest_that_outruns_the_link(tmp_path):
         with Listener(f"unix:{tmp_path}/m.sock") as listener:
             src.start()
             time.sleep(0.2)
-            stats, _ = migrate_between(pool, src, dst, listener, bandwidth=30e6, downtime_ms=1, max_rounds=6, verify=True)
+            stats, _ = migrate_between(pool, src, dst, listener, bandwidth=30e6, downtime_ms=1, max_rounds=6,
+                                       verify=True)
         throttles = [r.throttle for r in stats.rounds]
         assert stats.verified and not stats.converged and len(stats.rounds) == 7
         assert throttles[:3] == [0, 0, 0] and throttles[-2] > 20 and throttles == sorted(throttles[:-1]) + [0]

@@ -86,8 +86,9 @@ def test_a_stream_cut_between_sections_names_the_last_one(stream, dst, tmp_path)
         load(dst, tmp_path, stream[:end])
 
 
-@pytest.mark.parametrize("header, phrase", [(b"QEVM\0\0\0\x03", "not a kvmshim migration stream"),
-                                            (MAGIC + struct.pack(">I", 2), "stream version 2, this kvmshim reads version 1")])
+@pytest.mark.parametrize("header, phrase", [
+    (b"QEVM\0\0\0\x03", "not a kvmshim migration stream"),
+    (MAGIC + struct.pack(">I", 2), "stream version 2, this kvmshim reads version 1")])
 def test_another_format_or_version_is_refused(stream, dst, tmp_path, header, phrase):
     with pytest.raises(StreamError, match=phrase):
         load(dst, tmp_path, header[:12].ljust(12, b"\0") + stream[12:])

@@ -105,3 +105,4 @@ def test_a_guest_stopped_in_the_middle_of_an_in_resumes_it_once(tmp_path):
         src.start().join(30)
         for machine in (src, dst):
             assert machine.exit_status == 0 and dwords(machine, FIRST_PAGE, ticks) == list(range(1, ticks + 1))
+        assert port.ticks == ticks + 1  # the count went on from the source's

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..base import MachineBase
 from .errors import MigrationError
 from .incoming import incoming, resume
 
@@ -18,20 +19,10 @@ ACCEPT_TIMEOUT = 120.0
 
 
 def run_incoming(args: argparse.Namespace) -> int:
-    from ..machine import Machine, stdout_writer
-
-    if args.machine == "pc":
-        from ..pc.machine import DEFAULT_RAM, PcMachine
-
-        machine = PcMachine(args.ram or DEFAULT_RAM, args.bios, on_output=stdout_writer)
-    elif args.guest is None:
+    if args.machine != "pc" and args.guest is None:
         print("kvmshim run: error: a guest is required (or --machine pc)", file=sys.stderr)
         return 2
-    else:
-        machine = Machine(args.ram or 16 << 20, on_output=stdout_writer)
-    with machine:
-        if args.machine != "pc":
-            machine.load(args.guest)
+    with _destination(args) as machine:
         try:
             stats = incoming(machine, args.incoming, timeout=ACCEPT_TIMEOUT)
         except MigrationError as err:
@@ -42,3 +33,20 @@ def run_incoming(args: argparse.Namespace) -> int:
         for thread in resume(machine, stats, args.timeout):
             thread.join()
         return getattr(machine, "exit_status", 0)
+
+
+def _destination(args: argparse.Namespace) -> MachineBase:
+    """The machine ``kvmshim run`` would build, its guest loaded (the stream overwrites it)."""
+    from ..machine import Machine, stdout_writer
+
+    if args.machine == "pc":
+        from ..pc.machine import DEFAULT_RAM, PcMachine
+
+        return PcMachine(args.ram or DEFAULT_RAM, args.bios, on_output=stdout_writer)
+    machine = Machine(args.ram or 16 << 20, on_output=stdout_writer)
+    try:
+        machine.load(args.guest)
+    except BaseException:
+        machine.close()
+        raise
+    return machine

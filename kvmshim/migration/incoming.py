@@ -8,7 +8,7 @@ is then half-loaded and must not be run.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Optional, Union
+from typing import TYPE_CHECKING, Any, Iterable, Optional, Union
 
 from . import codec
 from .errors import LinkError, MigrationError, StreamError
@@ -18,8 +18,11 @@ from .stats import IncomingStats
 from .stream import Kind, StreamReader, StreamWriter
 from .transport import Channel, Listener
 
+if TYPE_CHECKING:
+    from ..base import MachineBase, VcpuThread
 
-def incoming(machine: Any, uri: Union[str, Listener], *, devices: Iterable[object] = (),
+
+def incoming(machine: "MachineBase", uri: Union[str, Listener], *, devices: Iterable[object] = (),
              timeout: Optional[float] = None) -> IncomingStats:
     """Wait (up to ``timeout`` s) for a source at ``uri`` (or on a Listener already bound) and load
     its stream into ``machine``; returns once the source has committed, the vCPUs still stopped."""
@@ -38,7 +41,7 @@ def incoming(machine: Any, uri: Union[str, Listener], *, devices: Iterable[objec
     return stats
 
 
-def destination(machine: Any, devices: Iterable[object] = ()) -> MachineLayout:
+def destination(machine: "MachineBase", devices: Iterable[object] = ()) -> MachineLayout:
     if any(runner.running for runner in machine.runners):
         raise MigrationError(f"{machine!r}: stop its vCPUs before loading a stream into it")
     return MachineLayout(machine, devices)
@@ -100,7 +103,7 @@ def _verify(layout: MachineLayout, reader: StreamReader, writer: StreamWriter, s
         stats.verified = None
 
 
-def resume(machine: Any, stats: IncomingStats, timeout: Optional[float] = None) -> list:
+def resume(machine: "MachineBase", stats: IncomingStats, timeout: Optional[float] = None) -> list["VcpuThread"]:
     """Start the vCPUs that ran on the source (``machine.start``); returns their VcpuThreads."""
     return [machine.start(index, timeout) for index, running in enumerate(stats.running) if running]
 

@@ -8,7 +8,7 @@ UnknownSection), so a wrong destination is refused with its memory and devices a
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Optional
+from typing import TYPE_CHECKING, Any, Iterable, Optional
 
 from memapi import PAGE_SIZE
 
@@ -17,18 +17,22 @@ from .errors import ConfigMismatch, MigrationError, StateError, StreamError, Unk
 from .ram import load_pages, ram_regions
 from .stream import Kind, Section, StreamWriter
 
+if TYPE_CHECKING:
+    from ..base import MachineBase
+
 
 class MachineLayout:
     """A machine's migration sections. ``devices`` are models the caller mapped itself (beyond what
     the machine's attributes reach), in the same order on both sides."""
 
-    def __init__(self, machine: Any, devices: Iterable[object] = ()) -> None:
-        if machine.closed or machine.vm is None:
+    def __init__(self, machine: "MachineBase", devices: Iterable[object] = ()) -> None:
+        kvm, vm = machine.kvm, machine.vm
+        if machine.closed or kvm is None or vm is None:
             raise MigrationError(f"{machine!r} is closed")
-        self.machine = machine
+        self.machine, self.kvm, self.vm = machine, kvm, vm
         self.regions = ram_regions(machine.memory.root)
         self.devices = dict(vmstate.find_devices(machine, devices))
-        self.caps = cpu.StateCaps.of(machine.vm)
+        self.caps = cpu.StateCaps.of(vm)
         self._msrs: Optional[list[int]] = None
 
     @property
@@ -56,7 +60,7 @@ class MachineLayout:
             devices = {name: version for name, version in config["devices"]}
         except (KeyError, TypeError, ValueError) as err:
             raise StreamError(f"CONFIG section: {type(err).__name__}: {err}", "config") from err
-        ours = {mr.name: mr.size for mr in self.regions}
+        ours = {str(mr.name): mr.size for mr in self.regions}
         for name in sorted(theirs.keys() | ours.keys()):
             if theirs.get(name) != ours.get(name):
                 raise ConfigMismatch(f"RAM region {name!r}: {_size(theirs.get(name))} on the source, "
@@ -79,9 +83,9 @@ class MachineLayout:
         device. (A vCPU ioctl waits for the vCPU's KVM_RUN to return, so the MSRs are probed only here.)"""
         machine = self.machine
         if self._msrs is None:
-            self._msrs = cpu.saved_msrs(machine.kvm, machine.vcpu)
+            self._msrs = cpu.saved_msrs(self.kvm, machine.vcpu)
         msrs = self._msrs
-        writer.section(Kind.VM, "vm", codec.encode(cpu.save_vm(machine.vm, self.caps)))
+        writer.section(Kind.VM, "vm", codec.encode(cpu.save_vm(self.vm, self.caps)))
         for index, vcpu in enumerate(machine.vcpus):
             state = cpu.save_vcpu(vcpu, msrs, self.caps)
             state["running"] = running[index]
@@ -99,7 +103,7 @@ class StateLoader:
 
     def __init__(self, layout: MachineLayout) -> None:
         self.layout = layout
-        self.regions = {mr.name: mr for mr in layout.regions}
+        self.regions = {str(mr.name): mr for mr in layout.regions}
         self.pages = self.rounds = 0
         self.running = [False] * len(layout.machine.vcpus)
         self._wanted = {f"cpu/{i}" for i in range(len(layout.machine.vcpus))} | set(layout.devices) | {"vm"}
@@ -129,7 +133,7 @@ class StateLoader:
             raise StreamError(f"{section.label}: {err}", name) from err
         machine = self.layout.machine
         if section.kind == Kind.VM:
-            cpu.load_vm(machine.vm, state, section.label)
+            cpu.load_vm(self.layout.vm, state, section.label)
         elif section.kind == Kind.CPU:
             index = int(name.split("/")[1])
             if not isinstance(state, dict):

@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 import time
 from contextlib import ExitStack
-from typing import Any, Callable, Iterable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional
 
 from memapi import PAGE_SIZE, GlobalDirty, MemoryRegion
 
@@ -30,6 +30,9 @@ from .stats import MigrationStats, RoundStats
 from .stream import Kind, StreamReader, StreamWriter
 from .transport import Channel, connect
 
+if TYPE_CHECKING:
+    from ..base import MachineBase
+
 THROTTLE_SLICE = 0.010
 THROTTLE_INITIAL, THROTTLE_INCREMENT, THROTTLE_MAX = 20, 10, 99
 #: A round dirtying more than this share of the bytes it sent counts towards throttling.
@@ -38,7 +41,7 @@ THROTTLE_TRIGGER = 0.5
 Dirty = dict[MemoryRegion, list[int]]
 
 
-def migrate(machine: Any, uri: str, *, downtime_ms: float = 50, bandwidth: Optional[float] = None,
+def migrate(machine: "MachineBase", uri: str, *, downtime_ms: float = 50, bandwidth: Optional[float] = None,
             max_rounds: int = 30, auto_converge: bool = True, verify: bool = False, devices: Iterable[object] = (),
             on_round: Optional[Callable[[RoundStats], None]] = None, timeout: float = 10.0,
             meta: Optional[dict[str, Any]] = None) -> MigrationStats:
@@ -153,7 +156,7 @@ class Precopy:
         rate, self._synced = count / max(now - self._synced, 1e-6), now
         return dirty, count, rate
 
-    def _round(self, writer: StreamWriter, stats: MigrationStats, dirty: dict[MemoryRegion, Optional[list[int]]],
+    def _round(self, writer: StreamWriter, stats: MigrationStats, dirty: Mapping[MemoryRegion, Optional[list[int]]],
                count: int, rate: float, final: bool = False) -> RoundStats:
         """Send ``dirty`` (None: every page of the region) and close the round with a ROUND section."""
         began, before = time.monotonic(), writer.bytes_written
@@ -214,7 +217,7 @@ def _await_loaded(channel: Channel) -> None:
 class Throttle:
     """Auto-converge: a thread that holds every vCPU out of KVM_RUN for ``percent`` of the time."""
 
-    def __init__(self, machine: Any) -> None:
+    def __init__(self, machine: "MachineBase") -> None:
         self.machine = machine
         self.percent = 0
         self._stop = threading.Event()

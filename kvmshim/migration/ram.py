@@ -49,11 +49,17 @@ def ram_regions(root: MemoryRegion) -> list[MemoryRegion]:
         stack.extend(reversed(mr.subregions))
         if mr.alias_target is not None:
             stack.append(mr.alias_target)
-    names = [mr.name for mr in found]
+    names = [str(mr.name) for mr in found]
     twice = sorted({name for name in names if names.count(name) > 1})
     if twice:
         raise ConfigMismatch(f"two RAM regions named {twice[0]!r}: the stream names RAM by region")
     return found
+
+
+def view_of(mr: MemoryRegion) -> memoryview:
+    """The host memory of a RAM region (ram_regions returns only regions that have some)."""
+    assert mr.ram_block is not None, f"region {mr.name!r} has no RAM"
+    return mr.ram_block.view
 
 
 def pages_of(mr: MemoryRegion) -> int:
@@ -97,7 +103,7 @@ class RamSender:
 
     def send_runs(self, mr: MemoryRegion, page_runs: Iterable[tuple[int, int]]) -> None:
         """Batch the runs into sections of at most BATCH_PAGES pages."""
-        view = mr.ram_block.view
+        view = view_of(mr)
         batch: list[tuple[int, int]] = []
         contents: list[memoryview] = []
         zero = size = zeros = 0  # the zero bitmap as an int, bit i for the batch's page i
@@ -119,7 +125,7 @@ class RamSender:
     def _section(self, mr: MemoryRegion, batch: list[tuple[int, int]], zero: int, contents: list[memoryview],
                  size: int, zeros: int) -> None:
         head = _U32.pack(len(batch)) + b"".join(_RUN.pack(first, count) for first, count in batch)
-        self.writer.section(Kind.RAM, mr.name, head, zero.to_bytes(-(-size // 8), "little"), *contents)
+        self.writer.section(Kind.RAM, str(mr.name), head, zero.to_bytes(-(-size // 8), "little"), *contents)
         self.pages += size
         self.zero_pages += zeros
 
@@ -169,7 +175,7 @@ def load_pages(mr: MemoryRegion, payload: bytes) -> int:
     if len(raw) * 8 < total or len(payload) - offset != (total - zeros) * PAGE_SIZE:
         raise StreamError(f"{where}: {len(payload) - offset} bytes of contents for {total} pages, "
                           f"{zeros} of them zero", mr.name)
-    view, data, bit = mr.ram_block.view, memoryview(payload), 0
+    view, data, bit = view_of(mr), memoryview(payload), 0
     for first, n in batch:
         empty = [i for i in range(n) if zero >> (bit + i) & 1]
         for page in empty:
@@ -190,7 +196,7 @@ def load_pages(mr: MemoryRegion, payload: bytes) -> int:
 
 def page_digests(mr: MemoryRegion) -> bytes:
     """A CRC-32 of every page of ``mr`` (big-endian u32s): what verification compares."""
-    view = mr.ram_block.view
+    view = view_of(mr)
     digests = array("I", (zlib.crc32(view[o:o + PAGE_SIZE]) for o in range(0, mr.size, PAGE_SIZE)))
     digests.byteswap()
     return digests.tobytes()

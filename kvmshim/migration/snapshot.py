@@ -13,7 +13,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Optional, Union
+from typing import TYPE_CHECKING, Any, Iterable, Optional, Union
 
 from memapi import GlobalDirty
 
@@ -25,6 +25,9 @@ from .ram import RamSender, take_dirty
 from .stats import IncomingStats
 from .stream import Kind, StreamReader, StreamWriter
 from .transport import Listener, connect
+
+if TYPE_CHECKING:
+    from ..base import MachineBase
 
 PathLike = Union[str, Path]
 
@@ -47,7 +50,8 @@ class Snapshots:
     """Full and diff snapshots of one machine; ``close()`` (or ``with``) ends the dirty tracking
     that diff snapshots need. ``meta`` goes into every CONFIG section (the CLI records the guest)."""
 
-    def __init__(self, machine: Any, *, devices: Iterable[object] = (), meta: Optional[dict[str, Any]] = None) -> None:
+    def __init__(self, machine: "MachineBase", *, devices: Iterable[object] = (),
+                 meta: Optional[dict[str, Any]] = None) -> None:
         self.layout = MachineLayout(machine, devices)
         self.meta = meta or {}
         self.last: Optional[str] = None
@@ -122,7 +126,7 @@ def read_snapshot_config(path: PathLike) -> dict[str, Any]:
     return config
 
 
-def restore(machine: Any, *paths: PathLike, devices: Iterable[object] = ()) -> IncomingStats:
+def restore(machine: "MachineBase", *paths: PathLike, devices: Iterable[object] = ()) -> IncomingStats:
     """Load a full snapshot and the diffs that follow it, in order, into a machine whose vCPUs are
     stopped; the last one's vCPU and device state wins. Returns the last one's figures."""
     if not paths:

@@ -12,7 +12,7 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import BinaryIO, Callable, Optional
+from typing import Any, BinaryIO, Callable, Optional, Union, cast
 
 from .errors import LinkError, MigrationError
 
@@ -46,7 +46,7 @@ def _tcp_address(uri: str, address: str) -> tuple[str, int]:
 class Channel:
     """One end of a link; ``duplex`` when the other end can answer (a socket, not a file)."""
 
-    def __init__(self, uri: str, reader: Optional[BinaryIO], send: Optional[Callable[[bytes], object]],
+    def __init__(self, uri: str, reader: Optional[BinaryIO], send: Optional[Callable[[Any], object]],
                  closers: tuple[Callable[[], None], ...], commit: Optional[Callable[[], None]] = None) -> None:
         self.uri = uri
         self.duplex = reader is not None and send is not None
@@ -105,7 +105,7 @@ def _socket_channel(uri: str, sock: socket.socket, idle_timeout: float) -> Chann
     sock.settimeout(idle_timeout)
     if sock.family != socket.AF_UNIX:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    reader = sock.makefile("rb", buffering=_READ_BUFFER)
+    reader = cast(BinaryIO, sock.makefile("rb", buffering=_READ_BUFFER))
 
     def shut() -> None:
         try:
@@ -124,6 +124,7 @@ def connect(uri: str, timeout: float = 10.0, idle_timeout: float = IDLE_TIMEOUT)
     scheme, address = parse_uri(uri)
     if scheme == "file":
         return _file_writer(uri, Path(address))
+    target: Union[str, tuple[str, int]]
     if scheme == "unix":
         family, target = socket.AF_UNIX, address
     else:
@@ -177,7 +178,7 @@ class Listener:
             return
         if self.scheme == "unix":
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            target: object = self.address
+            target: Union[str, tuple[str, int]] = self.address
             if Path(self.address).is_socket():
                 os.unlink(self.address)  # a stale socket of an earlier run
         else:
