@@ -8,7 +8,7 @@ import sys
 from typing import Optional, Sequence
 
 #: Subcommand modules, in help order.
-COMMANDS = ("run", "mtree", "trace", "dirty_demo")
+COMMANDS = ("run", "qemu", "mtree", "trace", "dirty_demo")
 
 
 class _Parser(argparse.ArgumentParser):
