@@ -96,3 +96,18 @@ def test_unsupported_options_fail_in_one_line(tmp_path):
         done = subprocess.run([sys.executable, "-m", "kvmshim.cli", "qemu", "-nodefaults", *argv],
                               capture_output=True, timeout=60)
         assert done.returncode == 1 and needle in done.stderr and done.stderr.count(b"\n") == 1, done.stderr
+
+
+def test_a_multiboot_kernel_starts_the_second_vcpu_and_exits_through_isa_debug_exit(tmp_path):
+    """tests/data/guests/mb-smp.asm, run the way kvm-unit-tests runs its kernels: -kernel with -append,
+    -smp 2, pc-testdev and isa-debug-exit at 0xf4; the kernel checks each step itself."""
+    kernel = tmp_path / "mb-smp.bin"
+    subprocess.run(["nasm", "-f", "bin", "-o", str(kernel), str(Path(__file__).parent / "data/guests/mb-smp.asm")],
+                   check=True)
+    done = subprocess.run([sys.executable, "-m", "kvmshim.cli", "qemu", "--no-reboot", "-nodefaults", "-display",
+                           "none", "-serial", "stdio", "-smp", "2", "-device", "pc-testdev", "-device",
+                           "isa-debug-exit,iobase=0xf4,iosize=0x4", "-kernel", str(kernel), "-append", "hello world"],
+                          capture_output=True, timeout=120)
+    assert done.stdout.splitlines() == [f"{kernel} hello world".encode(),
+                                        b"mb-smp: fw_cfg says 2 CPUs, vCPU 1 started, pc-testdev ok"], done
+    assert done.returncode == 1  # isa-debug-exit: (0 << 1) | 1, as QEMU exits

@@ -88,7 +88,8 @@ class PcMachine(MachineBase):
                     vm.reinject_control(False)
 
     def _setup_vcpu(self, vcpu: Vcpu) -> None:
-        vcpu.reset_state()
+        if vcpu.id == 0:  # the others wait for INIT/SIPI as KVM creates them (MP state UNINITIALIZED)
+            vcpu.reset_state()
 
     def _load_kernel(self, name: str, kernel: bytes, modules: list[Module]) -> None:
         """QEMU's multiboot loader: the kernel sees "FILE APPEND" and each ``-initrd`` module."""
