@@ -111,3 +111,60 @@ def test_a_multiboot_kernel_starts_the_second_vcpu_and_exits_through_isa_debug_e
     assert done.stdout.splitlines() == [f"{kernel} hello world".encode(),
                                         b"mb-smp: fw_cfg says 2 CPUs, vCPU 1 started, pc-testdev ok"], done
     assert done.returncode == 1  # isa-debug-exit: (0 << 1) | 1, as QEMU exits
+
+
+SCREEN_SECTOR = r"""
+bits 16
+org 0x7c00
+    xor ax, ax
+    mov ds, ax
+    mov si, text
+.tty:                               ; int 10h teletype: SeaBIOS's sercon mirrors it on COM1
+    lodsb
+    test al, al
+    jz .screen
+    mov ah, 0x0e
+    mov bx, 7
+    int 0x10
+    jmp .tty
+.screen:                            ; and the same bytes straight into the VGA text buffer
+    mov ax, 0xb800
+    mov es, ax
+    xor di, di
+    mov si, text
+.cell:
+    lodsb
+    cmp al, 13
+    je .done
+    mov ah, 0x2f
+    stosw
+    jmp .cell
+.done:
+    sti
+    mov cx, 3                       ; three timer ticks: sercon sends its last character lazily
+.tick:
+    hlt
+    loop .tick
+    mov al, 0x21
+    out 0x1, al                     ; placeholder, patched below to isa-debug-exit's port 0x501
+    hlt
+text: db "hello from a boot sector", 13, 10, 0
+times 510 - ($ - $$) db 0
+dw 0xaa55
+""".replace("    out 0x1, al                     ; placeholder, patched below to isa-debug-exit's port 0x501",
+            "    mov dx, 0x501\n    out dx, al")
+
+
+def test_run_machine_pc_boots_a_disk_shows_its_screen_and_takes_its_status(tmp_path):
+    """`kvmshim run --machine pc --disk`: the boot sector's int 10h text reaches the terminal (sercon),
+    its video memory the screenshot, its isa-debug-exit write the exit status (0x21 << 1 | 1)."""
+    (tmp_path / "boot.asm").write_text(SCREEN_SECTOR)
+    subprocess.run(["nasm", "-f", "bin", "-o", str(tmp_path / "boot.bin"), str(tmp_path / "boot.asm")], check=True)
+    disk = tmp_path / "disk.img"
+    disk.write_bytes((tmp_path / "boot.bin").read_bytes() + bytes(511 * 512))
+    png = tmp_path / "screen.png"
+    done = subprocess.run([sys.executable, "-m", "kvmshim.cli", "run", "--machine", "pc", "--disk", f"{disk},readonly",
+                           "--sercon", "--screenshot", str(png), "--timeout", "120"], capture_output=True, timeout=180)
+    assert done.returncode == 0x43, done
+    assert b"hello from a boot sector" in done.stdout
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

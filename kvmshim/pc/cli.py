@@ -1,7 +1,8 @@
 """`--machine pc` for the `run` and `mtree` subcommands: kvmshim's own spelling of the pc machine.
 
 The options become a QemuConfig, so `kvmshim run --machine pc --disk d.img` and `kvmshim qemu -M pc
--drive file=d.img,format=raw,if=ide -serial stdio` build the same machine. COM1 is the terminal.
+-drive file=d.img,format=raw,if=ide -serial stdio -device isa-debug-exit` build the same machine.
+COM1 is the terminal; isa-debug-exit at 0x501 ends the run with QEMU's status ``(v << 1) | 1``.
 With nothing to boot, the run ends when SeaBIOS reports "No bootable device" and its log
 (debug console 0x402) is shown; otherwise the log goes to ``--bios-log`` if given.
 """
@@ -13,7 +14,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Callable, Optional
 
-from ..qemu_config import Boot, Chardev, Cpu, Drive, FwCfgFile, IsaDebugcon, QemuConfig, Smp
+from ..qemu_config import Boot, Chardev, Cpu, Drive, FwCfgFile, IsaDebugcon, IsaDebugExit, QemuConfig, Smp
 from .fw_cfg import sercon_port_file
 from .memmap import BIOS_ALIGN
 
@@ -72,7 +73,7 @@ def config(args: argparse.Namespace) -> QemuConfig:
                       cores=args.smp), cpu=Cpu(cpu, tuple(features)), kernel=args.kernel,
                       append=getattr(args, "append", None), initrd=getattr(args, "initrd", None), drives=drives,
                       boot=Boot(args.boot or ("c" if drives else "cad")), serial=(Chardev("stdio"),),
-                      devices=(IsaDebugcon(log_sink, iobase=0x402),), fw_cfg=fw_cfg,
+                      devices=(IsaDebugcon(log_sink, iobase=0x402), IsaDebugExit()), fw_cfg=fw_cfg,
                       vga="std" if args.screen or args.screenshot else "none", nodefaults=True)
 
 
@@ -104,9 +105,7 @@ def _show_screen(stack: ExitStack, machine) -> None:
     from ..screen import TerminalScreen
 
     machine.board.serials[0].on_output = None
-    screen = TerminalScreen(machine.board.vga, sys.stdout)
-    stack.callback(screen.stop)
-    screen.start()
+    stack.enter_context(TerminalScreen(machine.board.vga, sys.stdout))
 
 
 def mtree(args: argparse.Namespace) -> int:
