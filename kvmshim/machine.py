@@ -172,12 +172,14 @@ class Machine(BareMachine):
     def run_until_call(self, timeout: Optional[float] = None) -> ucall.Record:
         """Run the first vCPU to the guest's next call (SYNC, PRINTF, ASSERT, DONE) and return it as a
         typed record; ``Stopped`` if the guest halted or exited first (see kvmshim.ucall)."""
+        __tracebackhide__ = True  # pytest: a failure report starts at the test's line
         return ucall.run_until_call(self, timeout, self.ucall)
 
     def run_until_done(self, timeout: Optional[float] = None,
                        on_print: Optional[Callable[[str], None]] = None) -> list[Union[ucall.Sync, ucall.Print]]:
         """Run to the guest's DONE and return its SYNC and PRINTF calls; a failed guest ASSERT raises
         GuestAssertionError naming the guest's file and line."""
+        __tracebackhide__ = True
         return ucall.run_until_done(self, timeout, self.ucall, on_print)
 
 

@@ -8,7 +8,8 @@ Markers:
 * ``@pytest.mark.kvm``: the test needs /dev/kvm. It is skipped, with the reason, only when
   /dev/kvm cannot be opened; the fixtures below that make KVM objects imply it.
 * ``@pytest.mark.requires_cap("IRQFD", "KVM_CAP_DIRTY_LOG_RING", Cap.COALESCED_PIO, ...)``: skipped
-  unless KVM_CHECK_EXTENSION on /dev/kvm offers each capability (implies ``kvm``).
+  unless KVM_CHECK_EXTENSION on /dev/kvm offers each capability (implies ``kvm``); a name that is
+  no capability of linux/kvm.h stops the run.
 * ``@pytest.mark.machine_options(ram_size=..., vcpus=2, ...)``: what ``kvm_machine`` and
   ``kvm_bare_machine`` pass to their machine's constructor.
 
@@ -76,29 +77,34 @@ def _extension(cap: int) -> int:
 
 
 def capability(cap: Union[str, int]) -> "Cap":
-    """A ``kvm.Cap`` from ``"IRQFD"``, ``"KVM_CAP_IRQFD"``, ``Cap.IRQFD`` or its number."""
+    """A ``kvm.Cap`` from ``"IRQFD"``, ``"KVM_CAP_IRQFD"``, ``Cap.IRQFD`` or its number; a name that is
+    no KVM_CAP_* of linux/kvm.h stops the run, so a typo never passes for a missing capability."""
     from kvm import Cap
 
     if isinstance(cap, str):
         name = cap.upper().removeprefix("KVM_CAP_")
         if name not in Cap.__members__:
-            raise pytest.UsageError(f"requires_cap: {cap!r} is not a capability of linux/kvm.h")
+            raise pytest.UsageError(f"requires_cap: {cap!r} is not a KVM_CAP_* of linux/kvm.h")
         return Cap[name]
     return Cap(cap)
 
 
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    caps = [cap for mark in item.iter_markers("requires_cap") for cap in mark.args]
+def skip_reason(item: pytest.Item) -> str:
+    """Why ``item`` cannot run here ("" if it can): /dev/kvm, then each capability it requires."""
+    caps = [capability(cap) for mark in item.iter_markers("requires_cap") for cap in mark.args]
     needs_kvm = (item.get_closest_marker("kvm") is not None or bool(caps)
                  or any(name in KVM_FIXTURES for name in getattr(item, "fixturenames", ())))
-    if not needs_kvm:
-        return
-    reason = kvm_unavailable()
-    if reason:
-        pytest.skip(reason)
-    missing = [f"KVM_CAP_{c.name}" for c in map(capability, caps) if not _extension(c)]
-    if missing:
-        pytest.skip(f"this kernel's KVM does not offer {', '.join(missing)}")
+    if not needs_kvm or kvm_unavailable():
+        return kvm_unavailable() if needs_kvm else ""
+    missing = [f"KVM_CAP_{cap.name}" for cap in caps if not _extension(cap)]
+    return f"this kernel's KVM does not offer {', '.join(missing)}" if missing else ""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        reason = skip_reason(item)
+        if reason:
+            item.add_marker(pytest.mark.skip(reason=reason))
 
 
 # ---------------------------------------------------------------- KVM objects
@@ -238,12 +244,13 @@ def kvm_trace() -> Callable[..., list["IoctlEvent"]]:
 # ---------------------------------------------------------------- guest assertions
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
-    outcome = yield
+    outcome: Any = yield
     ucall = sys.modules.get("kvmshim.ucall")  # not imported: no guest can have asserted
-    if call.excinfo is None or ucall is None or not call.excinfo.errisinstance(ucall.GuestAssertionError):
+    error = call.excinfo.value if call.excinfo is not None else None
+    if ucall is None or not isinstance(error, ucall.GuestAssertionError):
         return
-    failed = call.excinfo.value.failed
-    outcome.get_result().sections.append(("guest assertion", guest_source_excerpt(failed.file, failed.line)))
+    outcome.get_result().sections.append(("guest assertion", guest_source_excerpt(error.failed.file,
+                                                                                  error.failed.line)))
 
 
 def guest_source_excerpt(file: str, line: int, context: int = 2) -> str:
@@ -262,7 +269,8 @@ def _user_lines(lines: list[str]) -> list[tuple[int, str]]:
     """(line number, text) as the assembler counted them. A ``#line N`` directive (cpp: the next
     line is N) or ``%line N+M`` (NASM: the directive's own line is N) ends an inline guest's
     prelude: the lines before it are left out."""
-    out, number = [], 1
+    out: list[tuple[int, str]] = []
+    number = 1
     for text in lines:
         directive = text.split()
         if len(directive) == 2 and directive[0] in ("#line", "%line"):

@@ -35,7 +35,7 @@ def cli_options(options: dict) -> list[str]:
 
 @pytest.mark.kvm
 @pytest.mark.parametrize("case", RUNS)
-def test_each_format_runs_from_the_command_line(case, files, tmp_path):
+def test_each_format_runs_from_the_command_line(case, files, tmp_path):  # noqa: F811 - the fixture
     guest, options, output, status, _ = RUNS[case]
     path = files.get(guest, DATA / guest)
     (tmp_path / INITRD.cmdline.split()[0]).write_bytes(INITRD.data)
