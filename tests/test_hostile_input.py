@@ -62,8 +62,8 @@ CASES = {
     "entry point not SEG:OFF": (["run", "hello", "--entry", "10000:0"], "not an entry point: '10000:0'", False),
     "unknown debug-exit convention": (["run", "hello", "--debug-exit", "dos"], "invalid choice: 'dos'", False),
     "no guest": (["run"], "a guest is required", False),
-    "a guest for --machine pc": (["run", "--machine", "pc", "hello"], "--machine pc boots its firmware: hello apply "
-                                 "to the test machine", False),
+    "a guest for --machine pc": (["run", "--machine", "pc", "hello"], "--machine pc boots its own firmware: drop "
+                                 "hello (for the test machine)", False),
     "unknown subcommand": (["boot"], "invalid choice: 'boot'", False),
     "unknown option": (["run", "hello", "--turbo"], "unrecognized arguments: --turbo", False),
     "BIOS file not 64 KiB": (["run", "--machine", "pc", "--bios", "{dir}/garbage.bin"],

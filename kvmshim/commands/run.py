@@ -130,7 +130,7 @@ def run(args) -> int:
         given = [f"--{name}" for name in ("load", "entry", "append", "initrd", "strict") if getattr(args, name)]
         if args.guest is not None or given:
             test_only = ([args.guest] if args.guest is not None else []) + given
-            raise UsageError(f"--machine pc boots its firmware: {', '.join(test_only)} apply to the test machine")
+            raise UsageError(f"--machine pc boots its own firmware: drop {' '.join(test_only)} (for the test machine)")
         return pc_cli.run(args, ExitTrace() if args.trace_exits else None)
     if args.guest is None:
         raise UsageError("a guest is required: a bundled name (python -m guests list) or a file; or --machine pc")
