@@ -131,3 +131,16 @@ def test_ram_sizes_take_k_m_g_and_t():
 def test_a_terabyte_of_ram_is_only_reserved(guest_asm):
     """-m 1T maps 1 TiB without touching it (MAP_NORESERVE), as QEMU's -m does."""
     assert kvmshim("run", "-m", "1T", str(guest_asm("    EXIT 9\n"))).returncode == 9
+
+
+@pytest.mark.kvm
+def test_trace_lines_stay_whole_in_a_pipe_shared_with_the_guest():
+    """`kvmshim trace` and the traced run's serial output in one pipe: the guest's bytes fall between
+    trace lines, never inside one."""
+    done = subprocess.run([sys.executable, "-m", "kvmshim", "trace", "--", sys.executable, "-m", "kvmshim", "run",
+                           "hello"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120)
+    text = done.stdout.decode()
+    lines = re.findall(r"ioctl\(.*?\n", text)
+    line = re.compile(r"ioctl\(\d+<(kvm|vm|vcpu\d+)>, [A-Z_0-9]+, .*\) = .*\n")
+    assert done.returncode == 0 and len(lines) > 50 and all(line.fullmatch(x) for x in lines)
+    assert re.sub(r"ioctl\(.*?\n", "", text) == HELLO.decode()
