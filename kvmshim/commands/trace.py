@@ -6,9 +6,11 @@ never interleave with what the traced command writes to the same terminal or pip
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
+from typing import Optional, TextIO
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -23,14 +25,32 @@ def add_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
+class StreamLines:
+    """LineWriter's ``line()`` on a text stream that has no fd (a caller replaced sys.stderr)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def line(self, text: str) -> None:
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+
+def _stderr_fd() -> Optional[int]:
+    try:
+        return sys.stderr.fileno()
+    except (AttributeError, io.UnsupportedOperation):
+        return None
+
+
 def run(args) -> int:
     from ..trace import LineWriter, Summary, Tracer, format_event, format_summary
 
     sys.stderr.flush()  # what kvmshim wrote before goes out before the first trace line
     fd = (os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666) if args.output
-          else sys.stderr.fileno())
+          else _stderr_fd())
     try:
-        out = LineWriter(fd)
+        out = LineWriter(fd) if fd is not None else StreamLines(sys.stderr)
         summary = Summary()
         tracer = Tracer(keep_events=False)
 
