@@ -59,10 +59,12 @@ class LoadedGuest:
 
     @property
     def cs(self) -> int:
+        """The entry code segment (real mode) or selector (32/64-bit)."""
         return self.plan.entry.cs
 
     @property
     def ip(self) -> int:
+        """The entry IP, an offset in ``cs`` (real mode), or the entry EIP/RIP."""
         return self.plan.entry.ip
 
     @property

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from kvmshim import BareMachine, Machine, MachineBase
+from kvmshim.machine import LoadedGuest
 from kvmshim.ucall import Print, Stopped, Sync
 from memapi import MemoryRegion
 
@@ -163,7 +164,7 @@ def test_mtree_marks_kvm_slots(kvm_machine):
 # ---------------------------------------------------------------- the Machine API
 def test_every_public_method_has_a_docstring():
     """help(Machine) is a user's first stop: each public method and property says what it does."""
-    for cls in (Machine, BareMachine):
+    for cls in (Machine, BareMachine, LoadedGuest):
         undocumented = [name for name, member in inspect.getmembers(cls)
                         if not name.startswith("_") and (inspect.isfunction(member) or isinstance(member, property))
                         and name not in vars(MachineBase) and not inspect.getdoc(member)]
