@@ -68,7 +68,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     load.add_argument("--entry", type=entry_point, metavar="SEG:OFF|ADDR",
                       help="enter at SEG:OFF (hex, real mode: 07c0:0000) or at ADDR (32/64-bit guests)")
     load.add_argument("--append", default="", metavar="CMDLINE",
-                      help="a multiboot kernel's command line (a .COM's command tail)")
+                      help="a multiboot kernel's command line (a .COM's command tail; with --machine pc, "
+                           "--kernel's)")
     load.add_argument("--initrd", metavar="'FILE [ARGS],...'",
                       help="multiboot modules, comma-separated, each a file and its command line (as QEMU's)")
     devices = p.add_argument_group("test machine devices")
@@ -127,7 +128,7 @@ def run(args) -> int:
     from ..machine import Machine, stdout_writer
 
     if args.machine == "pc":
-        given = [f"--{name}" for name in ("load", "entry", "append", "initrd", "strict") if getattr(args, name)]
+        given = [f"--{name}" for name in ("load", "entry", "strict") if getattr(args, name)]
         if args.guest is not None or given:
             test_only = ([args.guest] if args.guest is not None else []) + given
             raise UsageError(f"--machine pc boots its own firmware: drop {' '.join(test_only)} (for the test machine)")
