@@ -19,6 +19,7 @@ COMMANDS = ("run", "qemu", "mtree", "trace", "dirty_demo")
 EPILOG = f"""\
 exit status:
   run      the guest's debug-exit status (0 for a guest that halts)
+  qemu     qemu-system-x86_64's: isa-debug-exit's status, 1 for an option it does not model
   trace    the traced command's status
   {EXIT_ERROR}      kvmshim itself failed (a bad command line, a guest that cannot be built or
            loaded, a guest fault or timeout, a failed ioctl): a 'kvmshim: error:' line on

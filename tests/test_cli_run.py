@@ -100,7 +100,7 @@ def test_trace_exits_names_the_region_of_each_exit():
 
 def test_commands_version_and_help():
     bare = kvmshim()
-    assert bare.returncode == 0 and re.search(rb"commands:\n  COMMAND\n    run .*\n    mtree .*\n    trace ", bare.stdout)
+    assert bare.returncode == 0 and re.search(rb"commands:\n  COMMAND\n    run .*\n    qemu .*\n    mtree .*\n    trace ", bare.stdout)
     assert b"125      kvmshim itself failed" in bare.stdout and bare.stdout == kvmshim("--help").stdout
     version = kvmshim("--version")
     assert version.returncode == 0 and re.fullmatch(rb"kvmshim \d+\.\d+\.\d+\n", version.stdout)
