@@ -144,3 +144,14 @@ def test_trace_lines_stay_whole_in_a_pipe_shared_with_the_guest():
     line = re.compile(r"ioctl\(\d+<(kvm|vm|vcpu\d+)>, [A-Z_0-9]+, .*\) = .*\n")
     assert done.returncode == 0 and len(lines) > 50 and all(line.fullmatch(x) for x in lines)
     assert re.sub(r"ioctl\(.*?\n", "", text) == HELLO.decode()
+
+
+def test_pc_only_options_are_refused_for_the_test_machine():
+    done = kvmshim("run", "hello", "--smp", "2", "--disk", "x.img")
+    assert done.returncode == EXIT_ERROR and done.stderr.strip() == b"kvmshim: error: --disk --smp: only with --machine pc"
+
+
+def test_trace_exits_names_the_regions_of_the_pc_machine():
+    done = kvmshim("run", "--machine", "pc", "--trace-exits", "--timeout", "60")
+    assert done.returncode == 0, done.stderr[-500:]
+    assert re.search(rb"\[pio 0x0510 <- 0x0000 size 2 fwcfg\+0x0\]", done.stderr), done.stderr[:500]

@@ -86,10 +86,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 class ExitTrace:
     """--trace-exits: a line on stderr per PIO/MMIO exit, naming the region the access reached (looked
-    up in the space's current FlatView as the line is printed); without spaces, the address only."""
+    up in the space's current FlatView as the line is printed)."""
 
-    def __init__(self, spaces: Optional[Mapping[str, "AddressSpace"]] = None) -> None:
-        self.spaces = spaces or {}
+    def __init__(self, spaces: Mapping[str, "AddressSpace"]) -> None:
+        self.spaces = spaces
 
     def __call__(self, kind: str, addr: int, value: int, size: int, is_write: bool) -> None:
         arrow = "<-" if is_write else "->"
@@ -104,6 +104,10 @@ class ExitTrace:
         if hit is None:
             return " (unassigned)"
         return f" {hit.mr.name}+{addr - hit.start + hit.offset_in_region:#x}"
+
+
+def exit_trace(machine) -> ExitTrace:
+    return ExitTrace({"pio": machine.io_space, "mmio": machine.memory})
 
 
 def modules(text: Optional[str]) -> list:
@@ -132,7 +136,9 @@ def run(args) -> int:
         if args.guest is not None or given:
             test_only = ([args.guest] if args.guest is not None else []) + given
             raise UsageError(f"--machine pc boots its own firmware: drop {' '.join(test_only)} (for the test machine)")
-        return pc_cli.run(args, ExitTrace() if args.trace_exits else None)
+        return pc_cli.run(args, exit_trace if args.trace_exits else None)
+    if pc_cli.pc_only_given(args):
+        raise UsageError(f"{' '.join(pc_cli.pc_only_given(args))}: only with --machine pc")
     if args.guest is None:
         raise UsageError("a guest is required: a bundled name (python -m guests list) or a file; or --machine pc")
     with Machine(args.ram or parse_size("16M"), on_output=stdout_writer, debug_exit=args.debug_exit,
@@ -146,6 +152,6 @@ def run(args) -> int:
             raise UsageError(f"--append applies to multiboot kernels and .COM programs; {guest.plan.name} is a "
                              f"{fmt.value} guest")
         if args.trace_exits:
-            machine.runner.on_exit = ExitTrace({"pio": machine.io_space, "mmio": machine.memory})
+            machine.runner.on_exit = exit_trace(machine)
         machine.run(args.timeout)
         return machine.exit_status

@@ -19,6 +19,9 @@ from .fw_cfg import sercon_port_file
 from .memmap import BIOS_ALIGN
 
 Trace = Callable[[str, int, int, int, bool], None]
+#: The options only --machine pc takes, and their defaults.
+PC_ONLY = {"bios": None, "disk": [], "boot": None, "kernel": None, "smp": 1, "cpu": "qemu64", "sercon": False,
+           "screen": False, "screenshot": None, "bios_log": None}
 
 
 def bios_file(text: str) -> Path:
@@ -77,8 +80,14 @@ def config(args: argparse.Namespace) -> QemuConfig:
                       vga="std" if args.screen or args.screenshot else "none", nodefaults=True)
 
 
-def run(args: argparse.Namespace, trace: Optional[Trace] = None) -> int:
-    """Boot; COM1 is the terminal (Ctrl-A x quits); the status is isa-debug-exit's, else 0."""
+def pc_only_given(args: argparse.Namespace) -> list[str]:
+    """The --machine pc options set in ``args`` (for the test machine's refusal)."""
+    return [f"--{name.replace('_', '-')}" for name, default in PC_ONLY.items() if getattr(args, name) != default]
+
+
+def run(args: argparse.Namespace, trace: Optional[Callable[..., Trace]] = None) -> int:
+    """Boot; COM1 is the terminal (Ctrl-A x quits); the status is isa-debug-exit's, else 0.
+    ``trace(machine)`` makes the --trace-exits hook once the machine exists."""
     from ..chardev import open_chardevs
     from .machine import PcMachine
 
@@ -89,7 +98,8 @@ def run(args: argparse.Namespace, trace: Optional[Trace] = None) -> int:
         open_chardevs(stack, machine, quit=machine.stop)
         if args.screen:
             _show_screen(stack, machine)
-        machine.runner.on_exit = trace
+        if trace is not None:
+            machine.runner.on_exit = trace(machine)
         try:
             machine.boot(args.timeout)
         finally:
