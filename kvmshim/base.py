@@ -19,7 +19,7 @@ import time
 import warnings
 from typing import ContextManager, Iterator, Optional
 
-from kvm import Cap, Kvm, Vcpu, Vm
+from kvm import Cap, Kvm, Registers, Vcpu, Vm
 from listeners.kvm_dirty_ring import KVMDirtyRingListener
 from listeners.kvm_memory import KVMIoListener, KVMMemoryListener
 from listeners.vcpu_runner import CoalescedRing, RunOutcome, VcpuRunner, paused
@@ -154,6 +154,15 @@ class MachineBase:
         """Hold every vCPU out of KVM_RUN for the block (the KVM listener's inhibit)."""
         return paused(*self.runners)
 
+    def registers(self, vcpu: int = 0) -> Registers:
+        """vCPU ``vcpu``'s general registers as plain ints (KVM_GET_REGS)."""
+        return self.vcpus[vcpu].registers()
+
+    def set_registers(self, vcpu: int = 0, **regs: int) -> None:
+        """Set the named general registers of vCPU ``vcpu`` (``rip=0x1000, rax=1``); the others keep
+        their values."""
+        self.vcpus[vcpu].set_registers(**regs)
+
     # ------------------------------------------------------------ inspection
     def mtree(self, flatview: bool = False, disabled: bool = False, owner: bool = False) -> str:
         """`info mtree` of this machine; with ``flatview``, KVM-mapped ranges are marked ` KVM`."""
@@ -174,6 +183,7 @@ class MachineBase:
 
     @property
     def closed(self) -> bool:
+        """Whether close() has run (the fds are gone; the regions still answer, without a VM)."""
         return self._closed
 
     def close(self) -> None:

@@ -58,15 +58,13 @@ def _parser() -> argparse.ArgumentParser:
 def _errors() -> tuple[type[BaseException], ...]:
     """The root of each layer's errors: what becomes a ``kvmshim: error:`` line, never a traceback."""
     from guests import GuestError
-    from kvm import KvmError, KvmUnavailableError, MsrAccessError
+    from kvm import KvmError
     from listeners.errors import BridgeError
     from memapi import MemApiError
 
     from .errors import KvmshimError
 
-    # KvmUnavailableError and MsrAccessError are kvm/'s too, but not KvmErrors (OSError).
-    return (MemApiError, KvmError, KvmUnavailableError, MsrAccessError, BridgeError, GuestError, KvmshimError,
-            OSError)
+    return (MemApiError, KvmError, BridgeError, GuestError, KvmshimError, OSError)
 
 
 def report(err: BaseException) -> None:

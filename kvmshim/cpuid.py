@@ -19,8 +19,10 @@ from typing import Optional
 from kvm import CpuidEntry
 from kvm.cpuid import SIGNIFICANT_INDEX
 
+from .errors import KvmshimError
 
-class CpuModelError(ValueError):
+
+class CpuModelError(KvmshimError, ValueError):
     """An unknown CPU model or feature, or a malformed ``-cpu`` option."""
 
 

@@ -16,7 +16,6 @@ from typing import Callable, Optional, Sequence, Union
 import guests
 from guests import LoadPlan, Module
 from guests.formats import EntryPoint
-from kvm import Registers
 from memapi import MemoryRegion
 
 from . import loader, ucall
@@ -118,14 +117,6 @@ class BareMachine(MachineBase):
             self.memory.write_int(loaded.image_gpa + offsets[name], value, 4)
 
     # ------------------------------------------------------------ registers
-    def registers(self, vcpu: int = 0) -> Registers:
-        """vCPU ``vcpu``'s general registers as plain ints (KVM_GET_REGS)."""
-        return self.vcpus[vcpu].registers()
-
-    def set_registers(self, vcpu: int = 0, **regs: int) -> None:
-        """Set the named general registers of vCPU ``vcpu`` (``rip=0x1000, rax=1``); the others keep
-        their values."""
-        self.vcpus[vcpu].set_registers(**regs)
 
 
 class Machine(BareMachine):

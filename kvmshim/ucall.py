@@ -19,6 +19,8 @@ from kvm import Vcpu
 from listeners.vcpu_runner import RunOutcome, VcpuRunner
 from memapi import AddressSpace, Endianness, MemApiError, MemoryRegion, MemoryRegionOps, MemTxResult
 
+from .errors import KvmshimError
+
 UCALL_PORT = 0x99
 _OUT_IMM8 = 0xE6
 _MAGIC = b"uc"
@@ -91,7 +93,7 @@ class GuestAssertionError(AssertionError):
         self.failed = failed
 
 
-class UcallError(RuntimeError):
+class UcallError(KvmshimError):
     """The guest ended, or made a malformed call, where run_until_done expected more calls."""
 
 
@@ -119,7 +121,9 @@ class Runnable(Protocol):
     memory: AddressSpace
     vcpus: list[Vcpu]
     runners: list[VcpuRunner]
-    exit_status: int
+
+    @property
+    def exit_status(self) -> int: ...
 
     def run(self, timeout: Optional[float] = None) -> RunOutcome: ...
 
