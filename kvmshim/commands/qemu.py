@@ -58,6 +58,10 @@ def qemu(argv: Sequence[str]) -> int:
         for warning in machine.warnings:
             print(f"{PROG}: warning: {warning}", file=sys.stderr)
         open_chardevs(stack, machine, quit=machine.stop)
+        if config.display == "curses" and machine.board.vga is not None:
+            from ..screen import TerminalScreen
+
+            stack.enter_context(TerminalScreen(machine.board.vga, sys.stdout))  # the text screen, redrawn live
         try:
             machine.boot(timeout=None)
         except TripleFault:
