@@ -1,57 +1,129 @@
-"""Exit round trip through the whole stack vs a minimal C loop running the same guest code.
+"""The exit path: one ROM's PIO and MMIO exits under a bare C loop, QEMU 7.2 + KVM and `kvmshim run`.
 
-Prints microseconds per exit for PIO and MMIO and the ratio of exit rates (Python / C).
+bench/guest_src/exit_rom.S is a 64 KiB ROM entered from the reset vector, so the same bytes run
+under bench/c/rom_loop.c (raw KVM, exits handled in C), ``qemu-system-x86_64 -bios`` and
+``kvmshim run``: COUNT OUTs to port 0x700, or COUNT byte stores to MMIO at 0xd0000, then the
+debug-exit port. Each of the three runs the ROM with a short and a long COUNT as a whole process;
+the difference of the wall times over the difference of the counts is the cost of one exit, with
+start-up and teardown cancelled. Runs are interleaved (C, QEMU, kvmshim, C, ...), medians of
+REPEATS. Then the memory core's general path (an owned device, a 4-byte access split into bytes)
+against the exit fast path, in this process. Figures and ratios only; writes bench/build/exits.png.
 """
 from __future__ import annotations
 
+import shutil
+import statistics
 import subprocess
+import sys
 import time
+import timeit
 from pathlib import Path
 
 import guests
-from kvmshim.machine import Machine
-from memapi import MemoryRegion, MemoryRegionOps
+import memapi
+from memapi import AccessRules, AddressSpace, MemoryRegion, MemoryRegionOps
 
 HERE = Path(__file__).resolve().parent
 BUILD = HERE / "build"
+SHORT, LONG = 20_000, 220_000
+REPEATS = 3
+KINDS = {"PIO": 0, "MMIO": 1}
+QEMU = shutil.which("qemu-system-x86_64")
+
+
+def rom(kind: int, count: int) -> Path:
+    """The ROM for ``kind`` and ``count`` (a source with both set, built through the guest cache)."""
+    template = (HERE / "guest_src" / "exit_rom.S").read_text()
+    header, rest = template.split("\n", 1)
+    source = BUILD / f"exit_rom-{kind}-{count}.S"
+    BUILD.mkdir(exist_ok=True)
+    source.write_text(f"{header}\n.set COUNT, {count}\n.set KIND, {kind}\n{rest}")
+    return guests.build(source)
 
 
 def c_loop() -> Path:
-    BUILD.mkdir(exist_ok=True)
-    exe = BUILD / "exit_loop"
-    source = HERE / "c" / "exit_loop.c"
+    exe, source = BUILD / "rom_loop", HERE / "c" / "rom_loop.c"
     if not exe.exists() or exe.stat().st_mtime < source.stat().st_mtime:
+        BUILD.mkdir(exist_ok=True)
         subprocess.run(["gcc", "-O2", "-o", str(exe), str(source)], check=True)
     return exe
 
 
-def run_c(image: Path) -> float:
-    exits, seconds = subprocess.run([str(c_loop()), str(image)], capture_output=True, text=True,
-                                    check=True).stdout.split()
-    return float(seconds) / int(exits)
+def commands(image: Path) -> dict[str, list[str]]:
+    """How each system runs the ROM (each exits once the ROM writes the debug-exit port)."""
+    out = {"C": [str(c_loop()), str(image)],
+           "kvmshim": [str(Path(sys.executable).with_name("kvmshim")), "run", str(image.with_suffix(".S"))]}
+    if QEMU is not None:
+        out["QEMU"] = [QEMU, "-accel", "kvm", "-M", "pc", "-m", "16", "-nodefaults", "-display", "none",
+                       "-bios", str(image), "-device", "isa-debug-exit,iobase=0x501,iosize=1", "-no-reboot"]
+    return out
 
 
-def run_python(guest: Path) -> float:
-    with Machine() as m:
-        ops = MemoryRegionOps(read=lambda mr, a, s: 0, write=lambda mr, a, v, s: None)
-        m.io.add_subregion(0x700, MemoryRegion.io("bench-port", 1, ops))
-        m.system.del_subregion(m.testdev.region)
-        m.system.add_subregion_overlap(0xD0000, MemoryRegion.io("bench-mmio", 0x1000, ops), 1)
-        m.load(guest)
-        start = time.perf_counter()
-        outcome = m.run(timeout=120)
-        return (time.perf_counter() - start) / outcome.exits
+def wall(argv: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+    return time.perf_counter() - start
+
+
+def exit_costs() -> dict[str, dict[str, float]]:
+    """kind -> system -> seconds per exit (median of REPEATS, start-up cancelled)."""
+    results: dict[str, dict[str, float]] = {}
+    for kind, code in KINDS.items():
+        images = {count: rom(code, count) for count in (SHORT, LONG)}
+        for count, image in images.items():  # build, and warm the caches, before timing
+            for argv in commands(image).values():
+                wall(argv)
+        samples: dict[str, list[float]] = {}
+        for _ in range(REPEATS):
+            for system in commands(images[SHORT]):
+                short, long = (wall(commands(images[n])[system]) for n in (SHORT, LONG))
+                samples.setdefault(system, []).append((long - short) / (LONG - SHORT))
+        results[kind] = {system: statistics.median(values) for system, values in samples.items()}
+    return results
+
+
+def general_path() -> dict[str, float]:
+    """Microseconds per access through AddressSpace: the exit fast path, an owned device, a split access."""
+    rules, ops = AccessRules(1, 4), MemoryRegionOps(read=lambda mr, a, s: 0, write=lambda mr, a, v, s: None)
+    split = MemoryRegionOps(read=lambda mr, a, s: 0, write=lambda mr, a, v, s: None, valid=rules,
+                            impl=AccessRules(1, 1))
+    root = MemoryRegion.io("io", 0x10000, memapi.UNASSIGNED_IO_OPS)
+    root.add_subregion(0x700, MemoryRegion.io("plain", 4, ops))
+    root.add_subregion(0x710, MemoryRegion.io("owned", 4, ops, owner=object()))
+    root.add_subregion(0x720, MemoryRegion.io("split", 4, split))
+    space = AddressSpace(root, "bench-io", memapi.MemorySystem("bench"))
+    cases = {"plain store (exit path)": lambda: space.store(0x700, 5, 1),
+             "owned device, write_int": lambda: space.write_int(0x710, 5, 1),
+             "owned device, read_int": lambda: space.read_int(0x710, 1),
+             "4 bytes split into bytes": lambda: space.write_int(0x720, 5, 4)}
+    n = 100_000
+    return {name: min(timeit.repeat(fn, number=n, repeat=5)) / n * 1e6 for name, fn in cases.items()}
 
 
 def main() -> None:
-    print("exit round trip (same guest code, best of 3)")
-    for kind in ("pio", "mmio"):
-        source = HERE / "guest_src" / f"{kind}_loop.S"
-        image = guests.build(source)
-        c = min(run_c(image) for _ in range(3))
-        py = min(run_python(source) for _ in range(3))
-        print(f"  {kind:4}: C {c * 1e6:6.2f} us/exit   kvmshim {py * 1e6:6.2f} us/exit   "
-              f"rate ratio kvmshim/C = {c / py:.2f}x")
+    print(f"exit round trip, same ROM, {LONG - SHORT} exits (process wall times differenced), "
+          f"medians of {REPEATS}, interleaved")
+    costs = exit_costs()
+    for kind, by_system in costs.items():
+        line = "   ".join(f"{system} {seconds * 1e6:6.2f} us" for system, seconds in by_system.items())
+        ratios = f"kvmshim/C {by_system['C'] / by_system['kvmshim']:.2f}x"
+        if "QEMU" in by_system:
+            ratios += f", kvmshim/QEMU {by_system['QEMU'] / by_system['kvmshim']:.2f}x, " \
+                      f"QEMU/C {by_system['C'] / by_system['QEMU']:.2f}x"
+        print(f"  {kind:4}: {line}   rate ratios {ratios}")
+    print("general access path (in this process, best of 5)")
+    for name, micros in general_path().items():
+        print(f"  {name:28} {micros:5.2f} us")
+    try:
+        from kvmshim.plots import bar_chart
+
+        systems = list(next(iter(costs.values())))
+        bar_chart(BUILD / "exits.png", list(costs), {s: [costs[k][s] * 1e6 for k in costs] for s in systems},
+                  bar_unit="microseconds per exit", x_label="exit kind",
+                  title="One exit's round trip: the same ROM under C, QEMU 7.2 + KVM and kvmshim")
+        print(f"  figure: {BUILD / 'exits.png'}")
+    except ImportError:
+        pass
 
 
 if __name__ == "__main__":

@@ -45,9 +45,9 @@ def sweeper_case(size: str, rate: str, options: list[str]) -> dict:
 
 def kvmshim_pc(ram: int, path: Path) -> dict:
     from kvmshim.migration import migrate
-    from kvmshim.pc.machine import PcMachine
+    from kvmshim.pc.machine import PcMachine, seabios_config
 
-    with PcMachine(ram) as machine:
+    with PcMachine(seabios_config(ram), stop_at_post_end=True) as machine:
         machine.boot()
         machine.start()
         time.sleep(0.5)

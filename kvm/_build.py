@@ -101,6 +101,7 @@ struct kvm_userspace_memory_region {
 };
 struct kvm_irq_level { __u32 irq; __u32 level; ...; };
 struct kvm_pit_config { __u32 flags; ...; };
+struct kvm_reinject_control { __u8 pit_reinject; ...; };
 struct kvm_dirty_log { __u32 slot; void *dirty_bitmap; ...; };
 struct kvm_clear_dirty_log {
     __u32 slot; __u32 num_pages; __u64 first_page; void *dirty_bitmap; ...;

@@ -28,22 +28,26 @@ class KvmError(OSError):
         return f"{self.ioctl}: {self.errno_name} ({self.strerror}){args}"
 
 
-class KvmUnavailableError(RuntimeError):
+class KvmUnavailableError(KvmError):
     """The linux/kvm.h the binding was compiled against does not declare *ioctl*: the
-    feature cannot be used (rebuild against newer kernel headers)."""
+    feature cannot be used (rebuild against newer kernel headers). Its errno is ENOTTY."""
 
     def __init__(self, ioctl: str) -> None:
-        super().__init__(f"{ioctl}: not declared by the linux/kvm.h this binding was compiled against")
-        self.ioctl = ioctl
+        super().__init__(ioctl, _errno.ENOTTY)
+
+    def __str__(self) -> str:
+        return f"{self.ioctl}: not declared by the linux/kvm.h this binding was compiled against"
 
 
-class MsrAccessError(RuntimeError):
+class MsrAccessError(KvmError):
     """KVM_GET_MSRS/KVM_SET_MSRS stopped at an MSR: the kernel processes MSRs in order and
     returns how many it handled. ``completed`` holds what was done before ``index``:
     {index: value} read, or the indices written (those writes took effect)."""
 
     def __init__(self, ioctl: str, index: int, completed: dict[int, int], asked: int) -> None:
-        super().__init__(f"{ioctl}: MSR {index:#x} refused after {len(completed)} of {asked} MSRs")
-        self.ioctl = ioctl
+        super().__init__(ioctl, _errno.EIO, f"MSR {index:#x} refused after {len(completed)} of {asked} MSRs")
         self.index = index
         self.completed = completed
+
+    def __str__(self) -> str:  # the kernel gave a count, not an errno
+        return f"{self.ioctl}: {self.args_desc}"

@@ -183,6 +183,12 @@ class Vm(CheckExtension, FdObject):
     def create_pit2(self, flags: int = 0) -> None:
         self._ioctl("KVM_CREATE_PIT2", ffi.new("struct kvm_pit_config *", {"flags": flags}))
 
+    def reinject_control(self, pit_reinject: bool) -> None:
+        """KVM_REINJECT_CONTROL: whether the in-kernel PIT re-injects lost ticks (QEMU's kvm-pit
+        lost_tick_policy: ``delay`` re-injects, ``discard`` does not)."""
+        arg = ffi.new("struct kvm_reinject_control *", {"pit_reinject": int(pit_reinject)})
+        self._ioctl("KVM_REINJECT_CONTROL", arg, f"pit_reinject={int(pit_reinject)}")
+
     def set_tss_addr(self, addr: int) -> None:
         self._ioctl("KVM_SET_TSS_ADDR", addr, f"addr={addr:#x}")
 

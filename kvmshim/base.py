@@ -19,11 +19,13 @@ import time
 import warnings
 from typing import ContextManager, Iterator, Optional
 
-from kvm import Cap, Kvm, Vcpu, Vm
+from kvm import Cap, Kvm, Registers, Vcpu, Vm
 from listeners.kvm_dirty_ring import KVMDirtyRingListener
 from listeners.kvm_memory import KVMIoListener, KVMMemoryListener
 from listeners.vcpu_runner import CoalescedRing, RunOutcome, VcpuRunner, paused
 from memapi import UINT64_MAX, UNASSIGNED_IO_OPS, AddressSpace, MemoryRegion, MemorySystem, RamBlock
+
+from .cpuid import cpu_model_table
 
 IO_SPACE_SIZE = 0x10000
 
@@ -31,6 +33,8 @@ IO_SPACE_SIZE = 0x10000
 class MachineBase:
     """One VM on its own MemorySystem. Use as a context manager.
 
+    Every vCPU gets the CPUID table of ``cpu`` (QEMU's ``-cpu`` spelling: ``qemu64,+feat,-feat``;
+    requested features KVM lacks are dropped and listed in ``warnings``, as QEMU warns).
     Dirty logging uses KVM_GET_DIRTY_LOG, with manual protect (GET + CLEAR) when the kernel
     offers it and ``manual_protect`` is true; ``dirty_ring`` (bytes) switches to the per-vCPU
     dirty ring instead. ``strict_unassigned`` makes guest accesses to unassigned memory or
@@ -41,8 +45,8 @@ class MachineBase:
     #: What messages, thread names and the memory system call this kind of machine.
     name = "machine"
 
-    def __init__(self, *, vcpus: int = 1, max_slot_size: Optional[int] = None, dirty_ring: int = 0,
-                 manual_protect: bool = True, strict_unassigned: bool = False) -> None:
+    def __init__(self, *, vcpus: int = 1, cpu: str = "qemu64", max_slot_size: Optional[int] = None,
+                 dirty_ring: int = 0, manual_protect: bool = True, strict_unassigned: bool = False) -> None:
         if not isinstance(vcpus, int) or isinstance(vcpus, bool) or vcpus < 1:
             raise ValueError(f"{self.name}: {vcpus!r} vCPUs (a positive number, at most KVM_CAP_MAX_VCPUS)")
         self._closed = False
@@ -53,6 +57,8 @@ class MachineBase:
         self.coalesced: Optional[CoalescedRing] = None
         self.kvm_memory: Optional[KVMMemoryListener] = None
         self.kvm_io: Optional[KVMIoListener] = None
+        #: What the machine would tell a user, as QEMU warns (CPU features KVM does not offer).
+        self.warnings: list[str] = []
         self.memory_system = MemorySystem(f"{self.name}@{id(self):x}")
         self.system = MemoryRegion.container("system", UINT64_MAX)
         self.io = MemoryRegion.io("io", IO_SPACE_SIZE, UNASSIGNED_IO_OPS)
@@ -61,11 +67,11 @@ class MachineBase:
         try:
             with self.memory_system.transaction():
                 self._build()
-            self.kvm = Kvm()
-            self.vm = self.kvm.create_vm()
-            self._setup_vm(self.vm)
-            self._add_listeners(self.vm, max_slot_size, dirty_ring, manual_protect)
-            self._add_vcpus(self.vm, vcpus, strict_unassigned)
+            kvm = self.kvm = Kvm()
+            vm = self.vm = kvm.create_vm()
+            self._setup_vm(vm)
+            self._add_listeners(vm, max_slot_size, dirty_ring, manual_protect)
+            self._add_vcpus(kvm, vm, vcpus, cpu, strict_unassigned)
         except BaseException:
             self.close()
             raise
@@ -92,10 +98,15 @@ class MachineBase:
         self.memory.register_listener(self.kvm_memory)
         self.io_space.register_listener(self.kvm_io)
 
-    def _add_vcpus(self, vm: Vm, count: int, strict_unassigned: bool) -> None:
+    def _add_vcpus(self, kvm: Kvm, vm: Vm, count: int, cpu: str, strict_unassigned: bool) -> None:
+        supported = kvm.supported_cpuid()
         for index in range(count):
             vcpu = vm.create_vcpu(index)
             self.vcpus.append(vcpu)
+            table = cpu_model_table(supported, cpu, index)
+            vcpu.set_cpuid2(table.entries)
+            if not index:
+                self.warnings.extend(table.warnings())
             self._setup_vcpu(vcpu)
         if vm.check_extension(Cap.COALESCED_MMIO):
             self.coalesced = CoalescedRing(self.vcpus[0], self.memory, self.io_space)
@@ -143,6 +154,15 @@ class MachineBase:
         """Hold every vCPU out of KVM_RUN for the block (the KVM listener's inhibit)."""
         return paused(*self.runners)
 
+    def registers(self, vcpu: int = 0) -> Registers:
+        """vCPU ``vcpu``'s general registers as plain ints (KVM_GET_REGS)."""
+        return self.vcpus[vcpu].registers()
+
+    def set_registers(self, vcpu: int = 0, **regs: int) -> None:
+        """Set the named general registers of vCPU ``vcpu`` (``rip=0x1000, rax=1``); the others keep
+        their values."""
+        self.vcpus[vcpu].set_registers(**regs)
+
     # ------------------------------------------------------------ inspection
     def mtree(self, flatview: bool = False, disabled: bool = False, owner: bool = False) -> str:
         """`info mtree` of this machine; with ``flatview``, KVM-mapped ranges are marked ` KVM`."""
@@ -163,6 +183,7 @@ class MachineBase:
 
     @property
     def closed(self) -> bool:
+        """Whether close() has run (the fds are gone; the regions still answer, without a VM)."""
         return self._closed
 
     def close(self) -> None:

@@ -9,14 +9,12 @@ from __future__ import annotations
 from typing import Any, Mapping, Optional
 
 from guests import Entry, Mode
-from kvm import Vcpu, x86
+from kvm import Vcpu, ffi, x86
 
 CR0_ET = 1 << 4
 CR0_PG = 1 << 31
 CR4_PAE = 1 << 5
 EFER_LME, EFER_LMA = 1 << 8, 1 << 10
-GPRS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rsp", "rbp",
-        "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")
 _CODE, _DATA = 0xB, 0x3  # execute/read and read/write, both accessed
 CData = Any  # a cffi struct (kvm_sregs, kvm_segment)
 
@@ -35,9 +33,7 @@ def enter(vcpu: Vcpu, entry: Entry, regs: Optional[Mapping[str, int]] = None) ->
     else:
         _flat(sregs, entry)
     vcpu.set_sregs(sregs)
-    state = vcpu.get_regs()
-    for name in GPRS:
-        setattr(state, name, 0)
+    state = ffi.new("struct kvm_regs *")  # zeroed, and every field is set below: no KVM_GET_REGS
     for name, value in {**entry.regs, **(regs or {})}.items():
         setattr(state, name, value)
     state.rip, state.rsp, state.rflags = entry.ip, entry.sp or 0, x86.RFLAGS_RESET

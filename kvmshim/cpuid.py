@@ -19,8 +19,10 @@ from typing import Optional
 from kvm import CpuidEntry
 from kvm.cpuid import SIGNIFICANT_INDEX
 
+from .errors import KvmshimError
 
-class CpuModelError(ValueError):
+
+class CpuModelError(KvmshimError, ValueError):
     """An unknown CPU model or feature, or a malformed ``-cpu`` option."""
 
 
@@ -187,7 +189,7 @@ def cpu_model_table(supported: list[CpuidEntry], option: str = "qemu64", vcpu_in
                    edx=kvm_signature["edx"]),
         CpuidEntry(0x40000001, eax=kvm_leaf.eax & KVM_PV_FEATURES),
         CpuidEntry(0, eax=model.level, **signature),
-        CpuidEntry(1, eax=version, ebx=vcpu_index << 24 | 8 << 8, **masked(1, 0, **words(1, 0))),
+        CpuidEntry(1, eax=version, ebx=(vcpu_index & 0xFF) << 24 | 8 << 8, **masked(1, 0, **words(1, 0))),
         CpuidEntry(7, 0, SIGNIFICANT_INDEX, eax=0, **masked(7, 0, **words(7, 0)), edx=0),
         CpuidEntry(0x80000000, eax=model.xlevel, **signature),
         CpuidEntry(0x80000001, eax=version, **masked(0x80000001, 0, **words(0x80000001, 0))),

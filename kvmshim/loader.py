@@ -51,15 +51,16 @@ def load(machine: Loadable, guest: Union[str, Path], *, load: Optional[int] = No
     return plan
 
 
-def apply(machine: Loadable, plan: LoadPlan, layout: Optional[Sequence[MemoryRange]] = None) -> None:
+def apply(machine: Loadable, plan: LoadPlan, layout: Optional[Sequence[MemoryRange]] = None,
+          vcpus: Optional[Sequence[Vcpu]] = None) -> None:
     """Check ``plan`` against the machine's RAM (``layout``, default: read from the machine), then
-    write it and enter every vCPU."""
+    write it and enter ``vcpus`` (default: every vCPU)."""
     plan.check(memory_map(machine) if layout is None else layout)
     for segment in plan.segments:
         _write(machine.memory, segment, plan.name)
     if plan.rom is not None:
         _map_rom(machine.memory, plan.rom)
-    for index, vcpu in enumerate(machine.vcpus):
+    for index, vcpu in enumerate(machine.vcpus if vcpus is None else vcpus):
         cpu_state.enter(vcpu, plan.entry, {"rbx": index} if index else {})
 
 

@@ -12,13 +12,15 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Mapping, Sequence, Union
 
+from .errors import KvmshimError
+
 PathLike = Union[str, Path]
 #: How many address rows a heatmap shows at most: pages are binned to fit.
 MAX_ROWS = 512
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
 
 
-class PlotsUnavailable(ImportError):
+class PlotsUnavailable(KvmshimError, ImportError):
     """matplotlib is not installed."""
 
 

@@ -38,12 +38,14 @@ class Cpu:
 
 @dataclass(frozen=True)
 class Drive:
-    """A raw IDE disk; ``index`` is ``2 * bus + unit``. ``format`` is None when not given (QEMU probes)."""
+    """A raw IDE disk; ``index`` is ``2 * bus + unit``. ``format`` is None when not given (QEMU probes).
+    ``readonly`` is kvmshim's: QEMU 7.2 refuses a read-only IDE disk, kvmshim fails its writes (ABRT)."""
 
     file: Path
     index: int
     format: Optional[str] = None
     id: Optional[str] = None
+    readonly: bool = False
 
     @property
     def bus(self) -> int:
@@ -115,6 +117,14 @@ Device = Union[IsaDebugExit, PcTestdev, PciTestdev, IsaDebugcon]
 
 
 @dataclass(frozen=True)
+class FwCfgFile:
+    """``-fw_cfg name=NAME,file=F|string=S``: a named fw_cfg file and its bytes."""
+
+    name: str
+    data: bytes
+
+
+@dataclass(frozen=True)
 class QemuConfig:
     """What a kvmshim pc machine needs from the command line, defaults filled in as QEMU fills them."""
 
@@ -126,11 +136,13 @@ class QemuConfig:
     bios: Optional[Path] = None
     kernel: Optional[Path] = None
     append: Optional[str] = None
-    initrd: Optional[Path] = None
+    #: QEMU's multiboot form: comma-separated modules, each "FILE [ARGS]" (a Linux kernel takes one file).
+    initrd: Optional[str] = None
     drives: tuple[Drive, ...] = ()
     boot: Boot = Boot()
     serial: tuple[Chardev, ...] = ()
     devices: tuple[Device, ...] = ()
+    fw_cfg: tuple[FwCfgFile, ...] = ()
     vga: str = "std"
     display: str = "none"
     no_reboot: bool = False

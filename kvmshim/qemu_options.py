@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
 from .qemu_config import (DEFAULT_RAM, IDE_BUSES, IDE_UNITS, MACHINE, MACHINES, PC_MAX_CPUS, Boot, Chardev, Cpu,
-                          Device, Drive, IsaDebugcon, IsaDebugExit, MiB, PciTestdev, PcTestdev, QemuConfig, QemuInfo,
-                          Smp)
+                          Device, Drive, FwCfgFile, IsaDebugcon, IsaDebugExit, MiB, PciTestdev, PcTestdev, QemuConfig,
+                          QemuInfo, Smp)
 from .qemu_syntax import (QemuOptionError, UnsupportedOptionError, parse_bool, parse_number, parse_size,
                           split_opts)
 
@@ -117,7 +117,7 @@ class _CommandLine:
         self.values["append"] = value
 
     def opt_initrd(self, loc: str, value: str) -> None:
-        self.values["initrd"] = Path(value)
+        self.values["initrd"] = value
 
     def opt_drive(self, loc: str, value: str) -> None:
         props = dict(self._opts(loc, value, None, ("file", "format", "if", "index", "bus", "unit", "media",
@@ -221,6 +221,25 @@ class _CommandLine:
 
     def opt_no_reboot(self, loc: str) -> None:
         self.values["no_reboot"] = True
+
+    def opt_fw_cfg(self, loc: str, value: str) -> None:
+        """``-fw_cfg [name=]NAME,file=F|string=S``: one more fw_cfg file (QEMU reads F at start-up)."""
+        props = dict(self._opts(loc, value, "name", ("name", "file", "string")))
+        name = props.get("name", "")
+        if not name:
+            raise QemuOptionError("invalid argument(s)", loc)
+        if ("file" in props) == ("string" in props):
+            raise QemuOptionError("invalid argument(s)", loc)
+        if not name.startswith(("opt/", "etc/")):
+            self.warnings.append('externally provided fw_cfg item names should be prefixed with "opt/"')
+        if "string" in props:
+            data = props["string"].encode()
+        else:
+            try:
+                data = Path(props["file"]).read_bytes()
+            except OSError as err:
+                raise QemuOptionError(f"can't load {props['file']}: {err.strerror}", loc) from None
+        self.values["fw_cfg"] = self.values.get("fw_cfg", ()) + (FwCfgFile(name, data),)
 
     def opt_name(self, loc: str, value: str) -> None:
         for key, item in self._opts(loc, value, "guest", ("guest",)):
@@ -408,8 +427,7 @@ def _drive(props: dict[str, str], drives: dict[int, Drive]) -> Drive:
         raise QemuOptionError(f"'{media}' invalid media")
     if props.get("format", "raw") != "raw":
         raise UnsupportedOptionError(f"unsupported format '{props['format']}' (kvmshim reads raw images)")
-    if parse_bool("readonly", props.get("readonly", "off")):
-        raise QemuOptionError("Block node is read-only (an IDE disk cannot be, in QEMU 7.2)")
+    readonly = parse_bool("readonly", props.get("readonly", "off"))  # QEMU 7.2 refuses it for a disk
     if not props.get("file"):
         raise QemuOptionError('A block device must be specified for "file"')
     bus = parse_number("bus", props["bus"], 32) if "bus" in props else None
@@ -429,7 +447,7 @@ def _drive(props: dict[str, str], drives: dict[int, Drive]) -> Drive:
         raise QemuOptionError(f"drive with bus={bus}, unit={unit} (index={index}) exists")
     if bus >= IDE_BUSES:
         raise QemuOptionError(f"machine type does not support if=ide,bus={bus},unit={unit}")
-    return Drive(Path(props["file"]), index, props.get("format"), props.get("id"))
+    return Drive(Path(props["file"]), index, props.get("format"), props.get("id"), readonly)
 
 
 def _uint32(name: str, value: str) -> int:
@@ -472,6 +490,7 @@ OPTIONS: dict[str, tuple[Optional[str], str]] = {
     "device": ("DRIVER[,PROP=VALUE...]", "isa-debug-exit[,iobase=,iosize=], isa-debugcon,chardev=ID[,iobase=]"
                                          "[,readback=], pc-testdev, pci-testdev; help lists them"),
     "global": ("kvm-pit.lost_tick_policy=delay|discard", "the in-kernel PIT's lost tick policy"),
+    "fw_cfg": ("[name=]NAME,file=F|string=S", "one more fw_cfg file (e.g. etc/sercon-port from a file)"),
     "display": ("none|curses", "no display, or the text screen in this terminal"),
     "nographic": (None, "no display; the serial port (and monitor) on stdio"),
     "vnc": ("none", "no VNC server"),

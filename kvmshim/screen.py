@@ -8,6 +8,7 @@ one empty dirty bitmap per poll. The screenshot draws the frame as a VGA shows m
 """
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import TextIO, Union
 
@@ -17,6 +18,7 @@ from .plots import matplotlib
 CELL_WIDTH, CELL_HEIGHT = 9, 16
 WIDTH, HEIGHT = COLS * CELL_WIDTH, ROWS * CELL_HEIGHT  # 720 x 400, mode 3's resolution
 DPI = 100
+POLL_INTERVAL = 0.05  # seconds between a live screen's dirty-page checks
 MONO_FONT = "DejaVu Sans Mono"
 MONO_ADVANCE = 1233 / 2048  # DejaVu Sans Mono's advance width per em: fits the font size to 9-pixel cells
 _ANSI = (0, 4, 2, 6, 1, 5, 3, 7)  # VGA colour (IRGB, I clear) -> ANSI colour
@@ -60,6 +62,22 @@ class TerminalScreen:
         self.out.write(f"\x1b[{self.top};1H{render_ansi(screen)}{cursor}")
         self.out.flush()
         self.redraws += 1
+
+    def __enter__(self) -> "TerminalScreen":
+        """Poll every ``POLL_INTERVAL`` seconds in a thread of its own until the block ends."""
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._poll_loop, name="text-screen", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stopping.set()
+        self._thread.join(5)
+        self.poll()  # the last frame
+
+    def _poll_loop(self) -> None:
+        while not self._stopping.wait(POLL_INTERVAL):
+            self.poll()
 
 
 def write_screenshot(screen: Screen, path: Union[str, Path]) -> None:

@@ -19,6 +19,9 @@ from kvm import Vcpu
 from listeners.vcpu_runner import RunOutcome, VcpuRunner
 from memapi import AddressSpace, Endianness, MemApiError, MemoryRegion, MemoryRegionOps, MemTxResult
 
+from .errors import KvmshimError
+from .migration.vmstate import VMStateDescription
+
 UCALL_PORT = 0x99
 _OUT_IMM8 = 0xE6
 _MAGIC = b"uc"
@@ -91,13 +94,15 @@ class GuestAssertionError(AssertionError):
         self.failed = failed
 
 
-class UcallError(RuntimeError):
+class UcallError(KvmshimError):
     """The guest ended, or made a malformed call, where run_until_done expected more calls."""
 
 
 class UcallDevice:
     """The one-byte port the guest's calls write; ``on_call`` (typically: stop the vCPU runners)
     runs at each, so that the run returns to ``run_until_call`` right after the OUT."""
+
+    vmstate = VMStateDescription("kvmshim-ucall")  # a call is over when its OUT is; ``pending`` is the host's
 
     def __init__(self, on_call: Callable[[], None], port: int = UCALL_PORT) -> None:
         self.port = port
@@ -119,7 +124,9 @@ class Runnable(Protocol):
     memory: AddressSpace
     vcpus: list[Vcpu]
     runners: list[VcpuRunner]
-    exit_status: int
+
+    @property
+    def exit_status(self) -> int: ...
 
     def run(self, timeout: Optional[float] = None) -> RunOutcome: ...
 

@@ -1,4 +1,6 @@
-"""Shared fixtures: a recording listener, and a check that no test leaks a transaction."""
+"""The project's own shared fixtures: a recording listener, and a check that no test leaks a
+transaction. The KVM fixtures and markers (kvm_machine, guest_asm, kvm_trace, ``kvm``, ...) are
+kvmshim's pytest plugin's (kvmshim/pytest_plugin.py), active since kvmshim is installed."""
 from __future__ import annotations
 
 import gc

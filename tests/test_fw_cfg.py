@@ -8,7 +8,7 @@ import pytest
 
 import memapi
 from kvmshim.pc.cmos import Cmos
-from kvmshim.pc.fw_cfg import FwCfg, bootorder_file, parse_boot_order, sercon_port_file
+from kvmshim.pc.fw_cfg import FwCfg, bootorder_file, sercon_port_file
 from kvmshim.pc.ide import PiixIde
 from memapi import AddressSpace, MemoryRegion
 
@@ -108,18 +108,6 @@ def test_file_names_are_checked(fw_cfg, name):
     with pytest.raises(ValueError, match="fw_cfg file name"):
         fw_cfg.add_file(name, b"")
     assert directory(fw_cfg) == {}
-
-
-@pytest.mark.parametrize("boot, order", [("c", "c"), ("order=dc", "dc"), ("order=c,menu=on", "c"),
-                                         ("menu=on", "cad"), ("cdn", "cdn")])
-def test_boot_order_as_qemu_parses_it(boot, order):
-    assert parse_boot_order(boot) == order
-
-
-@pytest.mark.parametrize("boot", ["", "x", "cdna", "order="])
-def test_bad_boot_orders(boot):
-    with pytest.raises(ValueError, match="boot order"):
-        parse_boot_order(boot)
 
 
 @pytest.mark.parametrize("order, flag2, flag1", [("c", 0x02, 0x00), ("cad", 0x12, 0x30), ("dc", 0x23, 0x00),

@@ -138,7 +138,10 @@ class ReplicaListener(memapi.MemoryListener):
                 assert new & ~old, f"{self.name}: log_start({old:#x}, {new:#x}) starts nothing"
             else:
                 assert old & ~new, f"{self.name}: log_stop({old:#x}, {new:#x}) stops nothing"
-        self.masks[k[0]] = new
+        # A mask that both gains and loses bits (1 -> 4) gets log_start(old, new) and then
+        # log_stop(old, new), as in QEMU: the new mask holds once the second call has come.
+        if kind == "log_stop" or not old & ~new:
+            self.masks[k[0]] = new
         self._rec(kind, k, (old, new))
 
     def log_start(self, s, old, new):

@@ -215,8 +215,8 @@ CUTS = [
     ("after VM", after(nth(Kind.VM)), "vm"),
     ("in the vCPU", inside(nth(Kind.CPU), 200), "cpu/0"),
     ("in the first device", inside(nth(Kind.DEVICE)), "kvmshim-debug-exit/0"),
-    ("in the last device", inside(nth(Kind.DEVICE, 3)), "kvmshim-testdev/0"),
-    ("before END", before(nth(Kind.END)), "kvmshim-testdev/0"),
+    ("in the last device", inside(nth(Kind.DEVICE, name="kvmshim-ucall/0")), "kvmshim-ucall/0"),
+    ("before END", before(nth(Kind.END)), "kvmshim-ucall/0"),
     ("in END", inside(nth(Kind.END), 0), "end"),
 ]
 

@@ -11,20 +11,22 @@ import pytest
 from kvm_helpers import requires_kvm
 from kvmshim.migration import Listener, resume
 from kvmshim.migration.vmstate import find_devices
-from kvmshim.pc.machine import DEFAULT_BIOS, PcMachine
-from pc_wiring import wire_pc
+from kvmshim.pc.machine import DEFAULT_BIOS, PcMachine, seabios_config
+from kvmshim.qemu_config import Chardev, IsaDebugcon, IsaDebugExit, PciTestdev, PcTestdev
 from test_migration import migrate_between
 
 pytestmark = [requires_kvm, pytest.mark.skipif(not DEFAULT_BIOS.exists(), reason="Debian's seabios is not installed")]
 
 
 def test_the_pc_machine_after_post_migrates_with_its_map(tmp_path):
-    with PcMachine() as src, PcMachine() as dst, ThreadPoolExecutor(1) as pool:
-        for machine in (src, dst):
-            wire_pc(machine, [], on_output=lambda data: None)
+    config = seabios_config(vga="std", devices=(IsaDebugcon(Chardev("null"), iobase=0x402), IsaDebugExit(),
+                                                PcTestdev(), PciTestdev()))
+    with PcMachine(config, stop_at_post_end=True) as src, PcMachine(config) as dst, ThreadPoolExecutor(1) as pool:
         assert src.boot().reason == "stopped" and b"No bootable device" in src.log
-        names = [name for name, _ in find_devices(src)]
-        assert {"I440FX/0", "piix4_pm/0", "ide/0", "serial/0", "mc146818rtc/0", "fw_cfg/0", "port92/0"} <= set(names)
+        names = {name for name, _ in find_devices(src)}
+        assert names == {"I440FX/0", "pci-host/0", "PIIX3/0", "piix4_pm/0", "ide/0", "serial/0", "mc146818rtc/0",
+                         "fw_cfg/0", "port92/0", "vga/0", "isa-debugcon/0", "isa-debug-exit/0", "pc-testdev/0",
+                         "pci-testdev/0"}
         thread = src.start()  # SeaBIOS idles at its prompt, the PIT ticking
         time.sleep(0.3)
         with Listener(f"unix:{tmp_path}/m.sock") as listener:

@@ -81,7 +81,7 @@ def _write_shadowed_bios(m: PcMachine) -> tuple[int, Optional[int], list]:
 
 @pytest.fixture(scope="module")
 def boot() -> Boot:
-    with PcMachine() as m:
+    with PcMachine(stop_at_post_end=True) as m:
         before, slots_before = _maps(m), m.kvm_memory.slot_table()
         ioctls = record_slot_ioctls(m.vm)
         outcome = m.boot(timeout=60)

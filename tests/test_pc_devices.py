@@ -9,6 +9,7 @@ import pytest
 import memapi
 from kvmshim.pc.cli import bios_file
 from kvmshim.pc.board import PcBoard
+from kvmshim.pc.machine import seabios_config
 from kvmshim.pc.memmap import E820_RAM, E820_RESERVED, split_ram
 from memapi import AddressSpace, MemoryRegion
 
@@ -25,9 +26,10 @@ class Pc:
         self.memory = AddressSpace(self.system, "memory")
         self.io_space = AddressSpace(self.io, "I/O")
         self.resets = 0
-        board = PcBoard(self.system, self.io, ram_size, BIOS, request_reset=self.reset)
+        board = PcBoard(self.system, self.io, seabios_config(ram_size), BIOS, set_irq=lambda line, level: None,
+                        request_reset=self.reset)
         self.map, self.i440fx, self.pm, self.fw_cfg, self.debugcon = (board.map, board.i440fx, board.pm,
-                                                                      board.fw_cfg, board.debugcon)
+                                                                      board.fw_cfg, board.debugcons[0])
 
     def reset(self) -> None:
         self.resets += 1

@@ -20,7 +20,10 @@ from kvmshim.pc.ata import (ABRT, DRDY, DRQ, DSC, ERR, IDNF, TRANSLATION_LARGE, 
                             AtaDisk, DiskImage, guess_geometry)
 from kvmshim.pc.cmos import Cmos
 from kvmshim.pc.ide import PiixIde
+from kvmshim.pc.fw_cfg import sercon_port_file
+from kvmshim.pc.machine import PcMachine, seabios_config
 from kvmshim.pc.pci import PciHost
+from kvmshim.qemu_config import Boot, Drive, FwCfgFile, IsaDebugExit
 from memapi import AddressSpace, MemoryRegion
 
 SECTORS = 4096  # 2 MiB: 4 cylinders of 16 heads x 63 sectors, and some
@@ -558,6 +561,20 @@ org 0x7c00
     mov [drive], dl
     mov si, hello
     call print
+    push es                     ; the same words straight into the VGA text buffer, white on blue
+    mov ax, 0xb800
+    mov es, ax
+    xor di, di
+    mov si, video
+.video:
+    lodsb
+    test al, al
+    jz .shown
+    mov ah, 0x1f
+    stosw
+    jmp .video
+.shown:
+    pop es
     mov ah, 0x41                ; EDD present?
     mov bx, 0x55aa
     mov dl, [drive]
@@ -614,6 +631,7 @@ print:
 .out:
     ret
 hello:  db "boot sector says hello", 13, 10, 0
+video:  db "on the screen too", 0
 done:   db "int 13h done", 13, 10, 0
 failed: db "int 13h FAILED", 13, 10, 0
 drive:  db 0
@@ -644,18 +662,21 @@ def boot_disk(tmp_path_factory) -> Path:
 @requires_kvm
 def test_seabios_int13_reads_and_writes_our_disk(boot_disk):
     """SeaBIOS finds the disk (bootorder), boots its sector, serves int 13h reads (EDD and CHS) and a
-    write from our IDE, and mirrors int 10h on COM1 (etc/sercon-port); the guest ends via isa-debug-exit."""
-    from pc_wiring import boot_pc
-    from kvmshim.console import ScriptedInput
-
+    write from our IDE and mirrors int 10h on COM1 (etc/sercon-port); the sector also writes to the
+    VGA text buffer, which the screen shows; the guest ends via isa-debug-exit."""
     original = boot_disk.read_bytes()
-    script = ScriptedInput([])
-    machine, devices = boot_pc([boot_disk], script, timeout=240, sercon=True)
-    output = bytes(devices.uart.output)
+    config = seabios_config(drives=(Drive(boot_disk, 0, "raw"),), boot=Boot("c"), vga="std",
+                            fw_cfg=(FwCfgFile("etc/sercon-port", sercon_port_file(0x3F8)),),
+                            devices=seabios_config().devices + (IsaDebugExit(iobase=0xF4, iosize=4),))
+    with PcMachine(config) as machine:
+        machine.boot(timeout=240)
+        screen = machine.board.vga.screen()
+    output = bytes(machine.board.serials[0].output)
     for line in (b"boot sector says hello", b"first data sector", b"second data sector", b"CHS sector",
                  b"int 13h done"):
         assert line in output, output[-400:]
-    assert devices.debug_exit.status == 0x21 << 1 | 1
+    assert machine.exit_status == 0x21 << 1 | 1
+    assert screen.lines()[0].startswith("on the screen too") and screen.attrs[0] == 0x1F
     assert b"ata0-0: QEMU HARDDISK ATA-7 Hard-Disk (1 MiBytes)" in machine.log
     assert b"Booting from Hard Disk" in machine.log
     after = boot_disk.read_bytes()

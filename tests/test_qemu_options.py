@@ -37,7 +37,7 @@ def test_kvm_unit_tests_x86_run_line():
                    "-m 2048 -initrd /tmp/env")
     assert config == QemuConfig(
         ram_size=2 * GiB, smp=Smp(cpus=2, cores=2, maxcpus=2), cpu=Cpu("qemu64", ("+x2apic", "-pcid")),
-        kernel=Path("x86/realmode.flat"), append="a -b", initrd=Path("/tmp/env"), serial=(Chardev("stdio"),),
+        kernel=Path("x86/realmode.flat"), append="a -b", initrd="/tmp/env", serial=(Chardev("stdio"),),
         devices=(PcTestdev(), IsaDebugExit(0xF4, 4), PciTestdev()), vga="none", no_reboot=True, nodefaults=True,
         pit_lost_tick_policy="discard")
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -121,7 +121,7 @@ def test_cpu_kernel_bios_name():
                    "-initrd i -name guest=demo")
     assert config.cpu == Cpu("max", ("host-phys-bits", "+vmx"))
     assert (config.bios, config.kernel, config.append, config.initrd, config.name) == (
-        Path("/x/bios.bin"), Path("k"), "console=ttyS0 x=1", Path("i"), "demo")
+        Path("/x/bios.bin"), Path("k"), "console=ttyS0 x=1", "i", "demo")
     assert parse("-name plain").name == "plain"
     assert error("-append x") == "kvmshim qemu: -append only allowed with -kernel option"
     assert error("-initrd x") == "kvmshim qemu: -initrd only allowed with -kernel option"
@@ -149,14 +149,14 @@ def test_drive_errors():
     assert error("-drive file=a,media=floppy").endswith("'floppy' invalid media")
     assert error("-drive file=a,if=scsiy").endswith("unsupported bus type 'scsiy'")
     assert error("-drive file=a,readonly=maybe").endswith("Parameter 'readonly' expects 'on' or 'off'")
-    assert "Block node is read-only" in error("-drive file=a,readonly=on")
+    assert parse("-drive file=a,readonly=on").drives[0].readonly  # kvmshim's extension: QEMU 7.2 refuses it
     for line, what in [("-drive file=a,if=floppy", "bus type 'floppy'"), ("-drive file=a,media=cdrom", "'cdrom'"),
                        ("-drive file=a,format=qcow2", "format 'qcow2'"), ("-drive file=a,cache=none", "'cache'")]:
         assert what in error(line, UnsupportedOptionError)
 
 
 def test_short_form_booleans_are_deprecated_but_read():
-    assert error("-drive file=a,readonly").endswith("Block node is read-only (an IDE disk cannot be, in QEMU 7.2)")
+    assert parse("-drive file=a,readonly").drives[0].readonly
     config = parse("-drive file=a,noreadonly")
     assert config.warnings == ("-drive file=a,noreadonly: warning: short-form boolean option 'noreadonly' "
                                "deprecated (use readonly=off)",)

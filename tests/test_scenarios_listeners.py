@@ -200,3 +200,19 @@ def test_39_flatview_sharing(root, space):
     assert as2.current_map is space.current_map
     text = memapi.info_mtree(flatview=True, spaces=[space, as2])
     assert text.count("FlatView #") == 1 and ' AS "as", root: root\n AS "as2", root: bm\n' in text
+
+
+def test_a_mask_that_gains_and_loses_bits_gets_log_start_then_log_stop(root, space, listeners, calls):
+    """QEMU's region_nop pass: mask 1 (VGA) -> 4 (MIGRATION) in one commit is log_start(1, 4), then
+    log_stop(1, 4) in reverse listener order (hypothesis found this transition)."""
+    ram = memapi.MemoryRegion.ram("ram2", 0x1000)
+    root.add_subregion(0, ram)
+    ram.set_log(True)
+    calls.clear()
+    with memapi.transaction():
+        memapi.global_dirty_log_start(memapi.GlobalDirty.MIGRATION)
+        ram.set_log(False)
+    logs = [c for c in calls if c[0] in ("log_start", "log_stop")]
+    assert logs == [("log_start", "L1", 0, 0x1000, "ram2", 1, 4), ("log_start", "L2", 0, 0x1000, "ram2", 1, 4),
+                    ("log_stop", "L2", 0, 0x1000, "ram2", 1, 4), ("log_stop", "L1", 0, 0x1000, "ram2", 1, 4)]
+    memapi.global_dirty_log_stop(memapi.GlobalDirty.MIGRATION)

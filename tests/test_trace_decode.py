@@ -5,6 +5,7 @@ import pytest
 
 from kvm import ExitReason, IoDirection, ffi, lib
 from kvmshim.cli import main
+from kvmshim.errors import EXIT_ERROR
 from kvmshim.trace import IoctlEvent, Summary, format_event, format_summary
 from kvmshim.trace.decode import Hex, PageList, decode_arg, decode_exit, set_bits
 from kvmshim.trace.requests import NAMES, request_name
@@ -145,12 +146,12 @@ def test_summary_counts_and_replays_memslots():
 def test_cli_needs_a_command(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["trace"])
-    assert exit_info.value.code == 2
+    assert exit_info.value.code == EXIT_ERROR
     assert capsys.readouterr().err.splitlines()[-1] == \
-        "kvmshim trace: error: the following arguments are required: COMMAND"
+        "kvmshim: error: trace: the following arguments are required: COMMAND"
 
 
 def test_cli_reports_a_command_that_cannot_run_in_one_line(capsys):
-    assert main(["trace", "--", "/nonexistent/program"]) == 2
+    assert main(["trace", "--", "/nonexistent/program"]) == EXIT_ERROR
     assert capsys.readouterr().err.splitlines() == [
         "kvmshim: error: cannot run '/nonexistent/program': [Errno 2] No such file or directory"]

@@ -20,9 +20,10 @@ def test_booting_hello(traced):
     created = [e for e in setup if e.request not in ("KVM_CHECK_EXTENSION", "KVM_ENABLE_CAP")]
     assert [e.request for e in created] == (
         ["KVM_GET_VCPU_MMAP_SIZE", "KVM_CREATE_VM"] + ["KVM_SET_USER_MEMORY_REGION"] * len(slots)
-        + ["KVM_CREATE_VCPU"])
-    create_vm, create_vcpu = created[1], created[-1]
-    assert create_vm.kind == "kvm" and {e.fd for e in created[2:]} == {create_vm.result}
+        + ["KVM_GET_SUPPORTED_CPUID", "KVM_CREATE_VCPU", "KVM_SET_CPUID2"])  # QEMU's qemu64 CPUID, as QEMU sets it
+    create_vm, create_vcpu = created[1], created[-2]
+    assert create_vm.kind == "kvm" and {e.fd for e in created[2:-3]} == {create_vm.result}
+    assert created[-1].fd == create_vcpu.result
     assert t.slots(0) == [(i, gpa, size, "READONLY" if flags else "0") for i, (gpa, size, flags) in enumerate(slots)]
     assert create_vcpu.arg == 0
 

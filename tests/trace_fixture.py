@@ -1,8 +1,8 @@
 """Fixture ``traced``: run a scenario of tests/data/trace_scenarios under the tracer.
 
-``traced("bar_move")`` runs ``python bar_move.py REPORT.json`` in a child process under
-``kvmshim.trace.trace`` and returns a ScenarioTrace: the decoded events, the same split
-into phases at the scenario's ``mark()`` calls, and what the scenario ``report()``-ed.
+``traced("bar_move")`` runs ``python bar_move.py REPORT.json`` in a child process through
+the plugin's ``kvm_trace`` fixture and returns a ScenarioTrace: the decoded events, the same
+split into phases at the scenario's ``mark()`` calls, and what the scenario ``report()``-ed.
 Import the fixture into a test module with ``from trace_fixture import traced``.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import pytest
 
-from kvmshim.trace import IoctlEvent, trace
+from kvmshim.trace import IoctlEvent
 
 SCENARIOS = Path(__file__).parent / "data" / "trace_scenarios"
 TIMEOUT = 60.0
@@ -41,7 +41,6 @@ class ScenarioTrace:
     events: list[IoctlEvent]
     phases: list[list[IoctlEvent]]  # events between mark() calls, the marks left out
     report: dict[str, Any]
-    returncode: int
 
     def slots(self, phase: int) -> list[tuple[int, int, int, str]]:
         """(slot, guest_phys_addr, memory_size, flags) of the phase's KVM_SET_USER_MEMORY_REGION calls."""
@@ -53,25 +52,26 @@ class ScenarioTrace:
         return [e.request for e in self.phases[phase] if not names or e.request in names]
 
 
-def run_scenario(name: str, *args: str, report_path: Path) -> ScenarioTrace:
-    result = trace([sys.executable, str(SCENARIOS / f"{name}.py"), str(report_path), *args], timeout=TIMEOUT)
-    assert not result.timed_out, f"scenario {name} ran past {TIMEOUT} s"
-    assert result.returncode == 0, f"scenario {name} exited with {result.returncode}"
+def split_scenario(events: list[IoctlEvent], report_path: Path) -> ScenarioTrace:
+    """The events of a scenario that exited with 0, split at its marks, and its report."""
     phases: list[list[IoctlEvent]] = [[]]
-    for event in result.events:
+    for event in events:
         if is_mark(event):
             phases.append([])
         else:
             phases[-1].append(event)
     report = json.loads(report_path.read_text()) if report_path.exists() else {}
-    return ScenarioTrace(result.events, phases, report, result.returncode)
+    return ScenarioTrace(events, phases, report)
 
 
 @pytest.fixture
-def traced(tmp_path) -> Callable[..., ScenarioTrace]:
-    """``traced(name, *args)`` -> ScenarioTrace of tests/data/trace_scenarios/NAME.py."""
+def traced(tmp_path, kvm_trace) -> Callable[..., ScenarioTrace]:
+    """``traced(name, *args)`` -> ScenarioTrace of tests/data/trace_scenarios/NAME.py (the test fails
+    unless the scenario exits with 0 within TIMEOUT)."""
 
     def run(name: str, *args: str) -> ScenarioTrace:
-        return run_scenario(name, *args, report_path=tmp_path / f"{name}.json")
+        report_path = tmp_path / f"{name}.json"
+        events = kvm_trace([sys.executable, str(SCENARIOS / f"{name}.py"), str(report_path), *args], timeout=TIMEOUT)
+        return split_scenario(events, report_path)
 
     return run

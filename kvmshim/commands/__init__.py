@@ -2,18 +2,19 @@
 import argparse
 from typing import Callable
 
-SIZE_SUFFIXES = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+SIZE_SUFFIXES = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
 def parse_size(text: str) -> int:
-    """'16M', '512k', '0x100000' or '1048576' -> bytes (a positive multiple of 4 KiB)."""
+    """'16M', '512k', '1T', '0x100000' or '1048576' -> bytes (a positive multiple of 4 KiB); the suffixes
+    k, M, G and T are powers of 1024 in either case, as in QEMU's -m."""
     value = text.strip().lower()
     scale = SIZE_SUFFIXES.get(value[-1:], 1)
     number = value[:-1] if scale != 1 else value
     try:
         size = int(number, 0) * scale
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (use e.g. 16M, 512k or 0x100000)") from None
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (use e.g. 16M, 512k, 1G, 1T or 0x100000)") from None
     if size <= 0 or size % 4096:
         raise argparse.ArgumentTypeError(f"size {text!r} must be a positive multiple of 4 KiB")
     return size

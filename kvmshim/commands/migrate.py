@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from ..errors import UsageError
 from ..plots import format_size
 from . import parse_size, positive
 
@@ -66,7 +67,7 @@ def load_guest(machine: Any, guest: str = GUEST, *, per_tick: int = 16, tick_ms:
         khz = machine.vcpu.get_tsc_khz()
         tick_tsc = int(tick_ms * khz)
         if not 0 <= tick_tsc < 1 << 32:
-            raise ValueError(f"--tick-ms {tick_ms}: a tick must be under {(1 << 32) // khz} ms of TSC")
+            raise UsageError(f"--tick-ms {tick_ms:g}: a tick must be under {(1 << 32) // khz} ms of TSC")
         ticks = max(1, round(seconds * 1000 / tick_ms)) if tick_ms else int(seconds * 5000)
         machine.set_params(guest, FIRST=FIRST_PAGE, COUNT=machine.ram_size // PAGE - FIRST_PAGE,
                            PER_TICK=per_tick, RANDOM=1, TICKS=ticks, TICK_TSC=tick_tsc)
@@ -87,7 +88,7 @@ def _uri(transport: str, directory: str) -> str:
 
 def run(args) -> int:
     from ..machine import Machine
-    from ..migration import MigrationError, migrate
+    from ..migration import migrate
 
     with tempfile.TemporaryDirectory(prefix="kvmshim-migrate-") as directory:
         uri = _uri(args.transport, directory)
@@ -95,7 +96,7 @@ def run(args) -> int:
             [sys.executable, "-m", "kvmshim.cli", "run", args.guest, "-m", str(args.ram), "--incoming", uri],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         source_output = bytearray()
-        try:  # the destination must not outlive a failure here, whatever it is
+        try:  # the destination must not outlive a failure here (kvmshim.cli reports it)
             with Machine(args.ram, on_output=source_output.extend) as machine:
                 guest = load_guest(machine, args.guest, **guest_options(args))
                 print(f"kvmshim migrate: {guest}, {format_size(args.ram)} of RAM, to {uri}, downtime target "
@@ -111,9 +112,6 @@ def run(args) -> int:
                                 on_round=_print_round)
                 thread.join()
             out, _ = destination.communicate(timeout=DESTINATION_TIMEOUT)
-        except (MigrationError, ValueError) as err:
-            print(f"kvmshim: error: migration failed: {str(err).splitlines()[0]}", file=sys.stderr)
-            return 2
         finally:
             if destination.poll() is None:
                 destination.kill()

@@ -10,7 +10,8 @@ from . import parse_size
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("mtree", help="print the machine's memory map like QEMU's `info mtree`")
-    p.add_argument("guest", nargs="?", default="hello")
+    p.add_argument("guest", nargs="?", default="hello",
+                   help="the guest loaded first: a bundled name or a file of any format `run` takes (default hello)")
     p.add_argument("-f", dest="flatview", action="store_true", help="flat views (with KVM markers)")
     p.add_argument("-D", dest="disabled", action="store_true", help="show disabled regions")
     p.add_argument("--json", action="store_true", help="the trees and flat views as JSON (-f and -D do not apply)")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -39,13 +38,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from ..migration import MigrationError
-
-    try:
-        return _save(args) if args.action == "save" else _restore(args)
-    except MigrationError as err:
-        print(f"kvmshim: error: snapshot {args.action} failed: {str(err).splitlines()[0]}", file=sys.stderr)
-        return 2
+    return _save(args) if args.action == "save" else _restore(args)
 
 
 def _save(args) -> int:

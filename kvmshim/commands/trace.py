@@ -1,10 +1,16 @@
-"""`kvmshim trace [--json] [-o FILE] [--summary] -- COMMAND...`: the KVM ioctls of a command, decoded."""
+"""`kvmshim trace [--json] [-o FILE] [--summary] -- COMMAND...`: the KVM ioctls of a command, decoded.
+
+The trace goes to stderr or FILE through a LineWriter: whole lines, one write(2) each, so they
+never interleave with what the traced command writes to the same terminal or pipe.
+"""
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import os
 import sys
-from contextlib import nullcontext
+from typing import Optional, TextIO
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -19,18 +25,46 @@ def add_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
-def run(args) -> int:
-    from ..trace import Summary, Tracer, format_event, format_summary
+class StreamLines:
+    """LineWriter's ``line()`` on a text stream that has no fd (a caller replaced sys.stderr)."""
 
-    with open(args.output, "w") if args.output else nullcontext(sys.stderr) as out:
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def line(self, text: str) -> None:
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+
+def _stderr_fd() -> Optional[int]:
+    try:
+        return sys.stderr.fileno()
+    except (AttributeError, io.UnsupportedOperation):
+        return None
+
+
+def run(args) -> int:
+    from ..trace import LineWriter, Summary, Tracer, format_event, format_summary
+
+    sys.stderr.flush()  # what kvmshim wrote before goes out before the first trace line
+    fd = (os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666) if args.output
+          else _stderr_fd())
+    try:
+        out = LineWriter(fd) if fd is not None else StreamLines(sys.stderr)
         summary = Summary()
         tracer = Tracer(keep_events=False)
 
         def show(event) -> None:
-            print(event.to_json() if args.json else format_event(event, tracer.main_pid), file=out, flush=True)
+            out.line(event.to_json() if args.json else format_event(event, tracer.main_pid))
 
         tracer.on_event = summary.add if args.summary else show
         status = tracer.run(args.command).returncode
-        if args.summary:
-            out.write(json.dumps({"summary": summary.to_dict()}) + "\n" if args.json else format_summary(summary))
+        if args.summary and args.json:
+            out.line(json.dumps({"summary": summary.to_dict()}))
+        elif args.summary:
+            for line in format_summary(summary).splitlines():
+                out.line(line)
+    finally:
+        if args.output:
+            os.close(fd)
     return status

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 from typing import Optional
 
+from ..errors import KvmshimError
 
-class MigrationError(Exception):
+
+class MigrationError(KvmshimError):
     """Migration or a snapshot failed. The source, if it was the one migrating, runs on as before."""
 
 

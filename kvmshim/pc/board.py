@@ -1,7 +1,15 @@
 """PcBoard: the pc machine's memory map and devices on memapi alone, no KVM.
 
-PcMachine builds one on its MemorySystem and adds the VM; tests build one on plain
-address spaces to check the map, PAM, PCI and the devices without /dev/kvm.
+PcMachine builds one on its MemorySystem and adds the VM; tests build one on plain address
+spaces to check the map, PAM, PCI and the devices without /dev/kvm. What the board carries
+comes from a QemuConfig, as QEMU's pc_init1 builds from its command line: the i440FX host
+bridge with PAM, PIIX3 (ISA bridge, IDE with the config's disks, reset control), PIIX4 power
+management, fw_cfg (RAM size, CPU count, e820, boot order), the RTC/CMOS, port 0x92, a 16550
+for each ``-serial``, the VGA text screen unless ``-vga none``, and the ``-device`` list.
+
+Interrupts go to ``set_irq(line, level)`` (the in-kernel PIC/IOAPIC once a VM exists). Where the
+character devices' bytes go is the caller's: set each ``serials[i].on_output``, attach a feed for
+their input, and each ``debugcons[i].on_output`` (kvmshim.chardev opens QEMU's backends).
 """
 from __future__ import annotations
 
@@ -9,42 +17,106 @@ from typing import Callable, Optional
 
 from memapi import MemoryRegion
 
-from ..devices import Serial
+from ..qemu_config import IsaDebugcon, IsaDebugExit as DebugExitConfig, PciTestdev as PciTestdevConfig
+from ..qemu_config import PcTestdev as PcTestdevConfig, QemuConfig
+from ..uart import Uart16550
+from .ata import AtaDisk, DiskImage
 from .cmos import Cmos
 from .debugcon import DebugCon
-from .fw_cfg import FwCfg, e820_table
+from .fw_cfg import FwCfg, bootorder_file, e820_table
 from .i440fx import I440FX
+from .ide import LEGACY_CHANNELS, PiixIde
 from .memmap import E820_RESERVED, PcMemoryMap
-from .pci import PciHost
+from .pci import PciHost, devfn
 from .piix import Piix3, Piix4Pm
+from .port92 import Port92
+from .testdev import IsaDebugExit, PcTestdev, PciTestdev
+from .vga import VgaText
 
 #: QEMU's kvm_arch_init: one identity-map page, then three TSS pages, reserved in the e820 map.
 IDENTITY_MAP_ADDR, KVM_PRIVATE_SIZE = 0xFEFFC000, 0x4000
 TSS_ADDR = IDENTITY_MAP_ADDR + 0x1000
-SERIAL_IOPORT = 0x3F8
+#: QEMU's serial_hds: COM1-COM4, their ports and ISA IRQs.
+SERIAL_PORTS = ((0x3F8, 4), (0x2F8, 3), (0x3E8, 4), (0x2E8, 3))
+#: The first free PCI slot after the host bridge (0) and PIIX3 (1): the VGA's, then the devices'.
+FIRST_FREE_SLOT = 2
+
+SetIrq = Callable[[int, int], None]
 
 
 class PcBoard:
-    """i440FX + PIIX3/PIIX4 with fw_cfg, CMOS, the debug console and COM1, mapped into ``system``/``io``."""
+    """i440FX + PIIX3/PIIX4 and the devices of ``config``, mapped into ``system`` and ``io``.
 
-    def __init__(self, system: MemoryRegion, io: MemoryRegion, ram_size: int, bios_image: bytes, *,
-                 request_reset: Callable[[], None], on_debug: Optional[Callable[[bytes], None]] = None,
-                 on_output: Optional[Callable[[bytes], None]] = None) -> None:
+    ``guest_exit(status)`` is called by isa-debug-exit with QEMU's status ``(v << 1) | 1``.
+    """
+
+    def __init__(self, system: MemoryRegion, io: MemoryRegion, config: QemuConfig, bios_image: bytes, *,
+                 set_irq: SetIrq, request_reset: Callable[[], None],
+                 guest_exit: Callable[[int], None] = lambda status: None) -> None:
+        cpus = config.smp.cpus
         with system.transaction():
-            self.map = PcMemoryMap(system, ram_size, bios_image)
+            self.map = PcMemoryMap(system, config.ram_size, bios_image)
             self.i440fx = I440FX(system, self.map.pci, self.map.ram)
             self.piix3 = Piix3(request_reset)
             self.pm = Piix4Pm()
-            self.pci_host = PciHost((self.i440fx, self.piix3, self.pm))
-            self.fw_cfg = FwCfg(ram_size)
+            self.ide = PiixIde(_disks(config), [lambda level, line=line: set_irq(line, level)
+                                                for _, _, line in LEGACY_CHANNELS])
+            self.pci_host = PciHost((self.i440fx, self.piix3, self.pm, self.ide), memory=self.map.pci)
+            self.fw_cfg = FwCfg(config.ram_size, cpus)
             self.fw_cfg.add_file("etc/e820", e820_table(self.e820()))
-            self.cmos = Cmos(self.map.below_4g, self.map.above_4g)
-            self.debugcon = DebugCon(on_debug)
-            self.serial = Serial(on_output)
-            for device in (self.pci_host, self.piix3, self.pm, self.fw_cfg, self.cmos, self.debugcon):
+            disk_paths = [self.ide.disk_path(i) for i, disk in enumerate(self.ide.disks()) if disk is not None]
+            order = bootorder_file(config.boot.order, lambda letter: disk_paths if letter == "c" else [])
+            if order:
+                self.fw_cfg.add_file("bootorder", order)
+            for item in config.fw_cfg:
+                self.fw_cfg.add_file(item.name, item.data)
+            self.cmos = Cmos(self.map.below_4g, self.map.above_4g, cpus)
+            self.cmos.set_boot_order(config.boot.order)
+            self.cmos.set_disks(self.ide.disks())
+            self.port92 = Port92(request_reset)
+            self.serials = [Uart16550(lambda level, irq=irq: set_irq(irq, level), name="serial")
+                            for _, (_, irq) in zip(config.serial, SERIAL_PORTS)]
+            for device in (self.pci_host, self.piix3, self.pm, self.ide, self.fw_cfg, self.cmos, self.port92):
                 device.map(io)
-            io.add_subregion(SERIAL_IOPORT, self.serial.region)
+            for uart, (port, _) in zip(self.serials, SERIAL_PORTS):
+                uart.map(io, port)
+            self.vga: Optional[VgaText] = None
+            slot = FIRST_FREE_SLOT
+            if config.vga == "std":
+                self.vga = VgaText()
+                self.vga.map(self.map.pci, io)
+                slot += 1
+            self.debug_exits: list[IsaDebugExit] = []
+            self.debugcons: list[DebugCon] = []
+            self.testdevs: list[PcTestdev] = []
+            self.pci_testdevs: list[PciTestdev] = []
+            for spec in config.devices:
+                if isinstance(spec, DebugExitConfig):
+                    self.debug_exits.append(IsaDebugExit(guest_exit, spec.iobase, spec.iosize))
+                    self.debug_exits[-1].map(io)
+                elif isinstance(spec, IsaDebugcon):
+                    self.debugcons.append(DebugCon(iobase=spec.iobase, readback=spec.readback))
+                    self.debugcons[-1].map(io)
+                elif isinstance(spec, PcTestdevConfig):
+                    self.testdevs.append(PcTestdev(set_irq))
+                    self.testdevs[-1].map(system, io)
+                elif isinstance(spec, PciTestdevConfig):
+                    self.pci_testdevs.append(PciTestdev(devfn(slot, 0)))
+                    self.pci_host.add(self.pci_testdevs[-1])
+                    slot += 1
 
     def e820(self) -> list[tuple[int, int, int]]:
         """The RAM entries, plus KVM's identity map and TSS pages as QEMU reserves them."""
         return self.map.e820() + [(IDENTITY_MAP_ADDR, KVM_PRIVATE_SIZE, E820_RESERVED)]
+
+    def close(self) -> None:
+        """Flush and close the disk images (the address spaces may still be up)."""
+        self.ide.close()
+
+
+def _disks(config: QemuConfig) -> list[Optional[AtaDisk]]:
+    """The four IDE units, from the config's drives (index = 2 * bus + unit)."""
+    disks: list[Optional[AtaDisk]] = [None] * 4
+    for drive in config.drives:
+        disks[drive.index] = AtaDisk(DiskImage(drive.file, readonly=drive.readonly))
+    return disks

@@ -108,7 +108,7 @@ class Cmos:
         check_index("mc146818rtc index", self.index, CMOS_SIZE)
 
     def set_boot_order(self, order: str) -> None:
-        """The legacy boot order (-boot letters, as kvmshim.pc.fw_cfg.parse_boot_order returns them)."""
+        """The legacy boot order (QEMU's -boot letters, as QemuConfig.boot.order holds them)."""
         boot_bytes(self.cmos, order)
 
     def set_disks(self, disks: Sequence[Optional[DiskGeometry]]) -> None:

@@ -24,10 +24,6 @@ IRQ0_OVERRIDE = 0x8002
 WRITE_CHANNEL = 0x4000
 ID_TRADITIONAL = 1
 FILE_NAME_SIZE = 56
-#: -boot letters (QEMU's boot_device2nibble): floppy, hard disk, CD-ROM, network.
-BOOT_DEVICES = "abcdn"
-#: The pc machine's default (PCMachineClass.default_boot_order).
-DEFAULT_BOOT_ORDER = "cad"
 
 
 def _combined_valid(mr: MemoryRegion, offset: int, size: int, is_write: bool, attrs) -> bool:
@@ -96,19 +92,6 @@ class FwCfg:
 def e820_table(entries: list[tuple[int, int, int]]) -> bytes:
     """The ``etc/e820`` file: packed little-endian (address, length, type) records."""
     return b"".join(struct.pack("<QQI", *entry) for entry in entries)
-
-
-def parse_boot_order(boot: str, default: str = DEFAULT_BOOT_ORDER) -> str:
-    """QEMU's ``-boot`` value as its device letters: ``c``, ``order=dc``, ``order=c,menu=on``, or
-    options without ``order=`` (``menu=on``: the default order)."""
-    options = boot.split(",")
-    if "=" not in options[0]:
-        order = options[0]
-    else:
-        order = next((o[len("order="):] for o in options if o.startswith("order=")), default)
-    if not order or len(order) > 3 or any(letter not in BOOT_DEVICES for letter in order):
-        raise ValueError(f"boot order {boot!r}: up to three of {', '.join(BOOT_DEVICES)} (QEMU's -boot)")
-    return order
 
 
 def bootorder_file(order: str, device_paths: Callable[[str], Iterable[str]]) -> bytes:

@@ -1,46 +1,81 @@
-"""The pc machine: a PcBoard on its own MemorySystem, KVM's in-kernel irqchip and PIT, SeaBIOS."""
+"""The pc machine: a PcBoard on its own MemorySystem, KVM's in-kernel irqchip and PIT, SeaBIOS.
+
+Built from a QemuConfig (kvmshim.qemu_options reads one from QEMU's command line; ``kvmshim run
+--machine pc`` builds one from its own options). The board comes first, so a bad BIOS, disk or
+kernel fails before any fd is open; then the VM as QEMU's kvm_arch_init and pc_init1 set it up
+(TSS and identity-map addresses, in-kernel irqchip and PIT), the KVM listeners, and one vCPU per
+``-smp`` CPU with the config's CPUID. vCPU 0 starts at the reset vector in SeaBIOS; the others
+wait in the kernel for INIT/SIPI (the in-kernel LAPIC). With ``-kernel``, a multiboot kernel is
+loaded as QEMU's loader lays it out and vCPU 0 enters it directly in 32-bit protected mode
+(kvmshim's shortcut: QEMU runs SeaBIOS first, whose option ROM then jumps to the same state).
+"""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Optional
 
+import guests.multiboot
+from guests import MemoryRange, Module
+from guests.plans import E820_RAM
 from kvm import Cap, Vcpu, Vm
 from listeners.vcpu_runner import RunOutcome
 
-from ..base import MachineBase
+from .. import loader
+from ..base import MachineBase, VcpuThread
+from ..qemu_config import Chardev, IsaDebugcon, QemuConfig
 from .board import IDENTITY_MAP_ADDR, TSS_ADDR, PcBoard
+from .debugcon import SEABIOS_DEBUG_IOPORT
 from .memmap import MiB
 
 DEFAULT_BIOS = Path("/usr/share/seabios/bios-256k.bin")
 DEFAULT_RAM = 128 * MiB
-#: SeaBIOS's last words once POST is over and nothing could boot: the run ends with that line.
+#: SeaBIOS's last words once POST is over and nothing could boot.
 POST_DONE = b"No bootable device"
 BOOT_TIMEOUT = 60.0
 
 
-class PcMachine(MachineBase):
-    """A `pc` (i440FX + PIIX3/PIIX4) booting a BIOS image. Use as a context manager.
+def seabios_config(ram_size: int = DEFAULT_RAM, bios: Optional[Path] = None, **fields) -> QemuConfig:
+    """A QemuConfig for watching SeaBIOS: no defaults, COM1, and SeaBIOS's debug console at 0x402."""
+    debugcon = IsaDebugcon(Chardev("null"), iobase=SEABIOS_DEBUG_IOPORT)
+    return replace(QemuConfig(ram_size=ram_size, bios=bios, vga="none", nodefaults=True,
+                              serial=(Chardev("null"),), devices=(debugcon,)), **fields)
 
-    The board is built first, so a bad BIOS image fails before any fd is open; then the VM
-    as QEMU sets it up (TSS and identity-map addresses, in-kernel irqchip and PIT), the KVM
-    listeners and the vCPU at the reset vector. ``options`` are MachineBase's.
+
+class PcMachine(MachineBase):
+    """A `pc` (i440FX + PIIX3/PIIX4) as ``config`` describes it. Use as a context manager.
+
+    ``stop_at_post_end`` ends ``boot()`` when SeaBIOS reports "No bootable device" on a debug
+    console at 0x402 (its retry loop would run forever). ``exit_status`` is what QEMU would exit
+    with: isa-debug-exit's ``(v << 1) | 1``, else 0. ``options`` are MachineBase's.
     """
 
     name = "pc"
 
-    def __init__(self, ram_size: int = DEFAULT_RAM, bios: Optional[Path] = None, *,
-                 on_output: Optional[Callable[[bytes], None]] = None, **options) -> None:
-        if bios is None and not DEFAULT_BIOS.exists():
-            raise FileNotFoundError(f"no {DEFAULT_BIOS}: install Debian's seabios package or pass a BIOS image")
-        self.bios_image = Path(bios or DEFAULT_BIOS).read_bytes()
-        self.ram_size = ram_size
-        self.on_output = on_output
+    def __init__(self, config: Optional[QemuConfig] = None, *, stop_at_post_end: bool = False, **options) -> None:
+        self.config = config = config or seabios_config()
+        bios = config.bios or DEFAULT_BIOS
+        if config.bios is None and not bios.exists():
+            raise FileNotFoundError(f"no {bios}: install Debian's seabios package or pass a BIOS image")
+        self.bios_image = bios.read_bytes()
+        self.kernel = _read_kernel(config)
+        self.stop_at_post_end = stop_at_post_end
+        self.exit_status = 0
         self.reset_requested = False
-        super().__init__(**options)
+        super().__init__(vcpus=config.smp.cpus, cpu=",".join((config.cpu.model, *config.cpu.features)), **options)
+        if self.kernel is not None:
+            try:
+                self._load_kernel(*self.kernel)
+            except BaseException:
+                self.close()
+                raise
 
     def _build(self) -> None:
-        self.board = PcBoard(self.system, self.io, self.ram_size, self.bios_image,
-                             request_reset=self.request_reset, on_debug=self._on_debug, on_output=self.on_output)
+        self.board = PcBoard(self.system, self.io, self.config, self.bios_image, set_irq=self._set_irq,
+                             request_reset=self.request_reset, guest_exit=self._guest_exit)
+        for debugcon in self.board.debugcons:
+            if debugcon.iobase == SEABIOS_DEBUG_IOPORT:
+                debugcon.on_output = self._watch_post
 
     def _setup_vm(self, vm: Vm) -> None:
         vm.set_tss_addr(TSS_ADDR)
@@ -49,27 +84,81 @@ class PcMachine(MachineBase):
             vm.create_irqchip()
             if vm.check_extension(Cap.PIT2):
                 vm.create_pit2()
+                if self.config.pit_lost_tick_policy == "discard":
+                    vm.reinject_control(False)
 
     def _setup_vcpu(self, vcpu: Vcpu) -> None:
-        vcpu.reset_state()
+        if vcpu.id == 0:  # the others wait for INIT/SIPI as KVM creates them (MP state UNINITIALIZED)
+            vcpu.reset_state()
 
-    @property
-    def log(self) -> bytes:
-        """What the firmware wrote on the debug console."""
-        return bytes(self.board.debugcon.output)
+    def _load_kernel(self, name: str, kernel: bytes, modules: list[Module]) -> None:
+        """QEMU's multiboot loader: the kernel sees "FILE APPEND" and each ``-initrd`` module."""
+        cmdline = f"{name} {self.config.append}" if self.config.append else name
+        layout = [MemoryRange(start, size, kind) for start, size, kind in self.board.e820()]
+        plan = guests.multiboot.plan(kernel, cmdline=cmdline, modules=modules, memory_map=layout, name=name)
+        loader.apply(self, plan, [r for r in layout if r.type == E820_RAM], vcpus=[self.vcpu])
 
+    # ------------------------------------------------------------ running
     def boot(self, timeout: Optional[float] = BOOT_TIMEOUT) -> RunOutcome:
-        """Run from the reset vector until POST is over (or the guest asks for a reset)."""
-        return self.run(timeout)
+        """Run every vCPU (vCPU 0 here, the others in threads) until a stop: isa-debug-exit, a
+        reset request, the end of POST if asked, or ``timeout`` seconds (GuestTimeout)."""
+        aps = [self.start(index, timeout) for index in range(1, len(self.vcpus))]
+        try:
+            return self.run(timeout)
+        finally:
+            self._stop_aps(aps)
+
+    def _stop_aps(self, aps: list[VcpuThread]) -> None:
+        for thread in aps:
+            thread.runner.stop()
+        for thread in aps:
+            thread.join(30)  # re-raises a fault of that vCPU
 
     def request_reset(self) -> None:
-        """A guest reset request (0xcf9) ends the run: resetting is not modelled."""
+        """A guest reset request (0xcf9, port 0x92) ends the run: resetting is not modelled."""
         self.reset_requested = True
         self.stop()
 
-    def _on_debug(self, data: bytes) -> None:
-        if self.on_output is not None:
-            self.on_output(data)
-        log = self.board.debugcon.output
-        if data == b"\n" and POST_DONE in log[log.rfind(b"\n", 0, -1) + 1:]:
+    def _guest_exit(self, status: int) -> None:
+        self.exit_status = status
+        self.stop()
+
+    def _set_irq(self, line: int, level: int) -> None:
+        if self.vm is not None:
+            self.vm.irq_line(line, level)
+
+    def _watch_post(self, data: bytes) -> None:
+        log = self.log
+        if self.stop_at_post_end and data == b"\n" and POST_DONE in log[log.rfind(b"\n", 0, -1) + 1:]:
             self.stop()
+
+    @property
+    def log(self) -> bytes:
+        """What the firmware wrote on its debug console (0x402), if the config has one."""
+        return b"".join(bytes(d.output) for d in self.board.debugcons if d.iobase == SEABIOS_DEBUG_IOPORT)
+
+    def close(self) -> None:
+        """MachineBase.close, then the disk images are flushed and closed."""
+        try:
+            super().close()
+        finally:
+            if "board" in self.__dict__:
+                self.board.close()
+
+
+def _read_kernel(config: QemuConfig) -> Optional[tuple[str, bytes, list[Module]]]:
+    """``-kernel`` and its ``-initrd`` modules, read before any fd opens (QEMU's wording on failure)."""
+    if config.kernel is None:
+        return None
+    try:
+        kernel = config.kernel.read_bytes()
+    except OSError as err:
+        raise OSError(err.errno, f"could not open kernel file '{config.kernel}': {err.strerror}") from None
+    modules = []
+    for spec in (config.initrd.split(",") if config.initrd else []):
+        path = spec.split(" ", 1)[0]
+        try:
+            modules.append(Module(Path(path).read_bytes(), spec))
+        except OSError as err:
+            raise OSError(err.errno, f"Failed to open file '{path}': {err.strerror}") from None
+    return str(config.kernel), kernel, modules

@@ -1,0 +1,71 @@
+"""QEMU's character backends for a serial port or debug console: ``stdio``, ``file``, ``null``.
+
+``open_chardevs(stack, machine, quit)`` connects each of a PcMachine's serial ports and debug
+consoles to the backend its QemuConfig names, registering the clean-up (terminal mode, files)
+on ``stack``. Only one device may read stdin, as in QEMU: the first stdio serial port.
+"""
+from __future__ import annotations
+
+import sys
+from contextlib import ExitStack
+from typing import Callable, Optional, TextIO
+
+from .console import StdinConsole
+from .qemu_config import Chardev, IsaDebugcon
+
+Sink = Optional[Callable[[bytes], None]]
+
+
+def stdout_writer(data: bytes) -> None:
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
+
+
+def stderr_writer(data: bytes) -> None:
+    sys.stderr.buffer.write(data)
+    sys.stderr.buffer.flush()
+
+
+def sink(stack: ExitStack, spec: Chardev, stdout: Callable[[bytes], None] = stdout_writer) -> Sink:
+    """Where bytes written to ``spec`` go: stdout, an open file (closed by ``stack``), or nowhere."""
+    if spec.backend == "stdio":
+        return stdout
+    if spec.backend == "file" and spec.path is not None:
+        out = stack.enter_context(open(spec.path, "wb"))
+
+        def write(data: bytes, out=out) -> None:
+            out.write(data)
+            out.flush()
+
+        return write
+    return None  # null, none, vc: kvmshim has no virtual console
+
+
+def open_chardevs(stack: ExitStack, machine, quit: Callable[[], None],
+                  stdin: Optional[TextIO] = None) -> Optional[StdinConsole]:
+    """Connect ``machine.board``'s serial ports and debug consoles to the backends of its config;
+    returns the console reading stdin, if a stdio serial port has one (Ctrl-A x calls ``quit``)."""
+    board, config = machine.board, machine.config
+    console = None
+    for uart, spec in zip(board.serials, config.serial):
+        uart.on_output = sink(stack, spec)
+        if spec.backend == "stdio" and console is None:
+            console = stack.enter_context(StdinConsole(quit, None if stdin is None else stdin.fileno()))
+            console.attach(uart)
+    debugcons = [spec for spec in config.devices if isinstance(spec, IsaDebugcon)]
+    for device, spec in zip(board.debugcons, debugcons):
+        device.on_output = _chain(device.on_output, sink(stack, spec.chardev))
+    return console
+
+
+def _chain(first: Sink, second: Sink) -> Sink:
+    """Both sinks (the machine may already watch a console, e.g. for the end of POST)."""
+    if first is None or second is None:
+        return first or second
+
+    def both(data: bytes) -> None:
+        first(data)
+        second(data)
+
+    return both
+

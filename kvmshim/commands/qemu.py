@@ -1,0 +1,74 @@
+"""`kvmshim qemu ARGS...` (also the `kvmshim-qemu` script): QEMU's command line, on kvmshim's pc.
+
+The arguments are QEMU's, read by kvmshim.qemu_options (any option kvmshim does not model is
+one line and status 1, as QEMU fails). The guest runs until isa-debug-exit (status ``(v << 1)
+| 1``, as QEMU), a reset or shutdown request (0, kvmshim does not reboot), Ctrl-A x on a stdio
+serial port, or Ctrl-C. kvm-unit-tests' run_tests.sh can use it: ``QEMU=$(which kvmshim-qemu)``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from contextlib import ExitStack
+from typing import Optional, Sequence
+
+PROG = "kvmshim qemu"
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("qemu", help="run the pc machine from a qemu-system-x86_64 command line",
+                       add_help=False, prefix_chars="\0")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="QEMU's options (kvmshim qemu -h lists them)")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    return qemu(args.args)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """The `kvmshim-qemu` console script."""
+    return qemu(sys.argv[1:] if argv is None else argv)
+
+
+def qemu(argv: Sequence[str]) -> int:
+    from listeners.vcpu_runner import TripleFault
+
+    from ..chardev import open_chardevs
+    from ..pc.machine import PcMachine
+    from ..qemu_config import QemuInfo
+    from ..qemu_options import QemuOptionError, parse_command_line
+
+    try:
+        config = parse_command_line(list(argv))
+    except QemuOptionError as err:
+        print(err.line, file=sys.stderr)
+        return 1
+    if isinstance(config, QemuInfo):
+        print(config.text, end="" if config.text.endswith("\n") else "\n")
+        return 0
+    for warning in config.warnings:
+        print(f"{PROG}: {warning}", file=sys.stderr)
+    try:
+        machine = PcMachine(config)
+    except OSError as err:
+        print(f"{PROG}: {err.strerror or err}", file=sys.stderr)
+        return 1
+    with machine, ExitStack() as stack:
+        for warning in machine.warnings:
+            print(f"{PROG}: warning: {warning}", file=sys.stderr)
+        open_chardevs(stack, machine, quit=machine.stop)
+        if config.display == "curses" and machine.board.vga is not None:
+            from ..screen import TerminalScreen
+
+            stack.enter_context(TerminalScreen(machine.board.vga, sys.stdout))  # the text screen, redrawn live
+        try:
+            machine.boot(timeout=None)
+        except TripleFault:
+            if not config.no_reboot:
+                print(f"{PROG}: the guest triple-faulted; kvmshim does not reset, so it stops", file=sys.stderr)
+        except KeyboardInterrupt:
+            return 130
+        if machine.reset_requested and not config.no_reboot:
+            print(f"{PROG}: the guest asked for a reset; kvmshim does not reset, so it stops", file=sys.stderr)
+        return machine.exit_status

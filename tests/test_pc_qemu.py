@@ -1,0 +1,170 @@
+"""`kvmshim qemu` boots real software, driven the way a user types QEMU's command line.
+
+One GRUB boot per module (about a minute here, nearly all of it the CPU emulation of SeaBIOS and
+GRUB under kvm_pvm): the disk image is built at test time from Debian's grub-pc-bin
+(tests/grub_image.py), the command is QEMU's, the serial port is stdio, and the test types at
+the menu and at ``grub>`` through the process's stdin as a user would at the terminal.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from grub_image import MENU_READY, PROMPT, grub_image  # noqa: F401
+from kvm_helpers import requires_kvm
+
+pytestmark = requires_kvm
+GRUB_TIMEOUT = 300.0
+
+
+class Session:
+    """A `kvmshim qemu` process and the transcript of its stdout, read as it comes."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "kvmshim.cli", "qemu", *argv], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.transcript = bytearray()
+        self._grew = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        while chunk := os.read(self.proc.stdout.fileno(), 4096):
+            with self._grew:
+                self.transcript += chunk
+                self._grew.notify_all()
+
+    def expect(self, text: bytes, after: int = 0, timeout: float = GRUB_TIMEOUT) -> int:
+        """Wait until ``text`` appears at or after offset ``after``; its end offset."""
+        deadline = time.monotonic() + timeout
+        with self._grew:
+            while (at := self.transcript.find(text, after)) < 0:
+                left = deadline - time.monotonic()
+                assert left > 0 and self.proc.poll() is None, (
+                    f"no {text!r} after {timeout} s; transcript tail {bytes(self.transcript[-400:])!r}, "
+                    f"stderr {self.proc.stderr.read() if self.proc.poll() is not None else b''!r}")
+                self._grew.wait(min(left, 1.0))
+            return at + len(text)
+
+    def type(self, keys: bytes) -> None:
+        self.proc.stdin.write(keys)
+        self.proc.stdin.flush()
+
+    def quit(self) -> int:
+        """Ctrl-A x, as at QEMU's stdio console; the exit status."""
+        self.type(b"\x01x")
+        return self.proc.wait(60)
+
+
+@pytest.fixture(scope="module")
+def grub(grub_image):  # noqa: F811
+    digest = hashlib.sha256(grub_image.read_bytes()).hexdigest()
+    session = Session(["-M", "pc", "-m", "128", "-nodefaults", "-display", "none", "-serial", "stdio",
+                       "-drive", f"file={grub_image},format=raw,if=ide", "-boot", "c"])
+    yield session, grub_image, digest
+    if session.proc.poll() is None:
+        session.proc.kill()
+        session.proc.wait(30)
+
+
+def test_grub_menu_prompt_and_commands(grub):
+    session, image, digest = grub
+    menu = session.expect(b"kvmshim test entry", session.expect(MENU_READY))  # the entries come last
+    assert b"GNU GRUB  version 2.06" in session.transcript
+    session.type(b"c")
+    prompt = session.expect(PROMPT, menu)
+    session.type(b"echo hello from kvmshim\r")
+    echoed = session.expect(b"\n\rhello from kvmshim\n", prompt)  # GRUB ends lines with LF CR
+    session.expect(PROMPT, echoed)
+    session.type(b"ls\r")
+    listing = session.expect(b"(hd0)", echoed)
+    session.expect(PROMPT, listing)
+    assert session.quit() == 0
+    assert hashlib.sha256(image.read_bytes()).hexdigest() == digest  # GRUB only read the disk
+
+
+def test_unsupported_options_fail_in_one_line(tmp_path):
+    for argv, needle in ((["-usb"], b"unsupported option '-usb'"), (["-m", "lots"], b"-m lots"),
+                         (["-kernel", str(tmp_path / "missing")], b"could not open kernel file")):
+        done = subprocess.run([sys.executable, "-m", "kvmshim.cli", "qemu", "-nodefaults", *argv],
+                              capture_output=True, timeout=60)
+        assert done.returncode == 1 and needle in done.stderr and done.stderr.count(b"\n") == 1, done.stderr
+
+
+def test_a_multiboot_kernel_starts_the_second_vcpu_and_exits_through_isa_debug_exit(tmp_path):
+    """tests/data/guests/mb-smp.asm, run the way kvm-unit-tests runs its kernels: -kernel with -append,
+    -smp 2, pc-testdev and isa-debug-exit at 0xf4; the kernel checks each step itself."""
+    kernel = tmp_path / "mb-smp.bin"
+    subprocess.run(["nasm", "-f", "bin", "-o", str(kernel), str(Path(__file__).parent / "data/guests/mb-smp.asm")],
+                   check=True)
+    done = subprocess.run([sys.executable, "-m", "kvmshim.cli", "qemu", "--no-reboot", "-nodefaults", "-display",
+                           "none", "-serial", "stdio", "-smp", "2", "-device", "pc-testdev", "-device",
+                           "isa-debug-exit,iobase=0xf4,iosize=0x4", "-kernel", str(kernel), "-append", "hello world"],
+                          capture_output=True, timeout=120)
+    assert done.stdout.splitlines() == [f"{kernel} hello world".encode(),
+                                        b"mb-smp: fw_cfg says 2 CPUs, vCPU 1 started, pc-testdev ok"], done
+    assert done.returncode == 1  # isa-debug-exit: (0 << 1) | 1, as QEMU exits
+
+
+SCREEN_SECTOR = r"""
+bits 16
+org 0x7c00
+    xor ax, ax
+    mov ds, ax
+    mov si, text
+.tty:                               ; int 10h teletype: SeaBIOS's sercon mirrors it on COM1
+    lodsb
+    test al, al
+    jz .screen
+    mov ah, 0x0e
+    mov bx, 7
+    int 0x10
+    jmp .tty
+.screen:                            ; and the same bytes straight into the VGA text buffer
+    mov ax, 0xb800
+    mov es, ax
+    xor di, di
+    mov si, text
+.cell:
+    lodsb
+    cmp al, 13
+    je .done
+    mov ah, 0x2f
+    stosw
+    jmp .cell
+.done:
+    sti
+    mov cx, 3                       ; three timer ticks: sercon sends its last character lazily
+.tick:
+    hlt
+    loop .tick
+    mov al, 0x21
+    out 0x1, al                     ; placeholder, patched below to isa-debug-exit's port 0x501
+    hlt
+text: db "hello from a boot sector", 13, 10, 0
+times 510 - ($ - $$) db 0
+dw 0xaa55
+""".replace("    out 0x1, al                     ; placeholder, patched below to isa-debug-exit's port 0x501",
+            "    mov dx, 0x501\n    out dx, al")
+
+
+def test_run_machine_pc_boots_a_disk_shows_its_screen_and_takes_its_status(tmp_path):
+    """`kvmshim run --machine pc --disk`: the boot sector's int 10h text reaches the terminal (sercon),
+    its video memory the screenshot, its isa-debug-exit write the exit status (0x21 << 1 | 1)."""
+    (tmp_path / "boot.asm").write_text(SCREEN_SECTOR)
+    subprocess.run(["nasm", "-f", "bin", "-o", str(tmp_path / "boot.bin"), str(tmp_path / "boot.asm")], check=True)
+    disk = tmp_path / "disk.img"
+    disk.write_bytes((tmp_path / "boot.bin").read_bytes() + bytes(511 * 512))
+    png = tmp_path / "screen.png"
+    done = subprocess.run([sys.executable, "-m", "kvmshim.cli", "run", "--machine", "pc", "--disk", f"{disk},readonly",
+                           "--sercon", "--screenshot", str(png), "--timeout", "120"], capture_output=True, timeout=180)
+    assert done.returncode == 0x43, done
+    assert b"hello from a boot sector" in done.stdout
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
