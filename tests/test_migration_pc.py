@@ -3,6 +3,8 @@ and PIT, the LAPIC and every device model arrive; the destination's map (`info m
 source's, and stays so while SeaBIOS idles on at its prompt there."""
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -42,3 +44,29 @@ def test_the_pc_machine_after_post_migrates_with_its_map(tmp_path):
         assert dst.mtree(flatview=True) == source_map
         for thread in threads:
             assert thread.stop().reason == "stopped"
+
+
+def test_run_machine_pc_incoming_takes_over_a_booted_pc(tmp_path):
+    """`kvmshim run --machine pc --incoming URI` builds the pc machine from the same options as the
+    source, loads it and idles on at SeaBIOS's prompt (it is stopped here, having no end)."""
+    from kvmshim.cli import _parser
+    from kvmshim.migration import migrate
+    from kvmshim.pc import cli as pc_cli
+
+    uri = f"unix:{tmp_path}/m.sock"
+    destination = subprocess.Popen([sys.executable, "-m", "kvmshim.cli", "run", "--machine", "pc", "--incoming", uri],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        config = pc_cli.config(_parser().parse_args(["run", "--machine", "pc"]))
+        with PcMachine(config, stop_at_post_end=True) as src:
+            src.boot()
+            src.start()
+            stats = migrate(src, uri, verify=True)
+        assert stats.verified
+        line = destination.stderr.readline()
+        assert line.startswith("kvmshim: incoming: ") and line.endswith("; resuming\n")
+        time.sleep(0.5)
+        assert destination.poll() is None  # SeaBIOS idles on there
+    finally:
+        destination.kill()
+        destination.communicate()
