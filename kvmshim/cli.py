@@ -15,7 +15,7 @@ from typing import NoReturn, Optional, Sequence
 from .errors import EXIT_ERROR, EXIT_INTERRUPTED
 
 #: Subcommand modules, in help order.
-COMMANDS = ("run", "qemu", "mtree", "trace", "dirty_demo")
+COMMANDS = ("run", "qemu", "mtree", "trace", "dirty_demo", "migrate", "snapshot")
 EPILOG = f"""\
 exit status:
   run      the guest's debug-exit status (0 for a guest that halts)

@@ -3,7 +3,8 @@
 ``serial`` is the transmit side of a 16550 at 0x3f8, ``debug-exit`` ends the run
 with a status like QEMU's isa-debug-exit (our status is the byte itself),
 ``testdev`` is the MMIO register file the ``mmio`` guest checks, and ``pio-test``
-is the port range the ``pio`` guest exercises.
+is the port range the ``pio`` guest exercises. Each declares its migration state (``vmstate``):
+what a guest could see, not what the host collected (``output``, ``accesses``, ``writes``).
 """
 from __future__ import annotations
 
@@ -11,12 +12,16 @@ from typing import Callable, Optional
 
 from memapi import AccessRules, Endianness, MemoryRegion, MemoryRegionOps
 
+from .migration.vmstate import VMStateDescription
+
 _LSR = 5
 _LSR_THR_EMPTY_AND_IDLE = 0x60
 
 
 class Serial:
     """16550 transmit path: THR writes become output, LSR always says ready."""
+
+    vmstate = VMStateDescription("kvmshim-serial")  # nothing a guest can read back
 
     def __init__(self, on_output: Optional[Callable[[bytes], None]] = None) -> None:
         self.output = bytearray()
@@ -38,6 +43,8 @@ class Serial:
 class DebugExit:
     """A port whose byte written ends the run; ``status`` is that byte."""
 
+    vmstate = VMStateDescription("kvmshim-debug-exit", fields=("status",))
+
     def __init__(self, on_exit: Callable[[int], None]) -> None:
         self.status: Optional[int] = None
         self._on_exit = on_exit
@@ -56,6 +63,7 @@ class TestDevice:
     """The ``mmio`` guest's register file: ID (ro), 32/16/8-bit scratch, result; records accesses."""
 
     __test__ = False  # not a pytest class
+    vmstate = VMStateDescription("kvmshim-testdev", fields=("regs",))
 
     def __init__(self) -> None:
         self.regs = {0x4: 0, 0x8: 0, 0xA: 0, 0x10: 0}
@@ -84,6 +92,7 @@ class PortTestDevice:
     """16 ports at 0x600 for the ``pio`` guest: records writes, reads return fixed values."""
 
     READS = {0x8: 0x01, 0xA: 0x0203, 0xC: 0x04050607}
+    vmstate = VMStateDescription("kvmshim-pio-test")  # reads are fixed, writes only recorded
 
     def __init__(self) -> None:
         self.writes: list[tuple[int, int, int]] = []

@@ -19,6 +19,8 @@ from typing import Callable, Optional, Protocol
 
 from memapi import AccessRules, Endianness, MemoryRegion, MemoryRegionOps
 
+from .migration.vmstate import VMStateDescription
+
 COM1, COM1_IRQ = 0x3F8, 4
 FIFO_SIZE = 16
 
@@ -46,6 +48,11 @@ class InputSource(Protocol):
 
 class Uart16550:
     """One UART. ``output`` collects everything transmitted (not looped back)."""
+
+    #: QEMU's vmstate_serial: the registers, the receive FIFO and the pending interrupt sources.
+    vmstate = VMStateDescription("serial", fields=(
+        "rbr", "ier", "iir", "lcr", "mcr", "lsr", "msr", "scr", "fcr", "divisor", "rx", "trigger",
+        "thr_ipending", "timeout_ipending", "_irq_level"))
 
     def __init__(self, set_irq: Optional[Callable[[int], None]] = None,
                  on_output: Optional[Callable[[bytes], None]] = None, *, name: str = "serial") -> None:
@@ -99,6 +106,15 @@ class Uart16550:
         """Move what ``input`` has ready into the receiver (nothing while in loopback, which hears only itself)."""
         with self.lock:
             self._refill()
+
+    def post_load(self) -> None:
+        """After migration: check the FIFO and trigger level, and drive the line to the state loaded."""
+        if len(self.rx) > FIFO_SIZE or any(not 0 <= byte <= 0xFF for byte in self.rx):
+            raise ValueError(f"serial: receive FIFO of {len(self.rx)} entries ({FIFO_SIZE} at most, bytes)")
+        if self.trigger not in TRIGGER_LEVELS:
+            raise ValueError(f"serial: trigger level {self.trigger!r} (one of {TRIGGER_LEVELS})")
+        if self._irq_level and self.set_irq is not None:
+            self.set_irq(1)
 
     @property
     def baud(self) -> int:

@@ -20,6 +20,7 @@ from listeners.vcpu_runner import RunOutcome, VcpuRunner
 from memapi import AddressSpace, Endianness, MemApiError, MemoryRegion, MemoryRegionOps, MemTxResult
 
 from .errors import KvmshimError
+from .migration.vmstate import VMStateDescription
 
 UCALL_PORT = 0x99
 _OUT_IMM8 = 0xE6
@@ -100,6 +101,8 @@ class UcallError(KvmshimError):
 class UcallDevice:
     """The one-byte port the guest's calls write; ``on_call`` (typically: stop the vCPU runners)
     runs at each, so that the run returns to ``run_until_call`` right after the OUT."""
+
+    vmstate = VMStateDescription("kvmshim-ucall")  # a call is over when its OUT is; ``pending`` is the host's
 
     def __init__(self, on_call: Callable[[], None], port: int = UCALL_PORT) -> None:
         self.port = port

@@ -63,6 +63,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=positive(), default=None, help="stop the guest after this many seconds")
     p.add_argument("--trace-exits", action="store_true",
                    help="print every PIO/MMIO exit on stderr, with the region it reached")
+    p.add_argument("--incoming", metavar="URI", help="load a migration stream from URI (unix:PATH, tcp:HOST:PORT, "
+                                                     "file:PATH) and resume the guest (kvmshim.migration)")
     load = p.add_argument_group("loading (docs/guests.md)")
     load.add_argument("--load", type=address, metavar="ADDR", help="load a flat image at ADDR instead of 0x1000")
     load.add_argument("--entry", type=entry_point, metavar="SEG:OFF|ADDR",
@@ -131,6 +133,9 @@ def run(args) -> int:
 
     from ..machine import Machine, stdout_writer
 
+    if args.incoming:
+        from ..migration.cli import run_incoming
+        return run_incoming(args)
     if args.machine == "pc":
         given = [f"--{name}" for name in ("load", "entry", "strict") if getattr(args, name)]
         if args.guest is not None or given:

@@ -21,6 +21,7 @@ from typing import Callable, Optional, Union
 
 from memapi import AccessRules, MemoryRegion
 
+from ..migration.vmstate import VMStateDescription, check_index
 from .ports import port_region
 
 SECTOR = 512
@@ -156,6 +157,15 @@ class AtaDisk:
 class AtaDevice:
     """One unit's task file and command engine (QEMU's IDEState); ``disk`` None for an empty unit."""
 
+    #: QEMU's vmstate_ide_drive: the task file, the transfer in progress and its buffer (the disk's
+    #: image is the host's: shared storage, as with QEMU).
+    vmstate = VMStateDescription("ide_drive", fields=(
+        "feature", "error", "nsector", "sector", "lcyl", "hcyl", "hob_feature", "hob_nsector", "hob_sector",
+        "hob_lcyl", "hob_hcyl", "select", "status", "lba48", "mult_sectors", "req_nb_sectors", "write_cache",
+        "identify_data", "chs_translation", "buffer", "pos", "end", "to_guest", "end_transfer"))
+    #: What ``on_end`` may be after a migration (QEMU's end_transfer_fn_idx).
+    END_TRANSFERS = ("transfer_stop", "sector_read", "sector_write")
+
     def __init__(self, bus: "IdeBus", unit: int, disk: Optional[AtaDisk]) -> None:
         self.bus, self.unit, self.disk = bus, unit, disk
         self.buffer = bytearray(MAX_MULT_SECTORS * SECTOR)
@@ -197,6 +207,38 @@ class AtaDevice:
         self.pos = self.end = 0
         self.on_end, self.to_guest = self.transfer_stop, True
         self.status &= ~DRQ
+
+    # ---------------------------------------------------------------- migration
+    @property
+    def end_transfer(self) -> str:
+        """The name of what runs when the transfer in progress ends."""
+        return self.on_end.__name__
+
+    @end_transfer.setter
+    def end_transfer(self, name: str) -> None:
+        if name not in self.END_TRANSFERS:
+            raise ValueError(f"ide_drive: end of transfer {name!r} (one of {', '.join(self.END_TRANSFERS)})")
+        self.on_end = getattr(self, name)
+
+    @property
+    def chs_translation(self) -> list[int]:
+        """[heads, sectors] of the current CHS translation; [] for an empty unit."""
+        return [self.cur_heads, self.cur_sectors] if self.disk else []
+
+    @chs_translation.setter
+    def chs_translation(self, value: list[int]) -> None:
+        if len(value) != (2 if self.disk else 0) or not all(isinstance(v, int) and 0 < v < 256 for v in value):
+            raise ValueError(f"ide_drive unit {self.unit}: a CHS translation {value!r} for "
+                             f"{'an empty unit' if self.disk is None else 'a disk'}")
+        if value:
+            self.cur_heads, self.cur_sectors = value
+
+    def post_load(self) -> None:
+        if not 0 <= self.pos <= self.end <= len(self.buffer) or self.pos % 2:
+            raise ValueError(f"ide_drive unit {self.unit}: transfer at {self.pos} of {self.end} "
+                             f"(a {len(self.buffer)}-byte buffer)")
+        check_index("ide_drive multiple sectors", self.mult_sectors, MAX_MULT_SECTORS + 1)
+        check_index("ide_drive sectors per block", self.req_nb_sectors, MAX_MULT_SECTORS + 1)
 
     def abort(self, error: int = ABRT) -> None:
         """ide_abort_command: end any transfer, report ``error``."""
@@ -484,6 +526,8 @@ class IdeBus:
     within its buffer and every write within the image.
     """
 
+    vmstate = VMStateDescription("ide_bus", fields=("cmd", "irq_level", "units", "active_unit"))
+
     def __init__(self, index: int, disks: tuple[Optional[AtaDisk], Optional[AtaDisk]] = (None, None),
                  set_irq: Optional[Callable[[int], None]] = None) -> None:
         self.index = index
@@ -500,6 +544,21 @@ class IdeBus:
     def map(self, io: MemoryRegion, command_base: int, control_base: int) -> None:
         io.add_subregion(command_base, self.command_block)
         io.add_subregion(control_base, self.control_block)
+
+    @property
+    def active_unit(self) -> int:
+        """Which unit the device register selected (QEMU's bus->unit)."""
+        return self.active.unit
+
+    @active_unit.setter
+    def active_unit(self, unit: int) -> None:
+        check_index("ide_bus unit", unit, 2)
+        self.active = self.units[unit]
+
+    def post_load(self) -> None:
+        """Drive the channel's line to the level loaded."""
+        if self.irq_level and self.set_irq is not None:
+            self.set_irq(1)
 
     # ---------------------------------------------------------------- interrupt line
     def raise_irq(self) -> None:

@@ -12,6 +12,7 @@ from typing import Optional, Protocol, Sequence
 
 from memapi import MemoryRegion
 
+from ..migration.vmstate import VMStateDescription, check_index
 from .memmap import KiB, MiB
 from .ports import port_region
 
@@ -89,6 +90,8 @@ def disk_bytes(cmos: bytearray, disks: Sequence[Optional[DiskGeometry]]) -> None
 class Cmos:
     """CMOS RAM behind an index port; the clock registers come from the host clock."""
 
+    vmstate = VMStateDescription("mc146818rtc", fields=("index", "cmos"))
+
     def __init__(self, below_4g: int, above_4g: int, cpus: int = 1) -> None:
         self.cmos = bytearray(CMOS_SIZE)
         self.index = 0
@@ -100,6 +103,9 @@ class Cmos:
 
     def map(self, io: MemoryRegion) -> None:
         io.add_subregion(RTC_IOPORT, self.region)
+
+    def post_load(self) -> None:
+        check_index("mc146818rtc index", self.index, CMOS_SIZE)
 
     def set_boot_order(self, order: str) -> None:
         """The legacy boot order (QEMU's -boot letters, as QemuConfig.boot.order holds them)."""

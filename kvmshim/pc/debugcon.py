@@ -9,6 +9,7 @@ from typing import Callable, Optional
 
 from memapi import MemoryRegion
 
+from ..migration.vmstate import VMStateDescription
 from .ports import port_region
 
 DEBUGCON_IOPORT = 0xE9
@@ -18,6 +19,8 @@ READBACK = 0xE9
 
 class DebugCon:
     """Collects the log in ``output`` and hands each byte to ``on_output``."""
+
+    vmstate = VMStateDescription("isa-debugcon")  # the log is the host's
 
     def __init__(self, on_output: Optional[Callable[[bytes], None]] = None, *, iobase: int = DEBUGCON_IOPORT,
                  readback: int = READBACK) -> None:

@@ -13,6 +13,7 @@ from typing import Callable, Iterable, Optional
 
 from memapi import AccessRules, MemoryRegion
 
+from ..migration.vmstate import VMStateDescription
 from .ports import port_region
 
 FW_CFG_IO_BASE = 0x510
@@ -32,6 +33,9 @@ def _combined_valid(mr: MemoryRegion, offset: int, size: int, is_write: bool, at
 
 class FwCfg:
     """The item table and the selected item's read position."""
+
+    #: The selected item and the read position (QEMU: cur_entry, cur_offset); the items are the machine's.
+    vmstate = VMStateDescription("fw_cfg", fields=("current", "offset"))
 
     def __init__(self, ram_size: int, cpus: int = 1) -> None:
         self.items: dict[int, bytes] = {

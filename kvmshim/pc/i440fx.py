@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from memapi import MemoryRegion
 
+from ..migration.vmstate import VMStateDescription
 from .pci import PciDevice
 
 I440FX_PAM = 0x59
@@ -45,6 +46,8 @@ class PamSegment:
 
 class I440FX(PciDevice):
     """8086:1237 at 00:00.0: puts ``pci`` under ``system`` and owns the PAM and SMRAM aliases."""
+
+    vmstate = VMStateDescription("I440FX", fields=("config",))  # PAM and SMRAM follow (post_load)
 
     def __init__(self, system: MemoryRegion, pci: MemoryRegion, ram: MemoryRegion) -> None:
         super().__init__(0, 0x8086, 0x1237, 0x0600, revision=0x02)

@@ -13,6 +13,7 @@ from typing import Callable, Optional, Sequence
 
 from memapi import AccessRules, MemoryRegion
 
+from ..migration.vmstate import VMStateDescription
 from .ata import AtaDisk, IdeBus
 from .pci import BAR_SPACE_IO, PciDevice, devfn
 from .ports import port_region
@@ -31,6 +32,8 @@ Irq = Callable[[int], None]
 
 class BusMaster:
     """One channel's bus-master registers: command, status and the PRD table address."""
+
+    vmstate = VMStateDescription("bmdma", fields=("cmd", "status", "addr"))
 
     def __init__(self) -> None:
         self.cmd = self.status = self.addr = 0
@@ -73,6 +76,9 @@ class PiixIde(PciDevice):
 
     ``set_irqs`` are the ISA lines 14 and 15 (``set_irq(level)`` each), called on changes only.
     """
+
+    #: QEMU's vmstate_ide_pci: the function, its bus masters and both channels with their units.
+    vmstate = VMStateDescription("ide", fields=("config", "bus_masters", "buses"))
 
     def __init__(self, disks: Sequence[Optional[AtaDisk]] = (),
                  set_irqs: Sequence[Optional[Irq]] = (None, None)) -> None:

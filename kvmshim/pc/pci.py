@@ -14,6 +14,7 @@ from typing import Iterable, Optional
 
 from memapi import AccessRules, MemoryRegion
 
+from ..migration.vmstate import VMStateDescription
 from .ports import port_region
 
 CONFIG_SPACE_SIZE = 256
@@ -148,6 +149,12 @@ class PciDevice:
     def config_written(self, offset: int, size: int) -> None:
         """Hook: ``size`` bytes at ``offset`` were just written."""
 
+    def post_load(self) -> None:
+        """After migration (each function's vmstate saves ``config``): map the BARs where the config
+        space says, and let the device react as if the whole space had been written (PAM, PMBASE)."""
+        self.update_mappings()
+        self.config_written(0, CONFIG_SPACE_SIZE)
+
 
 class PciHost:
     """Configuration mechanism #1 onto bus 0 (QEMU's pci_host_conf/data ops).
@@ -155,6 +162,9 @@ class PciHost:
     ``memory`` is the PCI memory space memory BARs map into (the pc machine's ``pci``
     container); I/O BARs map into the I/O space given to ``map``.
     """
+
+    #: The address latch; each function on the bus migrates in its own section.
+    vmstate = VMStateDescription("pci-host", fields=("config_reg",))
 
     def __init__(self, devices: Iterable[PciDevice], memory: Optional[MemoryRegion] = None) -> None:
         self.devices: dict[int, PciDevice] = {}

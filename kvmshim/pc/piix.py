@@ -12,6 +12,7 @@ from typing import Callable
 
 from memapi import AccessRules, MemoryRegion
 
+from ..migration.vmstate import VMStateDescription
 from .pci import INTERRUPT_PIN, PciDevice, devfn
 from .ports import ignore_write, port_region
 
@@ -27,6 +28,8 @@ WORD = AccessRules(2, 2)
 
 class Piix3(PciDevice):
     """8086:7000, multifunction so that firmware probes 01.1 to 01.7."""
+
+    vmstate = VMStateDescription("PIIX3", fields=("config", "rcr"))
 
     def __init__(self, on_reset: Callable[[], None]) -> None:
         super().__init__(devfn(1, 0), 0x8086, 0x7000, 0x0601, multifunction=True)
@@ -49,6 +52,8 @@ class Piix3(PciDevice):
 
 class Piix4Pm(PciDevice):
     """8086:7113. Without SMM (KVM here has none) APMC is marked enabled, as QEMU does, so firmware skips SMM init."""
+
+    vmstate = VMStateDescription("piix4_pm", fields=("config", "pm1_en", "pm1_cnt"))  # PMBASE follows
 
     def __init__(self) -> None:
         super().__init__(devfn(1, 3), 0x8086, 0x7113, 0x0680, revision=0x03)

@@ -9,6 +9,7 @@ from typing import Callable, Optional
 
 from memapi import MemoryRegion
 
+from ..migration.vmstate import VMStateDescription
 from .ports import port_region
 
 PORT92_IOPORT = 0x92
@@ -17,6 +18,8 @@ FAST_RESET, A20 = 0x01, 0x02
 
 class Port92:
     """The latch reads back as written (port92_read); a system reset clears bit 0 (port92_reset)."""
+
+    vmstate = VMStateDescription("port92", fields=("outport",))
 
     def __init__(self, request_reset: Callable[[], None],
                  set_a20: Optional[Callable[[int], None]] = None) -> None:

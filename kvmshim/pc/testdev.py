@@ -17,6 +17,7 @@ from typing import Callable, Optional
 from memapi import AccessRules, AddressSpace, Endianness, EventNotifier, MemoryRegion, MemoryRegionOps
 
 from .pci import BAR_MEM_PREFETCH, BAR_MEM_TYPE_64, BAR_SPACE_IO, INTERRUPT_PIN, PciDevice, devfn
+from ..migration.vmstate import VMStateDescription, check_index
 from .ports import port_region
 
 DEBUG_EXIT_IOBASE, DEBUG_EXIT_IOSIZE = 0x501, 0x02
@@ -42,6 +43,8 @@ def _reads_zero(mr: MemoryRegion, offset: int, size: int) -> int:
 class IsaDebugExit:
     """``isa-debug-exit`` at ``iobase`` (``iosize`` ports): a write ends the run; reads give 0."""
 
+    vmstate = VMStateDescription("isa-debug-exit", fields=("status",))
+
     def __init__(self, on_exit: Callable[[int], None], iobase: int = DEBUG_EXIT_IOBASE,
                  iosize: int = DEBUG_EXIT_IOSIZE) -> None:
         if not 0 <= iobase < 0x10000 or not 1 <= iosize <= 0x10000 - iobase:
@@ -64,6 +67,8 @@ class PcTestdev:
     """``pc-testdev``. ``set_irq(line, level)`` drives ISA IRQ ``line``; ``memory`` (the guest's
     memory AddressSpace) lets the flush port drop the host mapping of a RAM page, as QEMU's
     mprotect does, so that KVM has to fault it back in."""
+
+    vmstate = VMStateDescription("pc-testdev", fields=("ioport_data", "iomem"))  # ``flushed`` is the host's log
 
     def __init__(self, set_irq: Optional[Callable[[int, int], None]] = None,
                  memory: Optional[AddressSpace] = None) -> None:
@@ -177,6 +182,9 @@ class PciTestdev(PciDevice):
     """``pci-testdev`` at ``devfn``. ``any_length_mmio`` mirrors KVM_CAP_IOEVENTFD_ANY_LENGTH (the MMIO
     wildcard test then uses a length-0 ioeventfd); ``membar_size`` adds QEMU's optional 64-bit BAR2."""
 
+    #: The config space, the armed test (its ioeventfd is re-armed) and every test's count.
+    vmstate = VMStateDescription("pci-testdev", fields=("config", "current_test", "test_counts"))
+
     def __init__(self, devfn: int = devfn(3, 0), *, any_length_mmio: bool = False, membar_size: int = 0) -> None:
         super().__init__(devfn, PCI_TESTDEV_VENDOR, PCI_TESTDEV_DEVICE, PCI_CLASS_OTHERS)
         self.config[INTERRUPT_PIN] = 0
@@ -190,6 +198,30 @@ class PciTestdev(PciDevice):
             self.register_bar(2, BAR_MEM_PREFETCH | BAR_MEM_TYPE_64, self.membar)
         self.tests = [IoTest(i, self.mmio if i < 3 else self.portio, any_length_mmio) for i in range(6)]
         self.current: Optional[IoTest] = None
+
+    @property
+    def current_test(self) -> Optional[int]:
+        """The index of the armed test in ``tests``, None if none is."""
+        return None if self.current is None else self.tests.index(self.current)
+
+    @current_test.setter
+    def current_test(self, index: Optional[int]) -> None:
+        self.reset()
+        if index is not None:
+            check_index("pci-testdev test", index, len(self.tests))
+            self.current = self.tests[index]
+            self.current.start()
+
+    @property
+    def test_counts(self) -> list[int]:
+        return [test.count for test in self.tests]
+
+    @test_counts.setter
+    def test_counts(self, counts: list[int]) -> None:
+        if len(counts) != len(self.tests) or not all(isinstance(c, int) and 0 <= c < 1 << 32 for c in counts):
+            raise ValueError(f"pci-testdev: counts {counts!r:.60} (one u32 per test)")
+        for test, count in zip(self.tests, counts):
+            test.header[HDR_COUNT:HDR_COUNT + 4] = count.to_bytes(4, "little")
 
     def reset(self) -> None:
         """pci_testdev_reset: disarm the current test."""

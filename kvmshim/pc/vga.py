@@ -22,6 +22,7 @@ from typing import Optional
 import memapi
 from memapi import AccessRules, DirtyClient, Endianness, MemoryRegion, MemoryRegionOps
 
+from ..migration.vmstate import VMStateDescription, check_index
 from .ports import port_region
 
 COLS, ROWS = 80, 25
@@ -82,6 +83,11 @@ class Screen:
 class VgaText:
     """The text screen: ``map()`` it, let the guest run, and ``refresh()`` for a new Screen when it changed."""
 
+    #: The registers (QEMU's vmstate_vga_common); the buffer is RAM (``vga.text``) and migrates as such.
+    vmstate = VMStateDescription("vga", fields=(
+        "msr", "fcr", "st01", "pel_mask", "cr", "sr", "gr", "ar", "cr_index", "sr_index", "gr_index", "ar_index",
+        "ar_flip_flop", "dac", "dac_read", "dac_write", "dac_sub", "dac_state", "dac_cache"))
+
     def __init__(self) -> None:
         ops = MemoryRegionOps(read=lambda mr, offset, size: (1 << 8 * size) - 1, write=lambda *access: None,
                               endianness=Endianness.LITTLE, impl=AccessRules(1, 4))
@@ -110,6 +116,15 @@ class VgaText:
     def close(self) -> None:
         """Unmap the buffer's RAM (after the address spaces are gone)."""
         self.text.ram_block.close()
+
+    def post_load(self) -> None:
+        """Check the indices a hostile stream could set past their tables; redraw on the next refresh."""
+        for name, value, limit in (("cr_index", self.cr_index, len(self.cr)), ("sr_index", self.sr_index, len(self.sr)),
+                                   ("gr_index", self.gr_index, len(self.gr)), ("ar_index", self.ar_index, 0x40),
+                                   ("dac_read", self.dac_read, 256), ("dac_write", self.dac_write, 256),
+                                   ("dac_sub", self.dac_sub, 3)):
+            check_index(f"vga {name}", value, limit)
+        self._shown = None
 
     # ------------------------------------------------------------ the screen
     def screen(self) -> Screen:

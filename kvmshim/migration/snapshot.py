@@ -1,0 +1,157 @@
+"""Snapshots to files: a full one, then diff snapshots of only the pages dirtied since the last
+(Firecracker's diff snapshots), each one a migration stream with every vCPU and device state.
+
+``Snapshots(machine).save(path)`` holds the vCPUs out of KVM_RUN for the save (a running guest
+carries on afterwards) and leaves dirty tracking on, so that ``save(path, diff=True)`` writes the
+pages dirtied since. Every snapshot has an id and a diff names its parent's: ``restore(machine,
+full, diff1, diff2)`` reads every CONFIG section first and refuses a chain that does not link up,
+or a snapshot of another machine, before it loads anything.
+"""
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Optional, Union
+
+from memapi import GlobalDirty
+
+from . import codec, cpu
+from .errors import MigrationError, StreamError
+from .incoming import destination, load_stream, read_config
+from .layout import MachineLayout
+from .ram import RamSender, take_dirty
+from .stats import IncomingStats
+from .stream import Kind, StreamReader, StreamWriter
+from .transport import Listener, connect
+
+if TYPE_CHECKING:
+    from ..base import MachineBase
+
+PathLike = Union[str, Path]
+
+
+@dataclass
+class SnapshotStats:
+    path: str
+    id: str
+    parent: Optional[str]
+    pages: int
+    zero_pages: int
+    bytes: int
+    ms: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Snapshots:
+    """Full and diff snapshots of one machine; ``close()`` (or ``with``) ends the dirty tracking
+    that diff snapshots need. ``meta`` goes into every CONFIG section (the CLI records the guest)."""
+
+    def __init__(self, machine: "MachineBase", *, devices: Iterable[object] = (),
+                 meta: Optional[dict[str, Any]] = None) -> None:
+        self.layout = MachineLayout(machine, devices)
+        self.meta = meta or {}
+        self.last: Optional[str] = None
+        self._tracking = False
+
+    def save(self, path: PathLike, *, diff: bool = False) -> SnapshotStats:
+        """Write a snapshot (with ``diff``, only the pages dirtied since the previous one); the file
+        appears only once it is complete."""
+        if diff and self.last is None:
+            raise MigrationError("a diff snapshot needs a full snapshot first")
+        began, snapshot_id = time.monotonic(), uuid.uuid4().hex
+        parent = self.last if diff else None
+        try:
+            stats = self._write(path, snapshot_id, parent)
+        except BaseException:
+            self.last = None  # the dirty bits taken are gone with the file: the next one must be full
+            raise
+        self.last = snapshot_id
+        stats.ms = (time.monotonic() - began) * 1000
+        return stats
+
+    def _write(self, path: PathLike, snapshot_id: str, parent: Optional[str]) -> SnapshotStats:
+        machine, system = self.layout.machine, self.layout.machine.memory_system
+        with connect(f"file:{path}") as channel, machine.paused():
+            running = cpu.settle(machine.runners)
+            system.flush_coalesced()
+            if not self._tracking:
+                if not system.global_dirty_log_start(GlobalDirty.MIGRATION):
+                    raise MigrationError("a memory listener refused to start dirty logging")
+                self._tracking = True
+            dirty = {mr: take_dirty(mr) for mr in self.layout.regions}
+            writer = StreamWriter(channel)
+            writer.header()
+            config = self.layout.config(snapshot={"id": snapshot_id, "parent": parent}, **self.meta)
+            writer.section(Kind.CONFIG, "config", codec.encode(config))
+            sender = RamSender(writer)
+            for mr, pages in dirty.items():
+                if parent is None:
+                    sender.send_all(mr)
+                else:
+                    sender.send_pages(mr, pages)
+            self.layout.write_state(writer, running)
+            writer.section(Kind.END, "end")
+            writer.flush()
+            channel.commit()
+        return SnapshotStats(str(path), snapshot_id, parent, sender.pages, sender.zero_pages, writer.bytes_written, 0.0)
+
+    def close(self) -> None:
+        if self._tracking:
+            self._tracking = False
+            self.layout.machine.memory_system.global_dirty_log_stop(GlobalDirty.MIGRATION)
+
+    def __enter__(self) -> "Snapshots":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_snapshot_config(path: PathLike) -> dict[str, Any]:
+    """A snapshot's CONFIG section, unchecked (what machine to build for it)."""
+    with Listener(f"file:{path}").accept() as channel:
+        reader = StreamReader(channel)
+        reader.header()
+        section = reader.expect(Kind.CONFIG)
+        try:
+            config = codec.decode(section.payload)
+        except codec.CodecError as err:
+            raise StreamError(f"{path}: {section.label}: {err}", section.name) from err
+    if not isinstance(config, dict):
+        raise StreamError(f"{path}: the CONFIG section is not a dict", "config")
+    return config
+
+
+def restore(machine: "MachineBase", *paths: PathLike, devices: Iterable[object] = ()) -> IncomingStats:
+    """Load a full snapshot and the diffs that follow it, in order, into a machine whose vCPUs are
+    stopped; the last one's vCPU and device state wins. Returns the last one's figures."""
+    if not paths:
+        raise ValueError("restore: no snapshot given")
+    layout = destination(machine, devices)
+    configs = [_chain_config(layout, path) for path in paths]
+    for index, config in enumerate(configs):
+        expected = configs[index - 1]["snapshot"]["id"] if index else None
+        if config["snapshot"]["parent"] != expected:
+            what = "a full snapshot" if expected is None else f"a diff of snapshot {expected}"
+            raise MigrationError(f"{paths[index]}: snapshot {config['snapshot']['id']} is not {what} "
+                                 f"(its parent is {config['snapshot']['parent']})")
+    stats = IncomingStats(f"file:{paths[-1]}")
+    for path, config in zip(paths, configs):
+        with Listener(f"file:{path}").accept() as channel:
+            reader = StreamReader(channel)
+            read_config(reader, layout)
+            stats = load_stream(layout, reader, channel.uri, config)
+    return stats
+
+
+def _chain_config(layout: MachineLayout, path: PathLike) -> dict[str, Any]:
+    with Listener(f"file:{path}").accept() as channel:
+        config = read_config(StreamReader(channel), layout)
+    snapshot = config.get("snapshot")
+    if not isinstance(snapshot, dict) or not {"id", "parent"} <= snapshot.keys():
+        raise StreamError(f"{path}: a migration stream, not a snapshot (its CONFIG has no snapshot id)", "config")
+    return config
