@@ -19,27 +19,26 @@ class MsrIoctls(FdObject):
 
     def _get_msrs(self, indices: Iterable[int], desc: str) -> dict[int, int]:
         order = list(indices)
-        msrs = self._msrs("KVM_GET_MSRS", {i: 0 for i in order}, desc)
-        done = {int(e.index): int(e.data) for e in msrs[0]}
-        if msrs[1] < len(order):
-            raise MsrAccessError("KVM_GET_MSRS", order[msrs[1]], done, len(order))
+        done, count = self._msrs("KVM_GET_MSRS", {i: 0 for i in order}, desc)
+        if count < len(order):
+            raise MsrAccessError("KVM_GET_MSRS", order[count], done, len(order))
         return done
 
     def _set_msrs(self, values: Mapping[int, int], desc: str) -> None:
-        msrs = self._msrs("KVM_SET_MSRS", values, desc)
-        if msrs[1] < len(values):
+        _, count = self._msrs("KVM_SET_MSRS", values, desc)
+        if count < len(values):
             order = list(values)
-            raise MsrAccessError("KVM_SET_MSRS", order[msrs[1]],
-                                 {i: values[i] for i in order[:msrs[1]]}, len(values))
+            raise MsrAccessError("KVM_SET_MSRS", order[count], {i: values[i] for i in order[:count]}, len(values))
 
-    def _msrs(self, name: str, values: Mapping[int, int], desc: str) -> tuple[CData, int]:
-        """(the processed entries, their count) after *name* on ``{index: data}``."""
+    def _msrs(self, name: str, values: Mapping[int, int], desc: str) -> tuple[dict[int, int], int]:
+        """({index: data} of the processed entries, their count) after *name* on ``{index: data}``.
+        The entries are copied out here: a cffi slice would not keep the buffer alive."""
         msrs = new_flex("struct kvm_msrs", len(values))
         msrs.nmsrs = len(values)
         for entry, (index, data) in zip(msrs.entries, values.items()):
             entry.index, entry.data = index, data
         done = self._ioctl(name, msrs, f"{desc} nmsrs={len(values)}".strip())
-        return msrs.entries[0:done], done
+        return {int(e.index): int(e.data) for e in msrs.entries[0:done]}, done
 
 
 def _msr_list(count: int) -> CData:

@@ -154,6 +154,20 @@ class MachineBase:
         """Hold every vCPU out of KVM_RUN for the block (the KVM listener's inhibit)."""
         return paused(*self.runners)
 
+    def migrate(self, uri: str, **options):
+        """Move the running guest to the destination waiting at ``uri`` (``unix:PATH``, ``tcp:HOST:PORT``,
+        ``file:PATH``): kvmshim.migration.migrate, pre-copy over the dirty log; returns its figures."""
+        from .migration import migrate
+
+        return migrate(self, uri, **options)
+
+    def incoming(self, uri: str, **options):
+        """Wait for a migration stream at ``uri`` and load it (kvmshim.migration.incoming); the vCPUs
+        stay stopped until ``start()``."""
+        from .migration import incoming
+
+        return incoming(self, uri, **options)
+
     def registers(self, vcpu: int = 0) -> Registers:
         """vCPU ``vcpu``'s general registers as plain ints (KVM_GET_REGS)."""
         return self.vcpus[vcpu].registers()

@@ -407,3 +407,15 @@ def test_auto_converge_throttles_a_guest_that_outruns_the_link(tmp_path):
         throttles = [r.throttle for r in stats.rounds]
         assert stats.verified and not stats.converged and len(stats.rounds) == 7
         assert throttles[:3] == [0, 0, 0] and throttles[-2] > 20 and throttles == sorted(throttles[:-1]) + [0]
+
+
+def test_machine_migrate_and_incoming_are_the_package_functions(tmp_path):
+    """Machine.migrate / Machine.incoming, the API the issue names, over a file."""
+    path = tmp_path / "stream"
+    with Machine(ram_size=1 << 20) as src:
+        src.load("hello")
+        stats = src.migrate(f"file:{path}")
+    assert stats.ram_bytes and path.exists()
+    with Machine(ram_size=1 << 20) as dst:
+        dst.incoming(f"file:{path}")
+        assert dst.run(timeout=30).reason == "stopped" and dst.serial.output == b"Hello from kvmshim guest!\n"

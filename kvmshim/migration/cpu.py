@@ -56,26 +56,6 @@ def _present(get: Callable[[], object]) -> bool:
     return True
 
 
-def get_msrs(vcpu: Vcpu, indices: list[int]) -> dict[int, int]:
-    """KVM_GET_MSRS, its entries read while their buffer is alive.
-
-    A local stand-in for ``Vcpu.get_msrs``, which reads them after kvm/msrs.py ``_msrs`` has let
-    the buffer go (it returns a slice, and a cffi slice does not keep its owner alive): with other
-    threads allocating meanwhile, the last values come back overwritten (0x230 for MSR_K7_HWCR).
-    Remove once ``_msrs`` copies the entries out before it returns."""
-    from kvm._cdata import new_flex
-
-    msrs = new_flex("struct kvm_msrs", len(indices))
-    msrs.nmsrs = len(indices)
-    for entry, index in zip(msrs.entries, indices):
-        entry.index = index
-    done = vcpu._ioctl("KVM_GET_MSRS", msrs, f"vcpu={vcpu.id} nmsrs={len(indices)}")
-    values = {int(e.index): int(e.data) for e in msrs.entries[0:done]}
-    if done < len(indices):
-        raise MsrAccessError("KVM_GET_MSRS", indices[done], values, len(indices))
-    return values
-
-
 def saved_msrs(kvm: Kvm, vcpu: Vcpu) -> list[int]:
     """The MSRs KVM lists as saved (KVM_GET_MSR_INDEX_LIST) that this vCPU lets us read, but the
     paravirtual ones its CPUID does not offer."""
@@ -127,7 +107,7 @@ def save_vcpu(vcpu: Vcpu, msrs: list[int], caps: StateCaps) -> dict[str, Any]:
         "xsave": bytes(vcpu.get_xsave()) if caps.xsave else None,
         "fpu": None if caps.xsave else bytes(vcpu.get_fpu()),
         "xcrs": bytes(vcpu.get_xcrs()) if caps.xcrs else None,
-        "msrs": get_msrs(vcpu, msrs),
+        "msrs": vcpu.get_msrs(msrs),
         "mp_state": int(vcpu.get_mp_state()),
         "lapic": bytes(vcpu.get_lapic()) if caps.irqchip else None,
         "events": bytes(vcpu.get_vcpu_events()),
@@ -154,14 +134,14 @@ def load_vcpu(vcpu: Vcpu, state: dict[str, Any], caps: StateCaps, where: str) ->
             vcpu.set_lapic(Lapic.from_bytes(state["lapic"]))
         vcpu.set_vcpu_events(VcpuEvents.from_bytes(state["events"]))
         vcpu.set_debugregs(DebugRegs.from_bytes(state["debugregs"]))
-    except (KeyError, TypeError, ValueError, KvmError, MsrAccessError) as err:
+    except (KeyError, TypeError, ValueError, KvmError) as err:
         raise StateError(f"{where}: {type(err).__name__}: {err}") from err
 
 
 def _load_msrs(vcpu: Vcpu, saved: dict[int, int]) -> None:
     if not isinstance(saved, dict):
         raise TypeError(f"MSRs are {type(saved).__name__}, not a dict")
-    current = get_msrs(vcpu, list(saved))
+    current = vcpu.get_msrs(list(saved))
     changed = {index: value for index, value in saved.items() if current[index] != value}
     try:
         if changed:
