@@ -17,7 +17,8 @@ from __future__ import annotations
 import threading
 import time
 import warnings
-from typing import ContextManager, Iterator, Optional
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
 
 from kvm import Cap, Kvm, Registers, Vcpu, Vm
 from listeners.kvm_dirty_ring import KVMDirtyRingListener
@@ -45,18 +46,18 @@ class MachineBase:
     #: What messages, thread names and the memory system call this kind of machine.
     name = "machine"
 
-    def __init__(self, *, vcpus: int = 1, cpu: str = "qemu64", max_slot_size: Optional[int] = None,
+    def __init__(self, *, vcpus: int = 1, cpu: str = "qemu64", max_slot_size: int | None = None,
                  dirty_ring: int = 0, manual_protect: bool = True, strict_unassigned: bool = False) -> None:
         if not isinstance(vcpus, int) or isinstance(vcpus, bool) or vcpus < 1:
             raise ValueError(f"{self.name}: {vcpus!r} vCPUs (a positive number, at most KVM_CAP_MAX_VCPUS)")
         self._closed = False
-        self.kvm: Optional[Kvm] = None
-        self.vm: Optional[Vm] = None
+        self.kvm: Kvm | None = None
+        self.vm: Vm | None = None
         self.vcpus: list[Vcpu] = []
         self.runners: list[VcpuRunner] = []
-        self.coalesced: Optional[CoalescedRing] = None
-        self.kvm_memory: Optional[KVMMemoryListener] = None
-        self.kvm_io: Optional[KVMIoListener] = None
+        self.coalesced: CoalescedRing | None = None
+        self.kvm_memory: KVMMemoryListener | None = None
+        self.kvm_io: KVMIoListener | None = None
         #: What the machine would tell a user, as QEMU warns (CPU features KVM does not offer).
         self.warnings: list[str] = []
         self.memory_system = MemorySystem(f"{self.name}@{id(self):x}")
@@ -87,7 +88,7 @@ class MachineBase:
         """Per-vCPU set-up once it exists (registers, CPUID, ...)."""
 
     # ------------------------------------------------------------ wiring
-    def _add_listeners(self, vm: Vm, max_slot_size: Optional[int], dirty_ring: int, manual_protect: bool) -> None:
+    def _add_listeners(self, vm: Vm, max_slot_size: int | None, dirty_ring: int, manual_protect: bool) -> None:
         if dirty_ring:
             self.kvm_memory = KVMDirtyRingListener(vm, dirty_ring, max_slot_size=max_slot_size,
                                                    inhibit=self.paused)
@@ -131,11 +132,11 @@ class MachineBase:
         return self.runners[0]
 
     # ------------------------------------------------------------ running
-    def run(self, timeout: Optional[float] = None) -> RunOutcome:
+    def run(self, timeout: float | None = None) -> RunOutcome:
         """Run the first vCPU in this thread until HLT, a stop, or ``timeout`` seconds (GuestTimeout)."""
         return self.runner.run(timeout)
 
-    def start(self, index: int = 0, timeout: Optional[float] = None) -> "VcpuThread":
+    def start(self, index: int = 0, timeout: float | None = None) -> VcpuThread:
         """Run vCPU ``index`` in a thread of its own (returns once it runs); ``stop()`` on the result
         ends it, ``join()`` re-raises what the run raised (GuestTimeout after ``timeout`` seconds)."""
         runner = self.runners[index]
@@ -150,7 +151,7 @@ class MachineBase:
         for runner in self.runners:
             runner.stop()
 
-    def paused(self) -> ContextManager[None]:
+    def paused(self) -> AbstractContextManager[None]:
         """Hold every vCPU out of KVM_RUN for the block (the KVM listener's inhibit)."""
         return paused(*self.runners)
 
@@ -229,7 +230,8 @@ class MachineBase:
     def __del__(self) -> None:
         if getattr(self, "_closed", True):
             return
-        warnings.warn(f"{self.name} {self.memory_system.name!r} was not closed", ResourceWarning, source=self)
+        warnings.warn(f"{self.name} {self.memory_system.name!r} was not closed", ResourceWarning, stacklevel=1,
+                      source=self)
         self._closed = True
         self._close_fds()
 
@@ -257,12 +259,12 @@ def _ram_blocks(*roots: MemoryRegion) -> Iterator[RamBlock]:
 class VcpuThread(threading.Thread):
     """A daemon thread running a VcpuRunner; ``join()`` re-raises what the run raised."""
 
-    def __init__(self, runner: VcpuRunner, timeout: Optional[float] = None, name: str = "vcpu0") -> None:
+    def __init__(self, runner: VcpuRunner, timeout: float | None = None, name: str = "vcpu0") -> None:
         super().__init__(name=name, daemon=True)
         self.runner = runner
         self.timeout = timeout
-        self.outcome: Optional[RunOutcome] = None
-        self.error: Optional[BaseException] = None
+        self.outcome: RunOutcome | None = None
+        self.error: BaseException | None = None
 
     def run(self) -> None:
         try:
@@ -270,12 +272,12 @@ class VcpuThread(threading.Thread):
         except BaseException as err:  # handed to join()
             self.error = err
 
-    def stop(self, timeout: Optional[float] = 10) -> Optional[RunOutcome]:
+    def stop(self, timeout: float | None = 10) -> RunOutcome | None:
         """Stop the run loop (after the exit in progress) and join."""
         self.runner.stop()
         return self.join(timeout)
 
-    def join(self, timeout: Optional[float] = None) -> Optional[RunOutcome]:  # type: ignore[override]
+    def join(self, timeout: float | None = None) -> RunOutcome | None:  # type: ignore[override]
         super().join(timeout)
         if self.error is not None:
             raise self.error

@@ -8,13 +8,13 @@ its axes, a legend and a title, and uses matplotlib's object API (no pyplot glob
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Mapping, Sequence, Union
 
 from .errors import KvmshimError
 
-PathLike = Union[str, Path]
+PathLike = str | Path
 #: How many address rows a heatmap shows at most: pages are binned to fit.
 MAX_ROWS = 512
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
@@ -99,7 +99,7 @@ def heatmap(path: PathLike, cells, *, categories: Sequence[tuple[str, str]], x_s
     figure.savefig(path)
 
 
-def bar_chart(path: PathLike, x: Sequence[Union[int, str]], bars: Mapping[str, Sequence[float]], *,
+def bar_chart(path: PathLike, x: Sequence[int | str], bars: Mapping[str, Sequence[float]], *,
               bar_unit: str, lines: Mapping[str, Sequence[float]] = {}, line_unit: str = "",
               x_label: str = "round", title: str) -> None:
     """Write grouped bars (one colour per ``bars`` series, left axis in ``bar_unit``) for each ``x``,

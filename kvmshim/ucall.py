@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional, Protocol, Union
+from typing import Protocol
 
 from kvm import Vcpu
 from listeners.vcpu_runner import RunOutcome, VcpuRunner
@@ -82,7 +83,7 @@ class BadCall:
     reason: str
 
 
-Record = Union[Sync, Print, Done, AssertFailed, Stopped, BadCall]
+Record = Sync | Print | Done | AssertFailed | Stopped | BadCall
 
 
 class GuestAssertionError(AssertionError):
@@ -125,7 +126,7 @@ class Runnable(Protocol):
     @property
     def exit_status(self) -> int: ...
 
-    def run(self, timeout: Optional[float] = None) -> RunOutcome: ...
+    def run(self, timeout: float | None = None) -> RunOutcome: ...
 
 
 def stop_runners(machine: Runnable) -> Callable[[], None]:
@@ -136,8 +137,8 @@ def stop_runners(machine: Runnable) -> Callable[[], None]:
     return stop
 
 
-def run_until_call(machine: Runnable, timeout: Optional[float] = None,
-                   device: Optional[UcallDevice] = None) -> Record:
+def run_until_call(machine: Runnable, timeout: float | None = None,
+                   device: UcallDevice | None = None) -> Record:
     """Run the first vCPU (``machine.run``) until its next call, or until it stops without one.
     ``device`` defaults to ``machine.ucall``. A guest that loops raises GuestTimeout after ``timeout``."""
     device = device if device is not None else machine.ucall  # type: ignore[attr-defined]
@@ -149,12 +150,12 @@ def run_until_call(machine: Runnable, timeout: Optional[float] = None,
     return decode(machine.memory, machine.vcpus[0], device.port)
 
 
-def run_until_done(machine: Runnable, timeout: Optional[float] = None, device: Optional[UcallDevice] = None,
-                   on_print: Optional[Callable[[str], None]] = None) -> list[Union[Sync, Print]]:
+def run_until_done(machine: Runnable, timeout: float | None = None, device: UcallDevice | None = None,
+                   on_print: Callable[[str], None] | None = None) -> list[Sync | Print]:
     """Run until DONE and return the SYNC and PRINTF calls on the way (``on_print`` also gets each
     text). A failed ASSERT raises GuestAssertionError naming the guest's file and line; the guest
     stopping first, or a malformed call, raises UcallError."""
-    seen: list[Union[Sync, Print]] = []
+    seen: list[Sync | Print] = []
     while True:
         record = run_until_call(machine, timeout, device)
         if isinstance(record, Done):

@@ -74,7 +74,8 @@ class KVMDirtyRingListener(KVMMemoryListener):
             if total:
                 reset = self.vm.reset_dirty_rings()
                 if reset != total:
-                    raise DirtyRingError(f"dirty ring: KVM_RESET_DIRTY_RINGS reset {reset} entries, {total} were reaped")
+                    raise DirtyRingError(
+                        f"dirty ring: KVM_RESET_DIRTY_RINGS reset {reset} entries, {total} were reaped")
                 self.reaped += total
             return total
 

@@ -17,7 +17,8 @@ from __future__ import annotations
 import contextlib
 import heapq
 import threading
-from typing import Callable, ContextManager, Optional
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 import memapi
 from kvm import Cap, DirtyLogFlag, KvmError, MemFlag, Vm, dirty_bitmap_bytes
@@ -40,8 +41,8 @@ class Slot:
                  mr: memapi.MemoryRegion, offset_in_region: int, section_readonly: bool) -> None:
         self.id, self.gpa, self.size, self.host_addr, self.flags = slot_id, gpa, size, host_addr, flags
         self.mr, self.offset_in_region, self.section_readonly = mr, offset_in_region, section_readonly
-        self.bitmap: Optional[bytearray] = None  # cached dirty bits, one per page (QEMU's dirty_bmap)
-        self.scratch: Optional[bytearray] = None  # what KVM_GET_DIRTY_LOG writes into
+        self.bitmap: bytearray | None = None  # cached dirty bits, one per page (QEMU's dirty_bmap)
+        self.scratch: bytearray | None = None  # what KVM_GET_DIRTY_LOG writes into
 
     @property
     def npages(self) -> int:
@@ -106,8 +107,8 @@ class KVMMemoryListener(_KvmIoEvents, MemoryListener):
     priority = 10
     name = "kvm-memory"
 
-    def __init__(self, vm: Vm, as_id: int = 0, max_slot_size: Optional[int] = None,
-                 inhibit: Optional[Callable[[], ContextManager]] = None, manual_protect: bool = True) -> None:
+    def __init__(self, vm: Vm, as_id: int = 0, max_slot_size: int | None = None,
+                 inhibit: Callable[[], AbstractContextManager] | None = None, manual_protect: bool = True) -> None:
         """``inhibit()`` must hold every vCPU out of KVM_RUN; ``manual_protect`` uses
         KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 when the kernel offers it."""
         super().__init__()
@@ -135,7 +136,7 @@ class KVMMemoryListener(_KvmIoEvents, MemoryListener):
         return True
 
     # ------------------------------------------------------------ queries
-    def lookup(self, gpa: int, size: int) -> Optional[Slot]:
+    def lookup(self, gpa: int, size: int) -> Slot | None:
         """kvm_lookup_matching_slot: the slot with exactly this start and size."""
         return self._by_range.get((gpa, size))
 
@@ -167,7 +168,7 @@ class KVMMemoryListener(_KvmIoEvents, MemoryListener):
             for section in adds:
                 self._set_phys_mem(section, add=True)
 
-    def _mappable(self, mr: memapi.MemoryRegion, add: bool) -> Optional[bool]:
+    def _mappable(self, mr: memapi.MemoryRegion, add: bool) -> bool | None:
         """kvm_set_phys_mem's first test: None to ignore, else whether this is (still) an add."""
         if mr.is_ram:
             return add

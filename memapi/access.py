@@ -10,7 +10,7 @@ between an old and a new map.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 from .dirty import host_write
 from .dispatch import RESULTS, read_bits, write_bits
@@ -34,14 +34,14 @@ _ACCESS = int(MemTxResult.ACCESS_ERROR)
 class IOMMUTLBEntry:
     """What an IOMMU's translate returns: where ``addr`` goes and with which permissions."""
 
-    target_as: Optional["AddressSpace"]
+    target_as: AddressSpace | None
     translated_addr: int
     addr_mask: int
     read: bool = True
     write: bool = True
 
 
-def translate(view: "FlatView", addr: int, length: int, is_write: bool, attrs: MemTxAttrs):
+def translate(view: FlatView, addr: int, length: int, is_write: bool, attrs: MemTxAttrs):
     """Resolve ``addr`` in ``view`` to (terminal region, offset in it, usable length), following IOMMUs."""
     while True:
         fr = view.lookup(addr)
@@ -92,7 +92,7 @@ def _prepare_mmio(mr: MemoryRegion) -> None:
         core_of(mr).flush_coalesced()
 
 
-def read(view: "FlatView", addr: int, size: int, attrs: MemTxAttrs) -> tuple[bytes, MemTxResult]:
+def read(view: FlatView, addr: int, size: int, attrs: MemTxAttrs) -> tuple[bytes, MemTxResult]:
     out = bytearray()
     result = _OK
     while size > 0:
@@ -119,7 +119,7 @@ def read(view: "FlatView", addr: int, size: int, attrs: MemTxAttrs) -> tuple[byt
     return bytes(out), RESULTS[result]
 
 
-def write(view: "FlatView", addr: int, data: Any, attrs: MemTxAttrs) -> MemTxResult:
+def write(view: FlatView, addr: int, data: Any, attrs: MemTxAttrs) -> MemTxResult:
     data = memoryview(data).cast("B")
     pos, size = 0, len(data)
     result = _OK
@@ -146,7 +146,7 @@ def write(view: "FlatView", addr: int, data: Any, attrs: MemTxAttrs) -> MemTxRes
     return RESULTS[result]
 
 
-def write_value(view: "FlatView", addr: int, value: int, size: int, attrs: MemTxAttrs) -> MemTxResult:
+def write_value(view: FlatView, addr: int, value: int, size: int, attrs: MemTxAttrs) -> MemTxResult:
     """write() of the low ``size`` (1..8) bytes of ``value``, with no bytes in between when one
     dispatch serves it whole (a device register): the common case of write_int()."""
     mr, offset, length = translate(view, addr, size, True, attrs)
@@ -157,7 +157,7 @@ def write_value(view: "FlatView", addr: int, value: int, size: int, attrs: MemTx
     return write(view, addr, (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little"), attrs)
 
 
-def read_value(view: "FlatView", addr: int, size: int, attrs: MemTxAttrs) -> int:
+def read_value(view: FlatView, addr: int, size: int, attrs: MemTxAttrs) -> int:
     """read() of ``size`` (1..8) bytes as a little-endian int, the common case of read_int()."""
     mr, offset, length = translate(view, addr, size, False, attrs)
     if (length == size and not _direct(mr, False) and not (attrs.memory and not mr.is_ram)

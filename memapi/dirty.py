@@ -125,29 +125,29 @@ def sync(system: MemorySystem, mr=None, last_stage: bool = False) -> None:
     """memory_region_sync_dirty_bitmap: log_sync per logged range of each listener's space, or log_sync_global."""
     from .listener import MemoryRegionSection
 
-    for l in list(system.listeners_sorted):
-        if l.has("log_sync"):
-            view = l.address_space.current_map
+    for listener in list(system.listeners_sorted):
+        if listener.has("log_sync"):
+            view = listener.address_space.current_map
             for fr in view.ranges:
                 if fr.dirty_log_mask and (mr is None or fr.mr is mr):
-                    l.log_sync(MemoryRegionSection.of(fr, view))
-        elif l.has("log_sync_global"):
-            l.log_sync_global(last_stage)
+                    listener.log_sync(MemoryRegionSection.of(fr, view))
+        elif listener.has("log_sync_global"):
+            listener.log_sync_global(last_stage)
 
 
 def _after_sync(system: MemorySystem) -> None:
-    for l in list(system.listeners_sorted):
-        l.log_global_after_sync()
+    for listener in list(system.listeners_sorted):
+        listener.log_global_after_sync()
 
 
 def _log_clear(mr: MemoryRegion, offset: int, length: int) -> None:
     """memory_region_clear_dirty_bitmap: log_clear with each mapped piece of [offset, offset+length)."""
     from .listener import MemoryRegionSection
 
-    for l in list(core_of(mr).listeners_sorted):
-        if not l.has("log_clear"):
+    for listener in list(core_of(mr).listeners_sorted):
+        if not listener.has("log_clear"):
             continue
-        view = l.address_space.current_map
+        view = listener.address_space.current_map
         for fr in view.ranges:
             if fr.mr is not mr:
                 continue
@@ -155,7 +155,7 @@ def _log_clear(mr: MemoryRegion, offset: int, length: int) -> None:
             hi = min(offset + length, fr.offset_in_region + fr.end - fr.start)
             if lo < hi:
                 start = fr.start + lo - fr.offset_in_region
-                l.log_clear(MemoryRegionSection(mr, view, lo, hi - lo, start, fr.readonly, fr.nonvolatile,
+                listener.log_clear(MemoryRegionSection(mr, view, lo, hi - lo, start, fr.readonly, fr.nonvolatile,
                                                 fr.unmergeable))
 
 
@@ -212,13 +212,13 @@ def global_start(system: MemorySystem, flags: int) -> bool:
         if old:
             return True
         started = []
-        for l in list(system.listeners_sorted):
-            if not l.log_global_start():
+        for listener in list(system.listeners_sorted):
+            if not listener.log_global_start():
                 for s in reversed(started):
                     s.log_global_stop()
                 system.global_dirty_tracking = old
                 return False
-            started.append(l)
+            started.append(listener)
         with system.transaction():
             system.update_pending = True
     return True
@@ -247,5 +247,5 @@ def global_stop(system: MemorySystem, flags: int) -> None:
                 system.update_pending = True
         finally:
             system.dirty_log_stopping = False
-        for l in reversed(list(system.listeners_sorted)):
-            l.log_global_stop()
+        for listener in reversed(list(system.listeners_sorted)):
+            listener.log_global_stop()

@@ -12,8 +12,9 @@ per linear piece of its window.
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections.abc import Iterator
 from heapq import heappop, heappush
-from typing import TYPE_CHECKING, Any, Iterator, Optional
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .region import MemoryRegion
@@ -27,7 +28,7 @@ class FlatRange:
     __slots__ = ("start", "end", "mr", "offset_in_region", "dirty_log_mask",
                  "romd_mode", "readonly", "nonvolatile", "unmergeable", "store_path", "load_path")
 
-    def __init__(self, start: int, end: int, mr: "MemoryRegion", offset_in_region: int,
+    def __init__(self, start: int, end: int, mr: MemoryRegion, offset_in_region: int,
                  dirty_log_mask: int, romd_mode: bool, readonly: bool,
                  nonvolatile: bool, unmergeable: bool) -> None:
         self.start = start
@@ -47,7 +48,7 @@ class FlatRange:
     def size(self) -> int:
         return self.end - self.start
 
-    def same_as(self, other: "FlatRange") -> bool:
+    def same_as(self, other: FlatRange) -> bool:
         """QEMU's flatrange_equal: everything but the dirty-log mask."""
         return (self.mr is other.mr and self.start == other.start and self.end == other.end
                 and self.offset_in_region == other.offset_in_region
@@ -72,20 +73,20 @@ class FlatView:
 
     __slots__ = ("root", "ranges", "_starts", "_mru", "__weakref__")
 
-    def __init__(self, root: Optional["MemoryRegion"], ranges: list[FlatRange]) -> None:
+    def __init__(self, root: MemoryRegion | None, ranges: list[FlatRange]) -> None:
         self.root = root
         self.ranges: tuple[FlatRange, ...] = tuple(ranges)
         self._starts = [r.start for r in ranges]
-        self._mru: Optional[FlatRange] = None
+        self._mru: FlatRange | None = None
 
-    def lookup(self, addr: int) -> Optional[FlatRange]:
+    def lookup(self, addr: int) -> FlatRange | None:
         """The range containing ``addr`` or None (a hole): last hit, then bisect."""
         mru = self._mru
         if mru is not None and mru.start <= addr < mru.end:
             return mru
         return self.find(addr)
 
-    def find(self, addr: int) -> Optional[FlatRange]:
+    def find(self, addr: int) -> FlatRange | None:
         """lookup() without the last-hit check (for callers that just made it)."""
         i = bisect_right(self._starts, addr) - 1
         if i >= 0:
@@ -106,7 +107,7 @@ class FlatView:
         return f"<FlatView root={root} ranges={len(self.ranges)}>"
 
 
-def render(root: Optional["MemoryRegion"]) -> FlatView:
+def render(root: MemoryRegion | None) -> FlatView:
     """Render ``root`` over ``[0, 2**64)`` and simplify (QEMU's generate_memory_topology)."""
     if root is None:
         return FlatView(None, [])

@@ -9,8 +9,9 @@ the attribute-taking forms return a MemTxResult:
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field as dataclass_field
-from typing import Callable, Optional
+from collections.abc import Callable
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 
 
 class MemTxResult(enum.IntFlag):
@@ -58,7 +59,7 @@ class AccessRules:
     min_access_size: int = 0
     max_access_size: int = 0
     unaligned: bool = False
-    accepts: Optional[Accepts] = None
+    accepts: Accepts | None = None
 
     def __post_init__(self) -> None:
         from .errors import ArgumentError, InvalidRangeError
@@ -76,10 +77,10 @@ class AccessRules:
 class MemoryRegionOps:
     """The callbacks of an I/O or ROM-device region and their access rules."""
 
-    read: Optional[Callable[..., int]] = None
-    write: Optional[Callable[..., None]] = None
-    read_with_attrs: Optional[Callable[..., tuple]] = None
-    write_with_attrs: Optional[Callable[..., MemTxResult]] = None
+    read: Callable[..., int] | None = None
+    write: Callable[..., None] | None = None
+    read_with_attrs: Callable[..., tuple] | None = None
+    write_with_attrs: Callable[..., MemTxResult] | None = None
     endianness: Endianness = Endianness.NATIVE
     valid: AccessRules = AccessRules()
     impl: AccessRules = AccessRules()

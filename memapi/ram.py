@@ -11,7 +11,8 @@ import ctypes
 import enum
 import mmap
 import os
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 from .errors import ArgumentError, InvalidRangeError, RamBlockError
 
@@ -40,8 +41,8 @@ class RamBlock:
     resize only changes ``used_length``: the host address never moves.
     """
 
-    def __init__(self, name: str, size: int, *, max_size: Optional[int] = None,
-                 resized: Optional[Callable[[Any, int], None]] = None,
+    def __init__(self, name: str, size: int, *, max_size: int | None = None,
+                 resized: Callable[[Any, int], None] | None = None,
                  fd: int = -1, offset: int = 0, shared: bool = False, buffer=None) -> None:
         self.name = name
         self.used_length = size
@@ -50,8 +51,8 @@ class RamBlock:
         self.resized = resized
         self.fd = fd
         self.fd_offset = offset
-        self.dirty: list[Optional[bytearray]] = [None] * len(DIRTY_CLIENTS)
-        self._mmap: Optional[mmap.mmap] = None
+        self.dirty: list[bytearray | None] = [None] * len(DIRTY_CLIENTS)
+        self._mmap: mmap.mmap | None = None
         length = max(self.max_length, 1)
         if buffer is not None:
             try:
@@ -162,7 +163,7 @@ def take_bits(bm: bytearray, first: int, count: int) -> int:
     return taken
 
 
-def test_bits(bm: Optional[bytearray], first: int, count: int) -> int:
+def test_bits(bm: bytearray | None, first: int, count: int) -> int:
     if bm is None:
         return 0
     lo, hi = first >> 3, (first + count + 7) >> 3

@@ -6,13 +6,24 @@ a transaction, so outside an explicit transaction it commits at once.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, ContextManager, Iterator, Optional
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from typing import Any
 
-from .system import MemorySystem, bindable, core_of
-from .errors import (AliasCycleError, AliasSubregionError, ArgumentError, InvalidRangeError, NoSuchEventfdError,
-                     NotASubregionError, NotAnAliasError, RegionInUseError, RegionKindError)
+from .errors import (
+    AliasCycleError,
+    AliasSubregionError,
+    ArgumentError,
+    InvalidRangeError,
+    NoSuchEventfdError,
+    NotAnAliasError,
+    NotASubregionError,
+    RegionInUseError,
+    RegionKindError,
+)
 from .ops import UNASSIGNED_MEM_OPS, MemoryRegionOps
 from .ram import DirtyClient, RamBlock, memfd
+from .system import MemorySystem, bindable, core_of
 
 UINT64_MAX = (1 << 64) - 1
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
@@ -69,14 +80,14 @@ class Ioeventfd:
         """QEMU's memory_region_ioeventfd_before ordering."""
         return (self.start, self.size, self.match_data, self.data if self.match_data else 0, id(self.notifier))
 
-    def matches(self, other: "Ioeventfd") -> bool:
+    def matches(self, other: Ioeventfd) -> bool:
         """QEMU's memory_region_ioeventfd_equal: a size of 0 on either side is a wildcard."""
         return self.start == other.start and (
             not self.size or not other.size or (
                 self.size == other.size and self.match_data == other.match_data
                 and (not self.match_data or self.data == other.data) and self.notifier is other.notifier))
 
-    def shifted(self, delta: int) -> "Ioeventfd":
+    def shifted(self, delta: int) -> Ioeventfd:
         return Ioeventfd(self.start + delta, self.size, self.match_data, self.data, self.notifier)
 
     def __repr__(self) -> str:
@@ -87,7 +98,7 @@ class Ioeventfd:
 class MemoryRegion:
     """A region of a memory tree. Build one with a constructor classmethod (ram, io, alias, ...)."""
 
-    def __init__(self, name: Optional[str], size: int, *, owner: Any = None) -> None:
+    def __init__(self, name: str | None, size: int, *, owner: Any = None) -> None:
         if name is not None and not isinstance(name, str):
             raise ArgumentError(f"region name {name!r} is not a string")
         self.name = name
@@ -108,13 +119,13 @@ class MemoryRegion:
         self.migratable = False
         self.disable_reentrancy_guard = False
         self.ops: MemoryRegionOps = UNASSIGNED_MEM_OPS
-        self.ram_block: Optional[RamBlock] = None
-        self.alias_target: Optional[MemoryRegion] = None
+        self.ram_block: RamBlock | None = None
+        self.alias_target: MemoryRegion | None = None
         self.alias_offset = 0
-        self.alias_mask: Optional[int] = None
-        self.iommu_translate: Optional[Callable] = None
-        self.parent: Optional[MemoryRegion] = None  # the container it is mapped in
-        self.system: Optional[MemorySystem] = None  # None while floating (see memapi.system)
+        self.alias_mask: int | None = None
+        self.iommu_translate: Callable | None = None
+        self.parent: MemoryRegion | None = None  # the container it is mapped in
+        self.system: MemorySystem | None = None  # None while floating (see memapi.system)
         self.subregions: list[MemoryRegion] = []
         self.mapped_via_alias = 0
         self.dirty_log_mask = 0
@@ -125,12 +136,12 @@ class MemoryRegion:
 
     # ------------------------------------------------------------ constructors
     @classmethod
-    def container(cls, name: str, size: int, *, owner: Any = None) -> "MemoryRegion":
+    def container(cls, name: str, size: int, *, owner: Any = None) -> MemoryRegion:
         """A pure container: renders only its subregions (memory_region_init)."""
         return cls(name, size, owner=owner)
 
     @classmethod
-    def io(cls, name: str, size: int, ops: Optional[MemoryRegionOps] = None, *, owner: Any = None) -> "MemoryRegion":
+    def io(cls, name: str, size: int, ops: MemoryRegionOps | None = None, *, owner: Any = None) -> MemoryRegion:
         """MMIO or port I/O served by ``ops``; None gives an unassigned (reservation-like) region."""
         mr = cls(name, size, owner=owner)
         if ops is not None and not isinstance(ops, MemoryRegionOps):
@@ -140,20 +151,20 @@ class MemoryRegion:
         return mr
 
     @classmethod
-    def reservation(cls, name: str, size: int, *, owner: Any = None) -> "MemoryRegion":
+    def reservation(cls, name: str, size: int, *, owner: Any = None) -> MemoryRegion:
         """Claims a range: hides what is below it, every access is a decode error."""
         return cls.io(name, size, None, owner=owner)
 
     @classmethod
-    def ram(cls, name: str, size: int, *, owner: Any = None, migratable: bool = True) -> "MemoryRegion":
+    def ram(cls, name: str, size: int, *, owner: Any = None, migratable: bool = True) -> MemoryRegion:
         """Anonymous RAM (MAP_NORESERVE: untouched pages cost nothing)."""
         mr = cls(name, size, owner=owner)
         return mr._init_ram(RamBlock(name, mr.size), migratable)
 
     @classmethod
     def resizeable_ram(cls, name: str, size: int, max_size: int,
-                       resized: Optional[Callable[["MemoryRegion", int], None]] = None, *,
-                       owner: Any = None, migratable: bool = True) -> "MemoryRegion":
+                       resized: Callable[[MemoryRegion, int], None] | None = None, *,
+                       owner: Any = None, migratable: bool = True) -> MemoryRegion:
         """RAM whose size ram_resize() changes up to ``max_size``; the host mapping never moves.
 
         ``resized(mr, new_size)`` runs after each resize (memory_region_init_resizeable_ram).
@@ -167,7 +178,7 @@ class MemoryRegion:
 
     @classmethod
     def ram_from_fd(cls, name: str, size: int, fd: int, *, offset: int = 0, shared: bool = True,
-                    readonly: bool = False, owner: Any = None, migratable: bool = True) -> "MemoryRegion":
+                    readonly: bool = False, owner: Any = None, migratable: bool = True) -> MemoryRegion:
         """RAM backed by a file descriptor (a file, shm or memfd); readonly maps it copy-on-write."""
         mr = cls(name, size, owner=owner)
         if not isinstance(fd, int) or fd < 0:
@@ -179,7 +190,7 @@ class MemoryRegion:
 
     @classmethod
     def ram_from_file(cls, name: str, size: int, path: str, *, shared: bool = True, readonly: bool = False,
-                      owner: Any = None) -> "MemoryRegion":
+                      owner: Any = None) -> MemoryRegion:
         """RAM backed by a file (created and sized if missing, unless readonly)."""
         import os
 
@@ -193,7 +204,7 @@ class MemoryRegion:
             os.close(fd)
 
     @classmethod
-    def ram_memfd(cls, name: str, size: int, *, owner: Any = None) -> "MemoryRegion":
+    def ram_memfd(cls, name: str, size: int, *, owner: Any = None) -> MemoryRegion:
         """RAM in a memfd, shared: another process or mapping can see it."""
         import os
 
@@ -204,7 +215,7 @@ class MemoryRegion:
             os.close(fd)
 
     @classmethod
-    def ram_ptr(cls, name: str, size: int, buffer: Any, *, owner: Any = None) -> "MemoryRegion":
+    def ram_ptr(cls, name: str, size: int, buffer: Any, *, owner: Any = None) -> MemoryRegion:
         """RAM over a caller's writable buffer (memory_region_init_ram_ptr)."""
         mr = cls(name, size, owner=owner)
         if buffer is None:
@@ -212,7 +223,7 @@ class MemoryRegion:
         return mr._init_ram(RamBlock(name, mr.size, buffer=buffer), migratable=False)
 
     @classmethod
-    def rom(cls, name: str, size: int, data: bytes = b"", *, owner: Any = None) -> "MemoryRegion":
+    def rom(cls, name: str, size: int, data: bytes = b"", *, owner: Any = None) -> MemoryRegion:
         """Read-only RAM: guests read it directly, writes are dropped."""
         data = _contents(name, size, data)
         mr = cls.ram(name, size, owner=owner)
@@ -222,7 +233,7 @@ class MemoryRegion:
 
     @classmethod
     def rom_device(cls, name: str, size: int, ops: MemoryRegionOps, data: bytes = b"", *,
-                   owner: Any = None) -> "MemoryRegion":
+                   owner: Any = None) -> MemoryRegion:
         """Reads come from RAM while in romd mode; writes (and reads otherwise) go to ``ops``."""
         if not isinstance(ops, MemoryRegionOps):
             raise RegionKindError(f"region {name!r}: a ROM device needs ops, not {ops!r} (QEMU asserts)")
@@ -237,7 +248,7 @@ class MemoryRegion:
         return mr
 
     @classmethod
-    def ram_device(cls, name: str, size: int, buffer: Any, *, owner: Any = None) -> "MemoryRegion":
+    def ram_device(cls, name: str, size: int, buffer: Any, *, owner: Any = None) -> MemoryRegion:
         """A device's memory (BAR) mapped from a buffer; accessed through host-endian ops."""
         from .ops import AccessRules, Endianness
 
@@ -255,8 +266,8 @@ class MemoryRegion:
         return mr
 
     @classmethod
-    def alias(cls, name: str, target: "MemoryRegion", offset: int, size: int, *, mask: Optional[int] = None,
-              owner: Any = None) -> "MemoryRegion":
+    def alias(cls, name: str, target: MemoryRegion, offset: int, size: int, *, mask: int | None = None,
+              owner: Any = None) -> MemoryRegion:
         """A window of ``size`` bytes into ``target`` starting at ``offset`` (aliases of aliases too).
 
         With ``mask``, window offset ``x`` reaches ``target`` at ``offset + (x & mask)``: address
@@ -272,7 +283,7 @@ class MemoryRegion:
         return mr
 
     @classmethod
-    def mirror(cls, name: str, target: "MemoryRegion", size: int, *, owner: Any = None) -> "MemoryRegion":
+    def mirror(cls, name: str, target: MemoryRegion, size: int, *, owner: Any = None) -> MemoryRegion:
         """``target`` repeated every ``target.size`` bytes across a ``size``-byte window (high bits ignored)."""
         period = target.size if isinstance(target, MemoryRegion) else 0
         if period <= 0 or period & (period - 1):
@@ -281,7 +292,7 @@ class MemoryRegion:
         return cls.alias(name, target, 0, size, mask=period - 1, owner=owner)
 
     @classmethod
-    def iommu(cls, name: str, size: int, translate: Callable, *, owner: Any = None) -> "MemoryRegion":
+    def iommu(cls, name: str, size: int, translate: Callable, *, owner: Any = None) -> MemoryRegion:
         """An IOMMU: ``translate(mr, addr, is_write, attrs) -> IOMMUTLBEntry`` redirects accesses."""
         mr = cls(name, size, owner=owner)
         mr.terminates = True
@@ -289,7 +300,7 @@ class MemoryRegion:
         mr.iommu_translate = _callable(name, "translate", translate)
         return mr
 
-    def _init_ram(self, block: RamBlock, migratable: bool) -> "MemoryRegion":
+    def _init_ram(self, block: RamBlock, migratable: bool) -> MemoryRegion:
         self.terminates = True
         self.is_ram = True
         self.migratable = migratable
@@ -335,14 +346,14 @@ class MemoryRegion:
             mask |= 1 << DirtyClient.MIGRATION
         return mask
 
-    def final_target(self) -> "MemoryRegion":
+    def final_target(self) -> MemoryRegion:
         """The region at the end of this region's alias chain (itself if not an alias)."""
         mr = self
         while mr.alias_target is not None:
             mr = mr.alias_target
         return mr
 
-    def walk(self) -> Iterator["MemoryRegion"]:
+    def walk(self) -> Iterator[MemoryRegion]:
         """This region and its descendants, depth first in sibling order (aliases not followed)."""
         yield self
         for sub in self.subregions:
@@ -360,15 +371,15 @@ class MemoryRegion:
         return f"<MemoryRegion {self.name!r} {self.kind} size={size}{where}{alias} prio={self.priority}{state}>"
 
     # ------------------------------------------------------------------- tree
-    def add_subregion(self, offset: int, sub: "MemoryRegion") -> None:
+    def add_subregion(self, offset: int, sub: MemoryRegion) -> None:
         """Map ``sub`` at ``offset`` with priority 0 (memory_region_add_subregion)."""
         self._add_subregion(offset, sub, 0)
 
-    def add_subregion_overlap(self, offset: int, sub: "MemoryRegion", priority: int) -> None:
+    def add_subregion_overlap(self, offset: int, sub: MemoryRegion, priority: int) -> None:
         """Map ``sub`` at ``offset`` with a signed 32-bit priority."""
         self._add_subregion(offset, sub, priority)
 
-    def _add_subregion(self, offset: int, sub: "MemoryRegion", priority: int) -> None:
+    def _add_subregion(self, offset: int, sub: MemoryRegion, priority: int) -> None:
         system, joining = self._check_can_hold(offset, sub, priority)
         with system.transaction():
             for region in joining:
@@ -376,8 +387,8 @@ class MemoryRegion:
             sub.priority = priority
             self._link(offset, sub, system)
 
-    def _check_can_hold(self, offset: int, sub: "MemoryRegion",
-                        priority: int) -> tuple[MemorySystem, list["MemoryRegion"]]:
+    def _check_can_hold(self, offset: int, sub: MemoryRegion,
+                        priority: int) -> tuple[MemorySystem, list[MemoryRegion]]:
         """Refuse a bad link before anything changes; return the system it commits in and the
         floating regions that join that system with it."""
         if not isinstance(sub, MemoryRegion):
@@ -385,7 +396,8 @@ class MemoryRegion:
         _u64(self.name, f"offset of subregion {sub.name!r}", offset)
         if not isinstance(priority, int) or not INT32_MIN <= priority <= INT32_MAX:
             raise InvalidRangeError(
-                f"region {self.name!r}: priority {priority!r} of {sub.name!r} at {offset:#x} is not a signed 32-bit value")
+                f"region {self.name!r}: priority {priority!r} of {sub.name!r} at {offset:#x}"
+                " is not a signed 32-bit value")
         if sub.parent is not None:
             raise RegionInUseError(
                 f"region {sub.name!r} cannot be added to {self.name!r} at {offset:#x}: "
@@ -402,7 +414,7 @@ class MemoryRegion:
             return core_of(sub), []
         return self.system, bindable(sub, self.system, self)
 
-    def _link(self, offset: int, sub: "MemoryRegion", system: MemorySystem) -> None:
+    def _link(self, offset: int, sub: MemoryRegion, system: MemorySystem) -> None:
         sub.parent = self
         target = sub.alias_target
         while target is not None:
@@ -418,7 +430,7 @@ class MemoryRegion:
             subs.append(sub)
         system.update_pending |= self.enabled and sub.enabled
 
-    def _unlink(self, sub: "MemoryRegion", system: MemorySystem) -> None:
+    def _unlink(self, sub: MemoryRegion, system: MemorySystem) -> None:
         sub.parent = None
         target = sub.alias_target
         while target is not None:
@@ -427,7 +439,7 @@ class MemoryRegion:
         self.subregions.remove(sub)
         system.update_pending |= self.enabled and sub.enabled
 
-    def del_subregion(self, sub: "MemoryRegion") -> None:
+    def del_subregion(self, sub: MemoryRegion) -> None:
         """Unmap ``sub`` from this container."""
         if not isinstance(sub, MemoryRegion) or sub.parent is not self:
             where = "no container" if getattr(sub, "parent", None) is None else f"container {sub.parent.name!r}"
@@ -451,7 +463,7 @@ class MemoryRegion:
             parent._unlink(self, system)
             parent._link(addr, self, system)
 
-    def transaction(self) -> ContextManager[None]:
+    def transaction(self) -> AbstractContextManager[None]:
         """memory_region_transaction_begin/commit, as a ``with`` block on this region's memory system
         (the default one while the region floats): device code batches its changes with it."""
         return core_of(self).transaction()
@@ -550,10 +562,8 @@ class MemoryRegion:
     def del_eventfd(self, addr: int, size: int, match_data: bool, data: int, notifier: Any) -> None:
         """Remove the first matching ioeventfd; a size of 0 matches any at ``addr``."""
         probe = self._eventfd(addr, size, match_data, data, notifier)
-        for i, entry in enumerate(self.ioeventfds):
-            if probe.matches(entry):
-                break
-        else:
+        i = next((i for i, entry in enumerate(self.ioeventfds) if probe.matches(entry)), None)
+        if i is None:
             raise NoSuchEventfdError(
                 f"region {self.name!r}: no ioeventfd at offset {addr:#x} size {size} matches "
                 f"(match_data={match_data}, data={data:#x})")

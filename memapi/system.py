@@ -17,10 +17,12 @@ import itertools
 import logging
 import threading
 import weakref
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional
+from typing import TYPE_CHECKING, Any
 
 from .errors import CrossSystemError, TransactionError
+from .listener import listener_order
 from .ops import MemTxResult
 
 if TYPE_CHECKING:
@@ -42,10 +44,10 @@ class MemorySystem:
         self.ioeventfd_pending = False
         self.global_dirty_tracking = 0
         self.dirty_log_stopping = False  # the last global stop's commit is collecting bits
-        self.listeners_sorted: list["MemoryListener"] = []
+        self.listeners_sorted: list[MemoryListener] = []
         #: Accesses the re-entrancy guard refused (a device reached itself from its own callback).
         self.blocked_reentrant = 0
-        self._spaces: list[weakref.ref["AddressSpace"]] = []
+        self._spaces: list[weakref.ref[AddressSpace]] = []
         self._flushers: list[Callable[[], None]] = []
         self._listener_seq = itertools.count()
         #: id() of the owners inside one of their callbacks (taken and dropped under ``lock``).
@@ -55,7 +57,7 @@ class MemorySystem:
         return f"<MemorySystem {self.name!r} spaces={len(self._spaces)} depth={self.depth}>"
 
     # ------------------------------------------------------------ members
-    def address_spaces(self) -> list["AddressSpace"]:
+    def address_spaces(self) -> list[AddressSpace]:
         """Live address spaces in creation order (the system holds them weakly)."""
         alive = [s for s in (ref() for ref in self._spaces) if s is not None]
         if len(alive) != len(self._spaces):
@@ -63,22 +65,22 @@ class MemorySystem:
             self.refresh_listeners()
         return alive
 
-    def add_address_space(self, space: "AddressSpace") -> None:
+    def add_address_space(self, space: AddressSpace) -> None:
         self._spaces.append(weakref.ref(space))
 
-    def remove_address_space(self, space: "AddressSpace") -> None:
+    def remove_address_space(self, space: AddressSpace) -> None:
         self._spaces = [r for r in self._spaces if r() is not None and r() is not space]
         self.refresh_listeners()
 
     def refresh_listeners(self) -> None:
         """The system's listener list: by priority, ties in registration order."""
-        listeners = [l for ref in self._spaces if (s := ref()) is not None for l in s.listeners]
-        self.listeners_sorted = sorted(listeners, key=lambda l: (l.priority, l._seq))
+        listeners = [listener for ref in self._spaces if (s := ref()) is not None for listener in s.listeners]
+        self.listeners_sorted = sorted(listeners, key=listener_order)
 
     def next_listener_seq(self) -> int:
         return next(self._listener_seq)
 
-    def adopt(self, *regions: "MemoryRegion") -> None:
+    def adopt(self, *regions: MemoryRegion) -> None:
         """Bind floating regions (and everything they reach) to this system explicitly."""
         for mr in regions:
             bind(mr, self)
@@ -153,7 +155,7 @@ class MemorySystem:
             self._flushers.remove(fn)
 
     # ------------------------------------------------------------ devices
-    def forget_exit_paths(self, mr: "MemoryRegion") -> None:
+    def forget_exit_paths(self, mr: MemoryRegion) -> None:
         """Drop what the exit path worked out for ``mr``'s ranges (memapi/exit_path.py) after a
         change no render shows, such as its coalesced-flush flag."""
         for space in self.address_spaces():
@@ -161,7 +163,7 @@ class MemorySystem:
                 if fr.mr is mr:
                     fr.store_path = fr.load_path = None
 
-    def blocked(self, mr: "MemoryRegion", offset: int, size: int, is_write: bool) -> int:
+    def blocked(self, mr: MemoryRegion, offset: int, size: int, is_write: bool) -> int:
         """QEMU's per-device re-entrancy guard refused an access: ``mr``'s owner is already inside one
         of its own callbacks on this thread. Counted, logged as QEMU logs it; ACCESS_ERROR."""
         self.blocked_reentrant += 1
@@ -206,12 +208,12 @@ def default_system() -> MemorySystem:
     return _DEFAULT
 
 
-def core_of(mr: "MemoryRegion") -> MemorySystem:
+def core_of(mr: MemoryRegion) -> MemorySystem:
     """The system ``mr`` belongs to; the default one while it floats."""
     return mr.system or _DEFAULT
 
 
-def bindable(mr: "MemoryRegion", system: MemorySystem, into: Optional["MemoryRegion"] = None) -> list["MemoryRegion"]:
+def bindable(mr: MemoryRegion, system: MemorySystem, into: MemoryRegion | None = None) -> list[MemoryRegion]:
     """The floating regions that join ``system`` when ``mr`` does (it and everything it reaches through
     subregions and alias targets); CrossSystemError, naming both regions and both systems, if any
     region in reach belongs to another system. Changes nothing."""
@@ -228,13 +230,13 @@ def bindable(mr: "MemoryRegion", system: MemorySystem, into: Optional["MemoryReg
     return floating
 
 
-def bind(mr: "MemoryRegion", system: MemorySystem) -> None:
+def bind(mr: MemoryRegion, system: MemorySystem) -> None:
     """Bind ``mr`` and every floating region it reaches to ``system`` (all or nothing)."""
     for region in bindable(mr, system):
         region.system = system
 
 
-def _reach(mr: "MemoryRegion") -> Iterable["MemoryRegion"]:
+def _reach(mr: MemoryRegion) -> Iterable[MemoryRegion]:
     stack, seen = [mr], set()
     while stack:
         node = stack.pop()
@@ -247,7 +249,7 @@ def _reach(mr: "MemoryRegion") -> Iterable["MemoryRegion"]:
             stack.append(node.alias_target)
 
 
-def _render_all(spaces: list["AddressSpace"]) -> dict:
+def _render_all(spaces: list[AddressSpace]) -> dict:
     """One new FlatView per distinct flatview root, shared by the spaces that resolve to it."""
     from .flatview import render
 
@@ -263,7 +265,7 @@ def _render_all(spaces: list["AddressSpace"]) -> dict:
     return views
 
 
-def flatview_root(mr: "MemoryRegion") -> Optional["MemoryRegion"]:
+def flatview_root(mr: MemoryRegion) -> MemoryRegion | None:
     """QEMU's memory_region_get_flatview_root: skip whole-target aliases and single-child containers."""
     while mr.enabled:
         if mr.alias_target is not None:

@@ -25,7 +25,6 @@ memapi's region objects, sibling lists or FlatViews, so it can judge them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 ADDR_END = 1 << 64
 UINT64_MAX = ADDR_END - 1
@@ -55,7 +54,7 @@ def norm_size(size: int) -> int:
 class Node:
     """Shadow of one MemoryRegion."""
 
-    def __init__(self, name: str, kind: str, size: int, *, target: Optional["Node"] = None,
+    def __init__(self, name: str, kind: str, size: int, *, target: Node | None = None,
                  alias_offset: int = 0) -> None:
         assert kind in ("container", "ram", "rom", "io", "alias")
         self.name = name
@@ -67,7 +66,7 @@ class Node:
         self.unmergeable = False
         self.alias = target
         self.alias_offset = alias_offset
-        self.container: Optional[Node] = None
+        self.container: Node | None = None
         self.addr = 0
         self.priority = 0
         self.seq = 0              # add order among siblings: larger = newer
@@ -110,7 +109,7 @@ class Model:
         self._order: dict[int, list[Node]] = {}   # id(node) -> ordered children (cleared on link/unlink)
 
     # ------------------------------------------------------------ building
-    def new(self, name: str, kind: str, size: int, target: Optional[Node] = None, alias_offset: int = 0) -> Node:
+    def new(self, name: str, kind: str, size: int, target: Node | None = None, alias_offset: int = 0) -> Node:
         node = Node(name, kind, size, target=target, alias_offset=alias_offset)
         self.nodes[name] = node
         return node
@@ -260,7 +259,7 @@ class Model:
             mask |= MIGRATION_BIT
         return mask
 
-    def flatview_root(self, node: Optional[Node]) -> Optional[Node]:
+    def flatview_root(self, node: Node | None) -> Node | None:
         """§2.4 memory_region_get_flatview_root."""
         while node is not None and node.enabled:
             if node.alias is not None:
@@ -277,7 +276,7 @@ class Model:
             return node
         return None
 
-    def resolve(self, root: Node, addr: int) -> Optional[Hit]:
+    def resolve(self, root: Node, addr: int) -> Hit | None:
         """The per-address Visibility rule, from the AddressSpace root (after the §2.4 shortcut)."""
         return self.resolver(root)(addr)
 
@@ -289,7 +288,7 @@ class Model:
         return lambda addr: self._visit(start, 0, 0, ADDR_END, addr, False, False, False, ())
 
     def _visit(self, n: Node, base: int, lo: int, hi: int, addr: int,
-               ro: bool, nv: bool, um: bool, path: tuple) -> Optional[Hit]:
+               ro: bool, nv: bool, um: bool, path: tuple) -> Hit | None:
         if not n.enabled:
             return None                      # skipped entirely: hides nothing
         base += n.addr                       # where n's offset 0 sits

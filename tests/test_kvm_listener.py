@@ -180,10 +180,10 @@ def test_memslot_exhaustion_at_the_kernel_limit(kvm_space):
     root, space, kml, calls = kvm_space
     limit = kml.nr_slots
     ram = MR.ram("many", (limit + 1) * 0x2000)
-    with pytest.raises(MemslotExhaustedError, match=f"no free slot available: all {limit} KVM_CAP_NR_MEMSLOTS"):
-        with memapi.transaction():
-            for i in range(limit + 1):
-                root.add_subregion(i * 0x2000, MR.alias(f"p{i}", ram, i * 0x2000, 0x1000))
+    exhausted = pytest.raises(MemslotExhaustedError, match=f"no free slot available: all {limit} KVM_CAP_NR_MEMSLOTS")
+    with exhausted, memapi.transaction():
+        for i in range(limit + 1):
+            root.add_subregion(i * 0x2000, MR.alias(f"p{i}", ram, i * 0x2000, 0x1000))
     assert len(kml.slots) == limit
     # The unslotted page still works: its accesses exit and are served from the FlatView.
     assert space.write(limit * 0x2000, b"z") == memapi.MemTxResult.OK

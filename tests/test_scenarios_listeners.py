@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import memapi
+from conftest import PlainRecorder, Recorder
 from memapi import MemoryRegion as MR
-from conftest import PlainRecorder, Recorder, flat
 
 
 def ops():
@@ -183,7 +183,7 @@ def test_38_mtree_ordering(root, space):
         root.add_subregion(0x1000, alias)
     root.subregions[0].set_enabled(False)
     lines = memapi.info_mtree(spaces=[space], disabled=True).splitlines()
-    assert [l.split("alias ")[1][0] for l in lines if "alias" in l] == list("DCBA")
+    assert [line.split("alias ")[1][0] for line in lines if "alias" in line] == list("DCBA")
     assert "memory-region: target" in lines
 
 

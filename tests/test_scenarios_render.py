@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import memapi
-from memapi import MemoryRegion as MR
 from conftest import flat
+from memapi import MemoryRegion as MR
 
 
 def io(name, size):

@@ -11,8 +11,22 @@ import guests
 from kvm_helpers import requires_kvm
 from kvmshim import loader
 from kvmshim.machine import Machine
-from kvmshim.ucall import (AssertFailed, BadCall, Done, GuestAssertionError, Print, Stopped, Sync, UcallDevice,
-                           UcallError, printf, register, run_until_call, run_until_done, stop_runners)
+from kvmshim.ucall import (
+    AssertFailed,
+    BadCall,
+    Done,
+    GuestAssertionError,
+    Print,
+    Stopped,
+    Sync,
+    UcallDevice,
+    UcallError,
+    printf,
+    register,
+    run_until_call,
+    run_until_done,
+    stop_runners,
+)
 
 DATA = Path(__file__).parent / "data" / "guests"
 CALLS = [Sync(1), Sync(2, (7, 0x1234)), Print("real mode: bx=7 cx=0x1234\n"), Sync(3, (7,)),
@@ -51,9 +65,8 @@ def test_run_until_done_collects_the_calls():
 def test_a_failed_assert_names_the_guest_file_and_line(guest, line, message):
     source = (DATA / guest).resolve()
     m, device = machine_with_ucall(source)
-    with m:
-        with pytest.raises(GuestAssertionError) as err:
-            run_until_done(m, 30, device)
+    with m, pytest.raises(GuestAssertionError) as err:
+        run_until_done(m, 30, device)
     assert err.value.failed == AssertFailed(str(source), line, message)
     assert str(err.value) == f"{source}:{line}: guest assertion failed: {message}"
 

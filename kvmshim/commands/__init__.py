@@ -1,6 +1,6 @@
 """One module per `kvmshim` subcommand: ``add_parser(subparsers)`` and ``run(args) -> int``."""
 import argparse
-from typing import Callable
+from collections.abc import Callable
 
 SIZE_SUFFIXES = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 

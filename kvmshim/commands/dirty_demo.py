@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Optional, TextIO
+from typing import TextIO
 
 from ..pc.vga import COLS, ROWS, TEXT_BASE, TEXT_SIZE
 from ..plots import bin_size, format_size
@@ -173,7 +173,7 @@ class DirtyDemo:
                 runs.append((fr.mr.name, fr.start, fr.end))
         return runs
 
-    def summary(self, png: Optional[Path], screenshot: Optional[Path]) -> str:
+    def summary(self, png: Path | None, screenshot: Path | None) -> str:
         line = f"dirty-demo: {self._stats()}"
         if png is not None:
             from ..plots import heatmap

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from contextlib import ExitStack
-from typing import Optional, Sequence
 
 PROG = "kvmshim qemu"
 
@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     return qemu(args.args)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """The `kvmshim-qemu` console script."""
     return qemu(sys.argv[1:] if argv is None else argv)
 

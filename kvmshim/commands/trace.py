@@ -10,7 +10,7 @@ import io
 import json
 import os
 import sys
-from typing import Optional, TextIO
+from typing import TextIO
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -36,7 +36,7 @@ class StreamLines:
         self.stream.flush()
 
 
-def _stderr_fd() -> Optional[int]:
+def _stderr_fd() -> int | None:
     try:
         return sys.stderr.fileno()
     except (AttributeError, io.UnsupportedOperation):

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Callable, Optional
 
 from ..qemu_config import Boot, Chardev, Cpu, Drive, FwCfgFile, IsaDebugcon, IsaDebugExit, QemuConfig, Smp
 from .fw_cfg import sercon_port_file
@@ -85,7 +85,7 @@ def pc_only_given(args: argparse.Namespace) -> list[str]:
     return [f"--{name.replace('_', '-')}" for name, default in PC_ONLY.items() if getattr(args, name) != default]
 
 
-def run(args: argparse.Namespace, trace: Optional[Callable[..., Trace]] = None) -> int:
+def run(args: argparse.Namespace, trace: Callable[..., Trace] | None = None) -> int:
     """Boot; COM1 is the terminal (Ctrl-A x quits); the status is isa-debug-exit's, else 0.
     ``trace(machine)`` makes the --trace-exits hook once the machine exists."""
     from ..chardev import open_chardevs

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Optional
 
 import guests.multiboot
 from guests import MemoryRange, Module
@@ -35,7 +34,7 @@ POST_DONE = b"No bootable device"
 BOOT_TIMEOUT = 60.0
 
 
-def seabios_config(ram_size: int = DEFAULT_RAM, bios: Optional[Path] = None, **fields) -> QemuConfig:
+def seabios_config(ram_size: int = DEFAULT_RAM, bios: Path | None = None, **fields) -> QemuConfig:
     """A QemuConfig for watching SeaBIOS: no defaults, COM1, and SeaBIOS's debug console at 0x402."""
     debugcon = IsaDebugcon(Chardev("null"), iobase=SEABIOS_DEBUG_IOPORT)
     return replace(QemuConfig(ram_size=ram_size, bios=bios, vga="none", nodefaults=True,
@@ -52,7 +51,7 @@ class PcMachine(MachineBase):
 
     name = "pc"
 
-    def __init__(self, config: Optional[QemuConfig] = None, *, stop_at_post_end: bool = False, **options) -> None:
+    def __init__(self, config: QemuConfig | None = None, *, stop_at_post_end: bool = False, **options) -> None:
         self.config = config = config or seabios_config()
         bios = config.bios or DEFAULT_BIOS
         if config.bios is None and not bios.exists():
@@ -99,7 +98,7 @@ class PcMachine(MachineBase):
         loader.apply(self, plan, [r for r in layout if r.type == E820_RAM], vcpus=[self.vcpu])
 
     # ------------------------------------------------------------ running
-    def boot(self, timeout: Optional[float] = BOOT_TIMEOUT) -> RunOutcome:
+    def boot(self, timeout: float | None = BOOT_TIMEOUT) -> RunOutcome:
         """Run every vCPU (vCPU 0 here, the others in threads) until a stop: isa-debug-exit, a
         reset request, the end of POST if asked, or ``timeout`` seconds (GuestTimeout)."""
         aps = [self.start(index, timeout) for index in range(1, len(self.vcpus))]
@@ -146,7 +145,7 @@ class PcMachine(MachineBase):
                 self.board.close()
 
 
-def _read_kernel(config: QemuConfig) -> Optional[tuple[str, bytes, list[Module]]]:
+def _read_kernel(config: QemuConfig) -> tuple[str, bytes, list[Module]] | None:
     """``-kernel`` and its ``-initrd`` modules, read before any fd opens (QEMU's wording on failure)."""
     if config.kernel is None:
         return None
