@@ -20,7 +20,7 @@ from .plans import Entry, Format, LoadPlan, MemoryRange, Mode, Rom, Segment, ram
 from .sources import KINDS
 
 EntryPoint = int | tuple[int, int]  # a linear address, or (segment, offset) in real mode
-FLAT_LOAD, FLAT_STACK = KINDS["flat"].load_gpa, KINDS["flat"].sp
+FLAT_LOAD, FLAT_STACK = KINDS["flat"].load_gpa, KINDS["flat"].stack
 BOOT_SIGNATURE = b"\x55\xaa"
 DOS_TOP = 0xA0000  # conventional memory ends at 640 KiB
 DEFAULT_MEMORY_MAP = (MemoryRange(0, 16 << 20),)
@@ -85,7 +85,7 @@ def image_plan(data: bytes, source: Path, *, org: int | None = None, load: int |
         return com_plan(data, source, real, entry, cmdline, memory_map)
     if fmt is Format.BOOT_SECTOR:
         boot = KINDS["boot"]
-        return _real(fmt, source, data, boot.load_gpa, (0, boot.ip), entry, real, ss_sp=(0, boot.sp),
+        return _real(fmt, source, data, boot.load_gpa, (0, boot.ip), entry, real, ss_sp=(0, boot.stack),
                      regs={"rdx": 0x80})
     at = load if load is not None else org or FLAT_LOAD
     if org == 0:  # NASM code without org: its offsets count from its first byte, so CS points there
@@ -141,9 +141,9 @@ def com_plan(data: bytes, source: Path, services: Sequence[Segment], entry: Entr
                                f"(PSP:0100 up to its stack at PSP:{k.sp:04x}), this one {len(data):#x}")
     base = k.cs << 4
     top = min(ram_below(memory_map, 0), DOS_TOP) >> 4
-    extra = [Segment(base, psp(top, cmdline), "PSP"), Segment(base + k.sp, b"\0\0", "return address")]
+    extra = [Segment(base, psp(top, cmdline), "PSP"), Segment(base + k.stack, b"\0\0", "return address")]
     return _real(Format.DOS_COM, source, data, k.load_gpa, (k.cs, k.ip), entry, [*services, *extra],
-                 ss_sp=(k.cs, k.sp), ds=k.cs)
+                 ss_sp=(k.cs, k.stack), ds=k.cs)
 
 
 def psp(top_segment: int, cmdline: str = "") -> bytes:
@@ -168,6 +168,9 @@ def bios_plan(data: bytes, source: Path) -> LoadPlan:
 def _gas(source: Path, load: int | None, entry: EntryPoint | None, cmdline: str,
          memory_map: Sequence[MemoryRange], services: bool) -> LoadPlan:
     kind = sources.kind_of(source)
+    if kind not in sources.RUNNABLE:
+        raise GuestFormatError(f"{source.name}: kind={kind} is part of other guests, not one of its own "
+                               f"(kinds: {', '.join(sources.RUNNABLE)})")
     if load is not None and kind != "flat":
         raise GuestFormatError(f"{source.name}: a load address applies to flat guests, not kind={kind}")
     if load is not None and not 0 < load < 0x10000:
@@ -184,7 +187,7 @@ def _gas(source: Path, load: int | None, entry: EntryPoint | None, cmdline: str,
     ip = sources.gas_entry(built) if kind == "flat" else k.ip
     regs = {"rdx": 0x80} if kind == "boot" else {}
     return _real(fmt, source, data, k.load_gpa if load is None else load, (0, ip), entry,
-                 _services(services), ss_sp=(0, k.sp), regs=regs)
+                 _services(services), ss_sp=(0, k.stack), regs=regs)
 
 
 def _real(fmt: Format, source: Path, data: bytes, load: int, start: tuple[int, int], entry: EntryPoint | None,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, overload
 
 from . import elf, toolchain
 from .errors import GuestBuildError
@@ -30,6 +31,12 @@ class Kind:
     sp: int | None
     exact_size: bool = False
     alias_gpa: int | None = None
+
+    @property
+    def stack(self) -> int:
+        """SP at entry, for the kinds that start on a stack of their own (not bios or services)."""
+        assert self.sp is not None, "this kind of guest has no stack of its own"
+        return self.sp
 
 
 KINDS = {
@@ -125,6 +132,10 @@ def gas_entry(built: toolchain.GasBuild) -> int:
     return elf.parse(built.elf.read_bytes(), built.elf.name).entry
 
 
+@overload
+def _header_kind(source: Path, required: Literal[True]) -> str: ...
+@overload
+def _header_kind(source: Path, required: bool = False) -> str | None: ...
 def _header_kind(source: Path, required: bool = False) -> str | None:
     """The kind named on the first line, None without a header; GuestBuildError for a bad header
     (or, if ``required``, a missing one)."""

@@ -17,8 +17,9 @@ from __future__ import annotations
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
+from typing import TypedDict, TypeVar
 
 from kvm import Cap, Kvm, Registers, Vcpu, Vm
 from listeners.kvm_dirty_ring import KVMDirtyRingListener
@@ -29,6 +30,23 @@ from memapi import UINT64_MAX, UNASSIGNED_IO_OPS, AddressSpace, MemoryRegion, Me
 from .cpuid import cpu_model_table
 
 IO_SPACE_SIZE = 0x10000
+_Machine = TypeVar("_Machine", bound="MachineBase")
+
+
+class MemoryOptions(TypedDict, total=False):
+    """MachineBase's memory options (slots, dirty logging, unassigned accesses), for ``**options``."""
+
+    max_slot_size: int | None
+    dirty_ring: int
+    manual_protect: bool
+    strict_unassigned: bool
+
+
+class MachineOptions(MemoryOptions, total=False):
+    """Every MachineBase keyword argument, for ``**options`` of machines that leave the CPUs to the caller."""
+
+    vcpus: int
+    cpu: str
 
 
 class MachineBase:
@@ -167,16 +185,16 @@ class MachineBase:
     # ------------------------------------------------------------ inspection
     def mtree(self, flatview: bool = False, disabled: bool = False, owner: bool = False) -> str:
         """`info mtree` of this machine; with ``flatview``, KVM-mapped ranges are marked ` KVM`."""
-        kvm_memory = self.kvm_memory
-
-        def has_memory(space: AddressSpace, start: int, size: int) -> bool:
-            return space is self.memory and kvm_memory is not None and kvm_memory.has_memory(start, size)
-
         return self.memory_system.info_mtree(flatview=flatview, owner=owner, disabled=disabled,
-                                             accel=has_memory if flatview else None)
+                                             accel=self.kvm_maps if flatview else None)
+
+    def kvm_maps(self, space: AddressSpace, start: int, size: int) -> bool:
+        """Whether a memslot maps exactly ``[start, start+size)`` of ``space`` (`info mtree -f`'s ` KVM`)."""
+        kvm_memory = self.kvm_memory
+        return space is self.memory and kvm_memory is not None and kvm_memory.has_memory(start, size)
 
     # ------------------------------------------------------------ lifecycle
-    def __enter__(self):
+    def __enter__(self: _Machine) -> _Machine:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -196,7 +214,7 @@ class MachineBase:
         self._closed = True
         errors: list[BaseException] = []
 
-        def attempt(step, *args) -> None:
+        def attempt(step: Callable[..., object], *args: object) -> None:
             try:
                 step(*args)
             except Exception as err:  # finish the other steps, report this one after

@@ -22,7 +22,10 @@ import termios
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from .uart import InputSource
 
 CTRL_A = 0x01
 QUIT = ord("x")
@@ -32,7 +35,7 @@ Pattern = bytes | str
 class Receiver(Protocol):
     """The UART side a feed drives (kvmshim.uart.Uart16550)."""
 
-    input: object
+    input: InputSource | None
 
     def pump(self) -> None: ...
 
@@ -115,7 +118,7 @@ class StdinConsole(SerialFeed):
         self.on_quit = on_quit
         self.fd = sys.stdin.fileno() if fd is None else fd
         self.quit_requested = False
-        self._saved: list | None = None
+        self._saved: list[Any] | None = None  # termios attributes
         self._escape = False
         self._thread: threading.Thread | None = None
         self._wake: tuple[int, int] | None = None
@@ -125,7 +128,8 @@ class StdinConsole(SerialFeed):
             self._saved = termios.tcgetattr(self.fd)
             termios.tcsetattr(self.fd, termios.TCSADRAIN, raw_mode(self._saved))
         self._wake = os.pipe()
-        self._thread = threading.Thread(target=self._read_loop, name="stdin-console", daemon=True)
+        self._thread = threading.Thread(target=self._read_loop, args=(self._wake[0],), name="stdin-console",
+                                        daemon=True)
         self._thread.start()
         return self
 
@@ -143,8 +147,7 @@ class StdinConsole(SerialFeed):
                 termios.tcsetattr(self.fd, termios.TCSADRAIN, self._saved)
                 self._saved = None
 
-    def _read_loop(self) -> None:
-        wake = self._wake[0]
+    def _read_loop(self, wake: int) -> None:
         while True:
             ready, _, _ = select.select([self.fd, wake], [], [])
             if wake in ready:
@@ -176,7 +179,7 @@ class StdinConsole(SerialFeed):
             self.send(bytes(out))
 
 
-def raw_mode(attrs: list) -> list:
+def raw_mode(attrs: list[Any]) -> list[Any]:
     """QEMU's stdio chardev settings: no input processing, no echo, no line editing; output
     processing and signals (Ctrl-C) kept."""
     iflag, oflag, cflag, lflag, ispeed, ospeed, cc = attrs

@@ -133,7 +133,7 @@ def parse_cpu_option(option: str) -> tuple[CpuModel, frozenset[str]]:
     if name not in MODELS:
         raise CpuModelError(f"unable to find CPU model {name!r} (known: {', '.join(MODELS)})")
     model = MODELS[name]
-    features, plus, minus = set(model.features), set(), set()
+    features, plus, minus = set(model.features), set[str](), set[str]()
     for item in filter(None, items):
         if item[0] in "+-":
             (plus if item[0] == "+" else minus).add(feature_name(item[1:]))

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import guests
 from guests import LoadPlan, Module
@@ -19,10 +20,13 @@ from guests.formats import EntryPoint
 from memapi import MemoryRegion
 
 from . import loader, ucall
-from .base import MachineBase, VcpuThread
+from .base import MachineBase, MachineOptions, VcpuThread
 from .devices import DebugExit, PortTestDevice, Serial, TestDevice
 from .errors import GuestParamError
 from .pc.testdev import IsaDebugExit
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 MiB = 1 << 20
 TESTDEV_GPA = 0xD0000
@@ -79,7 +83,7 @@ class BareMachine(MachineBase):
 
     name = "bare-machine"
 
-    def __init__(self, ram_size: int = 16 * MiB, **options) -> None:
+    def __init__(self, ram_size: int = 16 * MiB, **options: Unpack[MachineOptions]) -> None:
         self.ram_size = ram_size
         self._loaded: dict[Path, LoadedGuest] = {}
         super().__init__(**options)
@@ -129,7 +133,8 @@ class Machine(BareMachine):
     name = "machine"
 
     def __init__(self, ram_size: int = 16 * MiB, *, on_output: Callable[[bytes], None] | None = None,
-                 debug_exit: str = "raw", debug_exit_port: int = DEBUG_EXIT_PORT, **options) -> None:
+                 debug_exit: str = "raw", debug_exit_port: int = DEBUG_EXIT_PORT,
+                 **options: Unpack[MachineOptions]) -> None:
         if debug_exit not in DEBUG_EXIT_MODES:
             raise ValueError(f"{self.name}: debug_exit={debug_exit!r} (raw or qemu)")
         self.on_output = on_output

@@ -244,7 +244,7 @@ def kvm_trace() -> Callable[..., list[IoctlEvent]]:
 
 # ---------------------------------------------------------------- guest assertions
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     outcome: Any = yield
     ucall = sys.modules.get("kvmshim.ucall")  # not imported: no guest can have asserted
     error = call.excinfo.value if call.excinfo is not None else None

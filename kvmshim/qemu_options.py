@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
 
 from .qemu_config import (
     DEFAULT_RAM,
@@ -63,7 +64,7 @@ class _CommandLine:
     """Options in order into mutable state (QEMU's vl.c), then ``config()`` checks what spans options."""
 
     def __init__(self) -> None:
-        self.values: dict[str, object] = {}
+        self.values: dict[str, Any] = {}  # QemuConfig fields by name
         self.warnings: list[str] = []
         self.machine: dict[str, str] = {}
         self.accels: list[str] = []
@@ -80,7 +81,8 @@ class _CommandLine:
         """The method for option ``name`` (``-hda`` to ``-hdd`` share one)."""
         if name in ("hda", "hdb", "hdc", "hdd"):
             return partial(self.opt_hd, index=ord(name[2]) - ord("a"))
-        return getattr(self, "opt_" + name.replace("-", "_"))
+        method: Callable[..., QemuInfo | None] = getattr(self, "opt_" + name.replace("-", "_"))
+        return method
 
     # ---------------------------------------------------------------- options
     def opt_machine(self, loc: str, value: str) -> QemuInfo | None:
@@ -200,6 +202,9 @@ class _CommandLine:
         return None
 
     def opt_global(self, loc: str, value: str) -> None:
+        driver: str | None
+        prop: str | None
+        item: str | None
         name, eq, item = value.partition("=")
         if "." in name:
             driver, _, prop = name.partition(".")
@@ -315,7 +320,9 @@ class _CommandLine:
         return tuple(drives.values())
 
     def _devices(self) -> tuple[Device, ...]:
-        devices, ids, used = [], set(), set()
+        devices: list[Device] = []
+        ids: set[str | None] = set()
+        used: set[str] = set()
         for pending in self.devices:
             ident = pending.props.get("id")
             if ident is not None and ident in ids:
@@ -328,10 +335,11 @@ class _CommandLine:
 
     def _device(self, pending: _PendingDevice, used: set[str]) -> Device:
         cls, converters = _DEVICES[pending.driver]
-        kwargs: dict[str, object] = {"id": pending.props.get("id")}
+        kwargs: dict[str, Any] = {"id": pending.props.get("id")}
         for key, item in pending.props.items():
-            if converters.get(key) is not None:
-                kwargs[key] = converters[key](f"{pending.driver}.{key}", item)
+            convert = converters.get(key)
+            if convert is not None:
+                kwargs[key] = convert(f"{pending.driver}.{key}", item)
         if "chardev" in converters:
             name = pending.props.get("chardev")
             if not name:
@@ -347,7 +355,8 @@ class _CommandLine:
             size = kwargs.get("iosize", getattr(cls, "iosize", 1))
             if base + size > 0x10000:
                 raise QemuOptionError(f"ports {base:#x}+{size:#x} are outside the 64 KiB I/O space")
-        return cls(**kwargs)
+        device: Device = cls(**kwargs)
+        return device
 
     def _check_stdio(self, default_users: int) -> None:
         """QEMU opens stdio for one character device only (a ``mon:`` mux counts once)."""
@@ -357,7 +366,11 @@ class _CommandLine:
             raise QemuOptionError("cannot use stdio by multiple character devices", stdio[-1])
 
 
-def _located(loc: str | None, func: Callable, *args, **kwargs):
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def _located(loc: str | None, func: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
     """Call ``func``; a QemuOptionError without a location gets ``loc``."""
     try:
         return func(*args, **kwargs)

@@ -79,7 +79,7 @@ def _name_end(text: str, pos: int) -> int:
 
 def _value(text: str, pos: int) -> tuple[str, int]:
     """A value up to the next single comma (``,,`` is a comma); returns it and the next position."""
-    out = []
+    out: list[str] = []
     while pos < len(text):
         if text[pos] == ",":
             if text[pos + 1:pos + 2] != ",":

@@ -14,7 +14,7 @@ import enum
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, NoReturn, Protocol
 
 from kvm import Vcpu
 from listeners.vcpu_runner import RunOutcome, VcpuRunner
@@ -63,7 +63,7 @@ class AssertFailed:
     def __str__(self) -> str:
         return f"{self.file}:{self.line}: guest assertion failed: {self.message}"
 
-    def raise_(self) -> None:
+    def raise_(self) -> NoReturn:
         raise GuestAssertionError(self)
 
 
@@ -212,19 +212,21 @@ _BYTES = {"al": ("rax", 0), "cl": ("rcx", 0), "dl": ("rdx", 0), "bl": ("rbx", 0)
 _EXTENDED = re.compile(r"r(8|9|1[0-5])([dwb]?)")
 
 
-def register(regs, name: str) -> int:
-    """The value of a register named as in assembly (``%eax``, ``bx``, ``dl``, ``r9d``...)."""
+def register(regs: Any, name: str) -> int:
+    """The value of a register named as in assembly (``%eax``, ``bx``, ``dl``, ``r9d``...); ``regs`` is
+    a ``struct kvm_regs``."""
     n = name.lstrip("%").lower()
     if n in _BYTES:
         field, shift = _BYTES[n]
-        return (getattr(regs, field) >> shift) & 0xFF
+        return (int(getattr(regs, field)) >> shift) & 0xFF
     if n in _GPRS:
-        return getattr(regs, "r" + n) & 0xFFFF
+        return int(getattr(regs, "r" + n)) & 0xFFFF
     if n[:1] in ("e", "r") and n[1:] in _GPRS:
-        return getattr(regs, "r" + n[1:]) & (0xFFFFFFFF if n[0] == "e" else (1 << 64) - 1)
+        return int(getattr(regs, "r" + n[1:])) & (0xFFFFFFFF if n[0] == "e" else (1 << 64) - 1)
     match = _EXTENDED.fullmatch(n)
     if match:
-        return getattr(regs, "r" + match[1]) & {"": (1 << 64) - 1, "d": 0xFFFFFFFF, "w": 0xFFFF, "b": 0xFF}[match[2]]
+        mask = {"": (1 << 64) - 1, "d": 0xFFFFFFFF, "w": 0xFFFF, "b": 0xFF}[match[2]]
+        return int(getattr(regs, "r" + match[1])) & mask
     raise ValueError(f"unknown register {name!r} in a ucall")
 
 
@@ -236,7 +238,7 @@ def printf(fmt: str, args: list[int], read_string: Callable[[int], str]) -> str:
     """C printf of integer ``args`` (32-bit unless h/hh/l): %d %i %u %x %X %o %c %s %%."""
     values = iter(args)
 
-    def convert(m: re.Match) -> str:
+    def convert(m: re.Match[str]) -> str:
         flags, width, precision, size, kind = m.groups()
         if kind == "%":
             return "%"

@@ -55,7 +55,7 @@ class CoalescedRing:
 
     def pending(self) -> int:
         """Entries queued by KVM and not yet replayed."""
-        return (self.ring.last - self.ring.first) % COALESCED_RING_ENTRIES
+        return int((self.ring.last - self.ring.first) % COALESCED_RING_ENTRIES)
 
     def drain(self) -> int:
         """Replay every queued write (PIO through the I/O space, MMIO through memory); returns how many."""

@@ -1,6 +1,8 @@
 """AddressSpace: a root region, its current FlatView, and the listeners watching it."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from . import access
 from .dispatch import RESULTS
 from .errors import ArgumentError, InvalidRangeError, ListenerError, RegionKindError
@@ -165,6 +167,7 @@ class AddressSpace:
                 i += 1
                 j += 1
             else:
+                assert fn is not None  # old ranges are exhausted or behind: a new one is next
                 if adding:
                     section = MemoryRegionSection.of(fn, old_view)
                     for listener in fwd:
@@ -173,7 +176,8 @@ class AddressSpace:
                 j += 1
 
     @staticmethod
-    def _notify_coalesced(fr: FlatRange, section: MemoryRegionSection, listeners, callback: str) -> None:
+    def _notify_coalesced(fr: FlatRange, section: MemoryRegionSection, listeners: list[MemoryListener],
+                          callback: str) -> None:
         for addr, size in _coalesced_pieces(fr):
             for listener in listeners:
                 getattr(listener, callback)(section, addr, size)
@@ -216,15 +220,15 @@ class AddressSpace:
         self._check(addr, size, attrs)
         return access.read(self.current_map, addr, size, attrs)
 
-    def write(self, addr: int, data: bytes, attrs: MemTxAttrs = UNSPECIFIED) -> MemTxResult:
+    def write(self, addr: int, data: bytes | bytearray | memoryview, attrs: MemTxAttrs = UNSPECIFIED) -> MemTxResult:
         """address_space_write: RAM directly (marking pages dirty), MMIO through the ops."""
         try:
-            data = memoryview(data).cast("B")
+            view = memoryview(data).cast("B")
         except TypeError:
             raise ArgumentError(
                 f"address space {self.name!r}: write data {type(data).__name__} is not bytes-like") from None
-        self._check(addr, data.nbytes, attrs)
-        return access.write(self.current_map, addr, data, attrs)
+        self._check(addr, view.nbytes, attrs)
+        return access.write(self.current_map, addr, view, attrs)
 
     def read_int(self, addr: int, size: int, attrs: MemTxAttrs = UNSPECIFIED) -> int:
         """A little-endian load of 1..8 bytes (the result bits are dropped, as KVM does)."""
@@ -269,7 +273,7 @@ def _eventfd_section(fd: Ioeventfd, view: FlatView) -> MemoryRegionSection:
     return MemoryRegionSection(None, view, 0, fd.size, fd.start)
 
 
-def _coalesced_pieces(fr: FlatRange, stop_at_miss: bool = False):
+def _coalesced_pieces(fr: FlatRange, stop_at_miss: bool = False) -> Iterator[tuple[int, int]]:
     """(addr, size) of each coalesced range of fr.mr intersected with fr, in AS addresses."""
     delta = fr.start - fr.offset_in_region
     for offset, size in fr.mr.coalesced:

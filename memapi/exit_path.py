@@ -24,18 +24,20 @@ from .ops import UNSPECIFIED, MemTxResult
 
 if TYPE_CHECKING:
     from .flatview import FlatRange, FlatView
+    from .ops import MemTxAttrs
+    from .region import MemoryRegion
 
 _DECODE = int(MemTxResult.DECODE_ERROR)
 _MASKS = tuple((1 << (8 * size)) - 1 for size in range(9))
-_NONE: frozenset = frozenset()
+_NONE: frozenset[int] = frozenset()
 _ANY = frozenset(range(1, 9))
 
 #: (callback, region, offset delta, sizes it takes as they come, callback takes attrs, region is owned:
 #: then dispatch's lock and guard apply)
-Path = tuple[Callable[..., Any] | None, Any, int, frozenset, bool, bool]
+Path = tuple[Callable[..., Any] | None, Any, int, frozenset[int], bool, bool]
 
 
-def _drop(mr, offset: int, value: int, size: int, attrs) -> int:
+def _drop(mr: MemoryRegion, offset: int, value: int, size: int, attrs: MemTxAttrs) -> int:
     return _DECODE
 
 
@@ -106,9 +108,8 @@ def exit_load(view: FlatView, addr: int, size: int) -> int:
     if size in sizes and not offset & (size - 1):
         if owned:
             return read_bits(mr, offset, size, UNSPECIFIED)[0] & _MASKS[size]
-        if with_attrs:
-            return fn(mr, offset, size, UNSPECIFIED)[0] & _MASKS[size]
-        return fn(mr, offset, size) & _MASKS[size]
+        value: int = fn(mr, offset, size, UNSPECIFIED)[0] if with_attrs else fn(mr, offset, size)
+        return value & _MASKS[size]
     return read_value(view, addr, size, UNSPECIFIED)
 
 

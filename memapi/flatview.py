@@ -17,7 +17,12 @@ from heapq import heappop, heappush
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from typing import TypeAlias
+
     from .region import MemoryRegion
+
+    #: A terminal extent in render order: (lo, hi, region, base, readonly, nonvolatile, unmergeable).
+    Piece: TypeAlias = tuple[int, int, MemoryRegion, int, bool, bool, bool]
 
 ADDR_SPACE_END = 1 << 64
 
@@ -55,7 +60,7 @@ class FlatRange:
                 and self.romd_mode == other.romd_mode and self.readonly == other.readonly
                 and self.nonvolatile == other.nonvolatile and self.unmergeable == other.unmergeable)
 
-    def key(self) -> tuple:
+    def key(self) -> tuple[int, int, int, int, int, bool, bool, bool, bool]:
         """A comparable tuple of every field (the mask included), for tests and replicas."""
         return (self.start, self.end, id(self.mr), self.offset_in_region, self.dirty_log_mask,
                 self.romd_mode, self.readonly, self.nonvolatile, self.unmergeable)
@@ -111,12 +116,13 @@ def render(root: MemoryRegion | None) -> FlatView:
     """Render ``root`` over ``[0, 2**64)`` and simplify (QEMU's generate_memory_topology)."""
     if root is None:
         return FlatView(None, [])
-    pieces: list[tuple] = []
+    pieces: list[Piece] = []
     _collect(root, 0, 0, ADDR_SPACE_END, False, False, False, pieces)
     return FlatView(root, _simplify(_paint(pieces)))
 
 
-def _collect(mr, base, clip_lo, clip_hi, ro, nv, um, out) -> None:
+def _collect(mr: MemoryRegion, base: int, clip_lo: int, clip_hi: int, ro: bool, nv: bool, um: bool,
+             out: list[Piece]) -> None:
     """Append (lo, hi, mr, base, ro, nv, um) for every terminal extent, in render order."""
     if not mr.enabled:
         return
@@ -131,10 +137,11 @@ def _collect(mr, base, clip_lo, clip_hi, ro, nv, um, out) -> None:
         return
     alias = mr.alias_target
     if alias is not None:
-        if mr.alias_mask is None:
+        mask = mr.alias_mask
+        if mask is None:
             _collect(alias, base - alias.addr - mr.alias_offset, lo, hi, ro, nv, um, out)
         else:
-            _collect_masked(mr, base, lo, hi, ro, nv, um, out)
+            _collect_masked(mr, alias, mask, base, lo, hi, ro, nv, um, out)
         return
     for sub in mr.subregions:
         _collect(sub, base, lo, hi, ro, nv, um, out)
@@ -142,13 +149,13 @@ def _collect(mr, base, clip_lo, clip_hi, ro, nv, um, out) -> None:
         out.append((lo, hi, mr, base, ro, nv, um))
 
 
-def _collect_masked(mr, base, lo, hi, ro, nv, um, out) -> None:
+def _collect_masked(mr: MemoryRegion, alias: MemoryRegion, mask: int, base: int, lo: int, hi: int,
+                    ro: bool, nv: bool, um: bool, out: list[Piece]) -> None:
     """A masked alias: render its target once per linear piece of the window that meets the clip.
 
     Window offset x reaches the target at alias_offset + (x & mask), which is linear over
     pieces as long as the mask's trailing ones; each piece renders like a plain alias.
     """
-    mask, alias = mr.alias_mask, mr.alias_target
     run = (mask + 1) & ~mask
     x = (lo - base) & ~(run - 1)
     while base + x < hi:
@@ -158,11 +165,11 @@ def _collect_masked(mr, base, lo, hi, ro, nv, um, out) -> None:
         x += run
 
 
-def _paint(pieces: list[tuple]) -> list[tuple]:
+def _paint(pieces: list[Piece]) -> list[tuple[int, int, Piece]]:
     """Maximal runs [lo, hi) owned by the earliest-rendered piece: (lo, hi, piece)."""
     n = len(pieces)
     order = sorted(range(n), key=lambda i: pieces[i][0])
-    runs: list[list] = []
+    runs: list[list[int]] = []
     heap: list[int] = []
     k = 0
     x = 0
@@ -188,7 +195,7 @@ def _paint(pieces: list[tuple]) -> list[tuple]:
     return [(lo, hi, pieces[i]) for lo, hi, i in runs]
 
 
-def _simplify(runs: list[tuple]) -> list[FlatRange]:
+def _simplify(runs: list[tuple[int, int, Piece]]) -> list[FlatRange]:
     """Build FlatRanges and merge neighbours as flatview_simplify does."""
     out: list[FlatRange] = []
     last = None

@@ -7,14 +7,17 @@ document; aliases and flat ranges name their region by id as well as by name.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .flatview import FlatRange, FlatView
 from .mtree import AccelProbe, owner_label, print_order, root_groups, view_groups
 from .region import UINT64_MAX, MemoryRegion
 
+if TYPE_CHECKING:
+    from .address_space import AddressSpace
 
-def mtree_json(spaces: Iterable | None = None, accel: AccelProbe | None = None) -> dict[str, Any]:
+
+def mtree_json(spaces: Iterable[AddressSpace] | None = None, accel: AccelProbe | None = None) -> dict[str, Any]:
     """``{"trees": [...], "alias_targets": [...], "flatviews": [...]}``, in `info mtree` order.
 
     Trees hold every region, disabled ones too (``"enabled": false``). ``accel`` marks
@@ -24,7 +27,7 @@ def mtree_json(spaces: Iterable | None = None, accel: AccelProbe | None = None) 
     queue: list[MemoryRegion] = []
     trees = [{"address_spaces": [s.name for s in members], "root": _node(root, 0, ids, queue)}
              for root, members in root_groups(spaces)]
-    targets = []
+    targets: list[dict[str, Any]] = []
     while len(targets) < len(queue):
         targets.append(_node(queue[len(targets)], 0, ids, queue))
     views = [_view(view, members, ids, accel) for view, members in view_groups(spaces)]
@@ -67,7 +70,7 @@ def _node(mr: MemoryRegion, base: int, ids: dict[int, int], queue: list[MemoryRe
     return node
 
 
-def _view(view: FlatView, members: list, ids: dict[int, int], accel: AccelProbe | None) -> dict[str, Any]:
+def _view(view: FlatView, members: list[AddressSpace], ids: dict[int, int], accel: AccelProbe | None) -> dict[str, Any]:
     return {
         "address_spaces": [{"name": s.name, "root": s.root.name} for s in members],
         "root": None if view.root is None else view.root.name,
@@ -75,7 +78,7 @@ def _view(view: FlatView, members: list, ids: dict[int, int], accel: AccelProbe 
     }
 
 
-def _range(fr: FlatRange, members: list, ids: dict[int, int], accel: AccelProbe | None) -> dict[str, Any]:
+def _range(fr: FlatRange, members: list[AddressSpace], ids: dict[int, int], accel: AccelProbe | None) -> dict[str, Any]:
     mr, size = fr.mr, fr.end - fr.start
     return {
         "start": hex(fr.start), "size": hex(size), "region": mr.name, "region_id": _id(mr, ids),

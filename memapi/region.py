@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import (
     AliasCycleError,
@@ -25,33 +25,40 @@ from .ops import UNASSIGNED_MEM_OPS, MemoryRegionOps
 from .ram import DirtyClient, RamBlock, memfd
 from .system import MemorySystem, bindable, core_of
 
+if TYPE_CHECKING:
+    from .access import IOMMUTLBEntry
+    from .ops import MemTxAttrs
+
+    #: ``translate(mr, addr, is_write, attrs)``: where an IOMMU sends an access.
+    Translate = Callable[["MemoryRegion", int, bool, MemTxAttrs], IOMMUTLBEntry]
+
 UINT64_MAX = (1 << 64) - 1
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 #: Most linear pieces a masked alias may render into (each is a FlatRange, and a KVM slot for RAM).
 MAX_MASK_REPEATS = 4096
 
 
-def _size(name: str, size: Any) -> int:
+def _size(name: str | None, size: Any) -> int:
     """QEMU's size rule: UINT64_MAX means exactly 2**64; anything outside [0, 2**64] is refused."""
     if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= 1 << 64:
         raise InvalidRangeError(f"region {name!r}: size {size!r} does not fit in [0, 2**64]")
     return 1 << 64 if size == UINT64_MAX else size
 
 
-def _u64(name: str, what: str, value: Any) -> int:
+def _u64(name: str | None, what: str, value: Any) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= UINT64_MAX:
         raise InvalidRangeError(f"region {name!r}: {what} {value!r} is not a 64-bit unsigned value")
     return value
 
 
-def _flag(name: str, what: str, value: Any) -> bool:
+def _flag(name: str | None, what: str, value: Any) -> bool:
     """A bool argument: True, False, 1 or 0 (anything else is refused, not coerced)."""
     if not isinstance(value, int) or value not in (0, 1):
         raise ArgumentError(f"region {name!r}: {what} {value!r} is not a bool")
     return bool(value)
 
 
-def _contents(name: str, size: Any, data: Any) -> memoryview:
+def _contents(name: str | None, size: Any, data: Any) -> memoryview:
     """A ROM's initial contents: bytes-like and no longer than the region."""
     try:
         view = memoryview(data).cast("B")
@@ -62,7 +69,7 @@ def _contents(name: str, size: Any, data: Any) -> memoryview:
     return view
 
 
-def _callable(name: str, what: str, value: Any, optional: bool = False) -> Any:
+def _callable(name: str | None, what: str, value: Any, optional: bool = False) -> Any:
     if not callable(value) and not (optional and value is None):
         raise ArgumentError(f"region {name!r}: {what} {value!r} is not callable")
     return value
@@ -76,7 +83,7 @@ class Ioeventfd:
     def __init__(self, start: int, size: int, match_data: bool, data: int, notifier: Any) -> None:
         self.start, self.size, self.match_data, self.data, self.notifier = start, size, match_data, data, notifier
 
-    def sort_key(self) -> tuple:
+    def sort_key(self) -> tuple[int, int, bool, int, int]:
         """QEMU's memory_region_ioeventfd_before ordering."""
         return (self.start, self.size, self.match_data, self.data if self.match_data else 0, id(self.notifier))
 
@@ -123,7 +130,7 @@ class MemoryRegion:
         self.alias_target: MemoryRegion | None = None
         self.alias_offset = 0
         self.alias_mask: int | None = None
-        self.iommu_translate: Callable | None = None
+        self.iommu_translate: Translate | None = None
         self.parent: MemoryRegion | None = None  # the container it is mapped in
         self.system: MemorySystem | None = None  # None while floating (see memapi.system)
         self.subregions: list[MemoryRegion] = []
@@ -225,10 +232,12 @@ class MemoryRegion:
     @classmethod
     def rom(cls, name: str, size: int, data: bytes = b"", *, owner: Any = None) -> MemoryRegion:
         """Read-only RAM: guests read it directly, writes are dropped."""
-        data = _contents(name, size, data)
-        mr = cls.ram(name, size, owner=owner)
+        contents = _contents(name, size, data)
+        mr = cls(name, size, owner=owner)
+        block = RamBlock(name, mr.size)
+        block.write(0, contents)
+        mr._init_ram(block, migratable=True)
         mr.readonly = True
-        mr.ram_block.write(0, data)
         return mr
 
     @classmethod
@@ -237,14 +246,14 @@ class MemoryRegion:
         """Reads come from RAM while in romd mode; writes (and reads otherwise) go to ``ops``."""
         if not isinstance(ops, MemoryRegionOps):
             raise RegionKindError(f"region {name!r}: a ROM device needs ops, not {ops!r} (QEMU asserts)")
-        data = _contents(name, size, data)
+        contents = _contents(name, size, data)
         mr = cls(name, size, owner=owner)
         mr.terminates = True
         mr.is_rom_device = True
         mr.migratable = True
         mr.ops = ops
         mr.ram_block = RamBlock(name, mr.size)
-        mr.ram_block.write(0, data)
+        mr.ram_block.write(0, contents)
         return mr
 
     @classmethod
@@ -254,12 +263,14 @@ class MemoryRegion:
 
         mr = cls.ram_ptr(name, size, buffer, owner=owner)
         mr.is_ram_device = True
+        assert mr.ram_block is not None  # ram_ptr made it
+        view = mr.ram_block.view
 
-        def read(region, offset, width):
-            return int.from_bytes(region.ram_block.view[offset:offset + width], "little")
+        def read(region: MemoryRegion, offset: int, width: int) -> int:
+            return int.from_bytes(view[offset:offset + width], "little")
 
-        def write(region, offset, value, width):
-            region.ram_block.view[offset:offset + width] = value.to_bytes(width, "little")
+        def write(region: MemoryRegion, offset: int, value: int, width: int) -> None:
+            view[offset:offset + width] = value.to_bytes(width, "little")
 
         rules = AccessRules(1, 8, unaligned=True)
         mr.ops = MemoryRegionOps(read=read, write=write, endianness=Endianness.LITTLE, valid=rules, impl=rules)
@@ -292,7 +303,7 @@ class MemoryRegion:
         return cls.alias(name, target, 0, size, mask=period - 1, owner=owner)
 
     @classmethod
-    def iommu(cls, name: str, size: int, translate: Callable, *, owner: Any = None) -> MemoryRegion:
+    def iommu(cls, name: str, size: int, translate: Translate, *, owner: Any = None) -> MemoryRegion:
         """An IOMMU: ``translate(mr, addr, is_write, attrs) -> IOMMUTLBEntry`` redirects accesses."""
         mr = cls(name, size, owner=owner)
         mr.terminates = True
@@ -442,7 +453,8 @@ class MemoryRegion:
     def del_subregion(self, sub: MemoryRegion) -> None:
         """Unmap ``sub`` from this container."""
         if not isinstance(sub, MemoryRegion) or sub.parent is not self:
-            where = "no container" if getattr(sub, "parent", None) is None else f"container {sub.parent.name!r}"
+            parent = getattr(sub, "parent", None)
+            where = "no container" if parent is None else f"container {parent.name!r}"
             raise NotASubregionError(
                 f"cannot delete {getattr(sub, 'name', sub)!r} from {self.name!r}: it is not its subregion ({where})")
         system = core_of(sub)
@@ -619,7 +631,7 @@ class MemoryRegion:
             core_of(self).forget_exit_paths(self)
 
 
-def _mask_repeats(name: str, size: int, mask: int) -> int:
+def _mask_repeats(name: str | None, size: int, mask: int) -> int:
     """Check that a ``size``-byte window under ``mask`` renders into at most MAX_MASK_REPEATS pieces."""
     run = (mask + 1) & ~mask  # each piece is as long as the mask's trailing ones allow
     if -(-size // run) > MAX_MASK_REPEATS:

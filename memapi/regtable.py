@@ -12,7 +12,7 @@ import enum
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from .errors import InvalidRangeError, MemApiError
 from .ops import AccessRules, Endianness, MemoryRegionOps, MemTxAttrs
@@ -105,7 +105,7 @@ class RegisterTable:
         self._by_offset = {r.offset: i for i, r in enumerate(regs)}
         self._by_name = {r.name: i for i, r in enumerate(regs)}
         self._values = [r.reset for r in regs]
-        self._order = "big" if endianness == Endianness.BIG else "little"
+        self._order: Literal["big", "little"] = "big" if endianness == Endianness.BIG else "little"
         self._fill = b"\xff" if unknown is Unknown.ALL_ONES else b"\0"
         if unknown is Unknown.ERROR:
             valid = replace(valid, accepts=self._accepts_with(valid.accepts))
@@ -203,7 +203,7 @@ class RegisterTable:
             self._put(mr, i, int.from_bytes(buf, self._order), int.from_bytes(lanes, self._order))
 
 
-def _check(regs: list, unknown: object) -> None:
+def _check(regs: list[Register], unknown: object) -> None:
     """Registers must be Register objects with unique names that do not overlap."""
     if not isinstance(unknown, Unknown):
         raise InvalidRangeError(f"register table: unknown-offset policy {unknown!r} is not an Unknown member")

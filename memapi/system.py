@@ -18,7 +18,7 @@ import logging
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any
 
 from .errors import CrossSystemError, TransactionError
@@ -27,6 +27,7 @@ from .ops import MemTxResult
 
 if TYPE_CHECKING:
     from .address_space import AddressSpace
+    from .flatview import FlatView
     from .listener import MemoryListener
     from .region import MemoryRegion
 
@@ -48,7 +49,7 @@ class MemorySystem:
         #: Accesses the re-entrancy guard refused (a device reached itself from its own callback).
         self.blocked_reentrant = 0
         self._spaces: list[weakref.ref[AddressSpace]] = []
-        self._flushers: list[Callable[[], None]] = []
+        self._flushers: list[Callable[[], object]] = []
         self._listener_seq = itertools.count()
         #: id() of the owners inside one of their callbacks (taken and dropped under ``lock``).
         self._engaged: set[int] = set()
@@ -147,10 +148,10 @@ class MemorySystem:
         for flusher in list(self._flushers):
             flusher()
 
-    def add_coalesced_flusher(self, fn: Callable[[], None]) -> None:
+    def add_coalesced_flusher(self, fn: Callable[[], object]) -> None:
         self._flushers.append(fn)
 
-    def remove_coalesced_flusher(self, fn: Callable[[], None]) -> None:
+    def remove_coalesced_flusher(self, fn: Callable[[], object]) -> None:
         if fn in self._flushers:
             self._flushers.remove(fn)
 
@@ -249,12 +250,12 @@ def _reach(mr: MemoryRegion) -> Iterable[MemoryRegion]:
             stack.append(node.alias_target)
 
 
-def _render_all(spaces: list[AddressSpace]) -> dict:
+def _render_all(spaces: list[AddressSpace]) -> dict[int, FlatView]:
     """One new FlatView per distinct flatview root, shared by the spaces that resolve to it."""
     from .flatview import render
 
-    by_root: dict = {}
-    views = {}
+    by_root: dict[int | None, FlatView] = {}
+    views: dict[int, FlatView] = {}
     for space in spaces:
         root = flatview_root(space.root)
         key = id(root) if root is not None else None
@@ -284,7 +285,7 @@ def flatview_root(mr: MemoryRegion) -> MemoryRegion | None:
 
 
 # The default system's API, so short scripts need no MemorySystem of their own.
-def transaction():
+def transaction() -> AbstractContextManager[None]:
     """``with memapi.transaction():`` on the default system."""
     return _DEFAULT.transaction()
 
@@ -297,11 +298,11 @@ def transaction_commit() -> None:
     _DEFAULT.commit()
 
 
-def add_coalesced_flusher(fn: Callable[[], None]) -> None:
+def add_coalesced_flusher(fn: Callable[[], object]) -> None:
     _DEFAULT.add_coalesced_flusher(fn)
 
 
-def remove_coalesced_flusher(fn: Callable[[], None]) -> None:
+def remove_coalesced_flusher(fn: Callable[[], object]) -> None:
     _DEFAULT.remove_coalesced_flusher(fn)
 
 

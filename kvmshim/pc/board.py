@@ -14,6 +14,7 @@ their input, and each ``debugcons[i].on_output`` (kvmshim.chardev opens QEMU's b
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 from memapi import MemoryRegion
 
@@ -61,8 +62,7 @@ class PcBoard:
             self.i440fx = I440FX(system, self.map.pci, self.map.ram)
             self.piix3 = Piix3(request_reset)
             self.pm = Piix4Pm()
-            self.ide = PiixIde(_disks(config), [lambda level, line=line: set_irq(line, level)
-                                                for _, _, line in LEGACY_CHANNELS])
+            self.ide = PiixIde(_disks(config), [partial(set_irq, line) for _, _, line in LEGACY_CHANNELS])
             self.pci_host = PciHost((self.i440fx, self.piix3, self.pm, self.ide), memory=self.map.pci)
             self.fw_cfg = FwCfg(config.ram_size, cpus)
             self.fw_cfg.add_file("etc/e820", e820_table(self.e820()))
@@ -77,8 +77,7 @@ class PcBoard:
             self.cmos.set_disks(self.ide.disks())
             self.port92 = Port92(request_reset)
             serial_ports = SERIAL_PORTS[:len(config.serial)]  # a fifth -serial gets no ISA port, as in QEMU
-            self.serials = [Uart16550(lambda level, irq=irq: set_irq(irq, level), name="serial")
-                            for _, irq in serial_ports]
+            self.serials = [Uart16550(partial(set_irq, irq), name="serial") for _, irq in serial_ports]
             for device in (self.pci_host, self.piix3, self.pm, self.ide, self.fw_cfg, self.cmos, self.port92):
                 device.map(io)
             for uart, (port, _) in zip(self.serials, serial_ports, strict=True):

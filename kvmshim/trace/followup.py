@@ -17,10 +17,12 @@ if TYPE_CHECKING:
 
 
 def _created_vm(objects: KvmObjects, task: Task, call: Call, event: IoctlEvent) -> None:
+    assert event.result is not None  # follow-ups run for calls that returned a result
     task.fds.set(event.result, KvmFd("vm", objects.new_vm()))
 
 
 def _created_vcpu(objects: KvmObjects, task: Task, call: Call, event: IoctlEvent) -> None:
+    assert event.result is not None
     task.fds.set(event.result, KvmFd("vcpu", call.target.vm, VcpuState(call.arg)))
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from ptrace.binding import ptrace_traceme
+from ptrace.binding import ptrace_traceme  # type: ignore[import-untyped]  # python-ptrace ships no type hints
 
 
 class TraceError(OSError):

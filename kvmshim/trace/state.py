@@ -83,11 +83,12 @@ class KvmObjects:
 
     def from_link(self, target: str) -> KvmFd | None:
         """The KvmFd for a /proc/PID/fd link target, None if it is no KVM fd."""
+        vcpu = _VCPU_LINK.fullmatch(target)
+        if vcpu is not None:
+            return KvmFd("vcpu", None, VcpuState(int(vcpu[1])))
         kind = link_kind(target)
         if kind == "vm":
             return KvmFd("vm", self.new_vm())
-        if kind == "vcpu":
-            return KvmFd("vcpu", None, VcpuState(int(_VCPU_LINK.fullmatch(target)[1])))
         return KvmFd(kind) if kind else None
 
 

@@ -12,17 +12,17 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
-from ptrace import PtraceError
-from ptrace.binding import (
+from ptrace import PtraceError  # type: ignore[import-untyped]  # python-ptrace ships no type hints
+from ptrace.binding import (  # type: ignore[import-untyped]  # python-ptrace ships no type hints
     PTRACE_EVENT_CLONE,
     PTRACE_EVENT_EXEC,
     PTRACE_EVENT_FORK,
     PTRACE_EVENT_VFORK,
     ptrace_geteventmsg,
 )
-from ptrace.binding.func import THREAD_TRACE_FLAGS
-from ptrace.debugger import PtraceDebugger, PtraceProcess
-from ptrace.syscall import SYSCALL_NAMES
+from ptrace.binding.func import THREAD_TRACE_FLAGS  # type: ignore[import-untyped]  # python-ptrace ships no type hints
+from ptrace.debugger import PtraceDebugger, PtraceProcess  # type: ignore[import-untyped]  # python-ptrace ships no type hints
+from ptrace.syscall import SYSCALL_NAMES  # type: ignore[import-untyped]  # python-ptrace ships no type hints
 
 from .decode import UnreadableMemory, decode_arg
 from .events import IoctlEvent
@@ -77,12 +77,12 @@ class Task:
 
     @property
     def pid(self) -> int:
-        return self.proc.pid
+        return int(self.proc.pid)
 
     def read(self, addr: int, size: int) -> bytes:
         """*size* bytes of tracee memory; raises UnreadableMemory."""
         try:
-            data = self.proc.readBytes(addr, size)
+            data: bytes = self.proc.readBytes(addr, size)
         except (PtraceError, OSError) as err:
             raise UnreadableMemory(f"{size} bytes at {addr:#x}") from err
         if len(data) != size:
@@ -289,16 +289,16 @@ class Tracer:
     def _event(self, task: Task, call: Call, result: int | None) -> IoctlEvent:
         """The event; the tables of a call that succeeded are read from the task's memory."""
         name = request_name(call.request)
-        failed = result is not None and -_MAX_ERRNO <= result < 0
-        read = task.read if result is not None and not failed else None
+        err = -result if result is not None and -_MAX_ERRNO <= result < 0 else None
+        read = task.read if result is not None and err is None else None
         target = call.target
         return IoctlEvent(
             pid=task.pid, fd=call.fd, kind=target.kind,
             vm=target.vm.serial if target.vm else None,
             vcpu=target.vcpu.id if target.vcpu else None, request=name,
             arg=_decode(name, call, read),
-            result=-1 if failed else result,
-            errno=_errno.errorcode.get(-result, str(-result)) if failed else None)
+            result=-1 if err is not None else result,
+            errno=None if err is None else _errno.errorcode.get(err, str(err)))
 
     def _publish(self, event: IoctlEvent) -> None:
         if self.keep_events:
