@@ -4,8 +4,9 @@ The model keeps its own shadow copy of every region (``Node``): it never reads
 memapi's region objects, sibling lists or FlatViews, so it can judge them.
 
 * Sibling order is recomputed from (priority, add sequence number): descending
-  priority, and among equal priorities the most recently added first (spec
-  §2.2; ``set_address`` to a new address inside a container is a re-add).
+  priority, and among equal priorities the most recently added first (QEMU's
+  memory_region_update_container_subregions; ``set_address`` to a new address
+  inside a container is a re-add, docs/memory.md "Regions").
 * ``resolve(root, addr)`` applies the per-address "Visibility" rule of QEMU's
   docs/devel/memory.rst to ONE address: start at the root; try each subregion
   in descending priority order (newest first among equals); if the address
@@ -14,13 +15,14 @@ memapi's region objects, sibling lists or FlatViews, so it can judge them.
   translated address); the first match wins; a container or alias with no
   match inside falls back to itself only if it terminates. Disabled regions
   are skipped entirely.
-* ``flatview_root`` is the §2.4 shortcut (memory_region_get_flatview_root) that
-  QEMU applies to an AddressSpace's root before rendering. The spec documents
-  its consequences (flags on skipped aliases/containers are lost, and the
-  chosen region is rendered at its own ``addr``), so the reference applies it
-  too, and then resolves addresses from the region it picks.
-* ``pending`` follows the §3 table of which calls make the outermost commit a
-  topology update (and so give listeners one begin/commit pair).
+* ``flatview_root`` is the shortcut (memory_region_get_flatview_root) that
+  QEMU applies to an AddressSpace's root before rendering (docs/memory.md
+  "Rendering"). It has consequences (flags on skipped aliases/containers are
+  lost, and the chosen region is rendered at its own ``addr``), so the
+  reference applies it too, and then resolves addresses from the region it picks.
+* ``pending`` follows which calls set QEMU's memory_region_update_pending, i.e.
+  make the outermost commit a topology update (and so give listeners one
+  begin/commit pair; docs/memory.md "Transactions and listeners").
 """
 from __future__ import annotations
 
@@ -98,7 +100,8 @@ class Hit:
 
 
 class Model:
-    """Shadow tree + global state, with the spec's rules for errors, pending updates and visibility."""
+    """Shadow tree + global state, with memapi's rules for errors (docs/reliability.md), pending updates and
+    visibility."""
 
     def __init__(self) -> None:
         self.nodes: dict[str, Node] = {}
@@ -260,7 +263,7 @@ class Model:
         return mask
 
     def flatview_root(self, node: Node | None) -> Node | None:
-        """§2.4 memory_region_get_flatview_root."""
+        """QEMU's memory_region_get_flatview_root."""
         while node is not None and node.enabled:
             if node.alias is not None:
                 if node.alias_offset == 0 and node.size >= node.alias.size:
@@ -277,11 +280,11 @@ class Model:
         return None
 
     def resolve(self, root: Node, addr: int) -> Hit | None:
-        """The per-address Visibility rule, from the AddressSpace root (after the §2.4 shortcut)."""
+        """The per-address Visibility rule, from the AddressSpace root (after the flatview-root shortcut)."""
         return self.resolver(root)(addr)
 
     def resolver(self, root: Node):
-        """``resolve`` for many addresses of one unchanged tree (the §2.4 shortcut taken once)."""
+        """``resolve`` for many addresses of one unchanged tree (the flatview-root shortcut taken once)."""
         start = self.flatview_root(root)
         if start is None:
             return lambda addr: None

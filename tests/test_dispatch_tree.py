@@ -1,4 +1,5 @@
-"""`info mtree -f -d`: memapi.dispatch_tree against QEMU 7.2's physmem.c (reference §10, scenario 40)."""
+"""`info mtree -f -d`: memapi.dispatch_tree against QEMU 7.2's physmem.c (flatview_add_to_dispatch,
+phys_page_find)."""
 from __future__ import annotations
 
 import itertools
@@ -25,7 +26,7 @@ def container(*children, size: int = 1 << 64) -> MemoryRegion:
 
 
 def pc_512m() -> MemoryRegion:
-    """The `pc` memory map of reference §2.5 E4 (QEMU 7.2, 512M, PAM mapping PCI)."""
+    """The `pc` memory map of QEMU 7.2's `info mtree -f` (512M, before the firmware ran: PAM maps PCI)."""
     system = MemoryRegion.container("system", 1 << 64)
     ram = MemoryRegion.ram("pc.ram", 512 * M)
     bios = MemoryRegion.rom("pc.bios", 0x40000)
@@ -51,7 +52,7 @@ def sections(text: str) -> list[str]:
     return lines[2:lines.index(next(line for line in lines if line.startswith("    Nodes")))]
 
 
-# The real dump of reference §10 (pc, 512M, `info mtree -f -d`), in order; the lookups QEMU had done
+# A real dump of QEMU 7.2 (pc, 512M, `info mtree -f -d`), in order; the lookups QEMU had done
 # by then left pc.ram's low section as the MRU, which mru_addr=0 reproduces.
 REAL_EXCERPT = """\
   Dispatch

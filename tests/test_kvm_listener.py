@@ -1,4 +1,5 @@
-"""KVMMemoryListener on a real VM: §12 scenarios 27 and 31-37, slot-table invariants, limits."""
+"""KVMMemoryListener on a real VM: scenarios 27 and 31-37 (the number in ``test_NN_``; QEMU's
+kvm_set_phys_mem and kvm_region_commit), slot-table invariants, limits."""
 from __future__ import annotations
 
 import os
@@ -103,7 +104,7 @@ def test_35_readonly_flip_on_existing_slot_resets_it_first(kvm_space):
     alias = MR.alias("window", ram, 0, 2 * MiB)
     alias.set_readonly(True)
     root.add_subregion(0, alias)
-    root.add_subregion(0x10000000, MR.ram("other", 0x1000))  # no flatview-root shortcut past the alias (§2.4)
+    root.add_subregion(0x10000000, MR.ram("other", 0x1000))  # no flatview-root shortcut past the alias
     assert kml.lookup(0, 2 * MiB).flags == MemFlag.READONLY
     calls.clear()
     # The section stays readonly (the alias), so only the flag-update path sees the region's own flag go away:

@@ -7,7 +7,8 @@ call on a shadow model that never looks at memapi's own sibling lists or FlatVie
    aliases, overlaps with negative and positive priorities, disabled and readonly regions, 2**64-sized
    regions, nested transactions mixing add/del/set_address/set_enabled/set_size/set_alias_offset/
    set_readonly/.../priority changes, VGA logging and global dirty tracking. After every outermost
-   commit with a pending change (§3; other commits must leave every view untouched), every
+   commit with a pending change (memory_region_transaction_commit; other commits must leave every
+   view untouched), every
    AddressSpace's FlatView must serve each address exactly as the per-address Visibility rule says
    (region, offset, readonly/nonvolatile/unmergeable, dirty mask) over the whole 2**64 space (checked
    once per elementary interval of the reference, which is equivalent), must be sorted,
@@ -16,9 +17,11 @@ call on a shadow model that never looks at memapi's own sibling lists or FlatVie
    each example every address below ``SMALL`` is also resolved one by one.
 2. ``test_listener_stream_rebuilds_flatview``: replica listeners (one fixed, two that come and go on
    two address spaces) rebuild the FlatView from the callback stream; the stream is checked against
-   §3/§4: one begin/commit pair per outermost commit with a pending change and no callbacks
-   otherwise, dels before adds per AS, ASes in creation order, listener order forward/reverse per
-   callback, exact del/add/nop sets, log_start/log_stop masks, register/unregister replays.
+   docs/memory.md "Transactions and listeners" (QEMU's memory_region_transaction_commit and
+   address_space_update_topology_pass): one begin/commit pair per outermost commit with a pending
+   change and no callbacks otherwise, dels before adds per AS, ASes in creation order, listener order
+   forward/reverse per callback, exact del/add/nop sets, log_start/log_stop masks, register/unregister
+   replays.
 3. ``test_invalid_calls_change_nothing``: the same programs with many invalid calls mixed in; each one
    must raise the right MemApiError subclass and leave views, regions, listeners and the
    transaction state exactly as they were.
@@ -106,7 +109,8 @@ class ReplicaListener(memapi.MemoryListener):
                 assert other[0] + other[1] <= start or start + size <= other[0], \
                     f"{self.name}: region_add {s!r} overlaps replica range {other!r}"
         self.replica[k[0]] = k
-        # §4.2: a new range gets no log_start; the listener reads the mask from the region (like KVM).
+        # QEMU's flatrange_equal ignores the mask: a new range gets no log_start; the listener reads the
+        # mask from the region (like KVM).
         # The registration replay, by contrast, sends log_start(0, mask) after the add.
         self.masks[k[0]] = 0 if self.replaying else s.mr.effective_dirty_log_mask
         self.last_section = ("add", k[0])
@@ -214,7 +218,7 @@ class Run:
         self.max_ops = max_ops
         self.ops = TOPOLOGY_OPS + (LISTENER_OPS if listeners else []) + (INVALID_OPS if invalid else [])
         self.listeners: list[ReplicaListener] = []
-        self.order: list[ReplicaListener] = []     # registered listeners, global order (§4.1)
+        self.order: list[ReplicaListener] = []     # registered listeners, global order (memory_listener_register)
         self.where: dict[str, int] = {}            # listener name -> index of its AS in self.spaces
         self.prev: dict[str, dict] = {}            # listener name -> replica at the last check
         self.counter = 0
@@ -260,7 +264,8 @@ class Run:
         self.create("container", root_size, name="root")
         self.create_space(self.model.nodes["root"])
         if self.use_listeners:
-            # Few priorities, so ties are common: equal priorities keep registration order (§4.1).
+            # Few priorities, so ties are common: equal priorities keep registration order
+            # (memory_listener_register).
             for i in (1, 2, 3):
                 self.listeners.append(ReplicaListener(f"L{i}", self.pick([0, 10]), self.events))
                 self.emit(f"L{i} = MemoryListener(priority={self.listeners[-1].priority})  # a replica listener")
@@ -367,7 +372,7 @@ class Run:
             self.add_somewhere(node)
 
     def op_alias_pair(self) -> None:
-        """Two aliases of one region, side by side with contiguous offsets: they should merge (§2.3)."""
+        """Two aliases of one region, side by side with contiguous offsets: they should merge (flatview_simplify)."""
         target = self.pick([n for n in self.nodes() if n.terminates] or self.nodes())
         holder = self.pick([n for n in self.connected() if n.alias is None])
         if holder is None or target is None:
@@ -570,7 +575,7 @@ class Run:
         listener.replaying = True
         space.register_listener(listener)
         listener.replaying = False
-        # QEMU inserts a listener after every registered listener of equal priority (§4.1).
+        # QEMU inserts a listener after every registered listener of equal priority (memory_listener_register).
         pos = next((i for i, o in enumerate(self.order) if o.priority > listener.priority), len(self.order))
         self.order.insert(pos, listener)
         self.where[listener.name] = index
@@ -780,9 +785,10 @@ class Run:
         for space, _ in self.spaces:
             self.committed[id(space)] = space.current_map
         if pending:
-            # Views are re-rendered only by a commit with a pending change (§3). Without one they stay
+            # Views are re-rendered only by a commit with a pending change. Without one they stay
             # the same objects (checked above). That matters for one QEMU quirk: a FlatView root is
-            # rendered at its own ``addr`` (§2.1 step 2, §2.4), and moving an uncontained region, or
+            # rendered at its own ``addr`` (render_memory_region adds it to the base, and
+            # memory_region_get_flatview_root may pick any region), and moving an uncontained region, or
             # adding a region to a disabled container, changes that addr without a pending update.
             self.check_views()
         self.check_replicas()
@@ -842,7 +848,8 @@ class Run:
                 last_other = start
 
     def settle_replay(self, listener: ReplicaListener, space, adding: bool) -> None:
-        """register/unregister: a replay of the space's current view to that listener only (§4.4)."""
+        """register/unregister: a replay of the space's current view to that listener only (memory_listener_register and
+        memory_listener_unregister)."""
         self.check_attrs()
         batch = self.take_batch()
         expected = [(listener.name, "begin")]
@@ -881,7 +888,7 @@ class Run:
     def check_views(self) -> None:
         for space, root in self.spaces:
             self.check_view(space, root)
-        # §2.4: spaces whose roots resolve to the same region share one FlatView
+        # memory_region_get_flatview_root: spaces whose roots resolve to the same region share one FlatView
         for i, (s1, r1) in enumerate(self.spaces):
             for s2, r2 in self.spaces[i + 1:]:
                 f1, f2 = self.model.flatview_root(r1), self.model.flatview_root(r2)
@@ -940,7 +947,7 @@ class Run:
             if hi - 1 != lo:
                 self.compare(space, resolve, hi - 1, view.lookup(hi - 1))
             if fr is not None and fr.unmergeable and lo != fr.start:
-                # an unmergeable range is one render of its region: never merged with another (§2.3)
+                # an unmergeable range is one render of its region: never merged with another (flatview_simplify)
                 assert hit.path == resolve(fr.start).path, f"{fr!r} merges two renders of an unmergeable region"
 
     def check_every_small_address(self, space, root: Node) -> None:
@@ -995,7 +1002,8 @@ class _Order(memapi.MemoryListener):
 
 
 def test_equal_priority_listeners_keep_registration_order():
-    """memapi used to order equal-priority listeners by construction; QEMU uses registration (§4.1)."""
+    """memapi used to order equal-priority listeners by construction; QEMU uses registration
+    (memory_listener_register)."""
     log: list = []
     root = MR.container("root", UINT64_MAX)
     space = memapi.AddressSpace(root, "as")

@@ -1,4 +1,5 @@
-"""§12 acceptance scenarios 22-26: unassigned memory, valid rules, splitting, widening, ROM writes."""
+"""Scenarios 22-26 (the number in ``test_NN_``): unassigned memory, valid rules, splitting, widening, ROM
+writes, as docs/memory.md "Accesses" describes them (QEMU's access_with_adjusted_size)."""
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
-"""§12 acceptance scenarios 16-21 and 27-30, 38-39: transactions, listeners, ioeventfd, coalescing, mtree."""
+"""Scenarios 16-21, 27-30 and 38-39 (the number in ``test_NN_``): transactions, listeners, ioeventfd,
+coalescing, mtree, as docs/memory.md "Transactions and listeners" describes them."""
 from __future__ import annotations
 
 import memapi
