@@ -274,17 +274,28 @@ def _ram_blocks(*roots: MemoryRegion) -> Iterator[RamBlock]:
             stack.append(mr.alias_target)
 
 
-class VcpuThread(threading.Thread):
-    """A daemon thread running a VcpuRunner; ``join()`` re-raises what the run raised."""
+class VcpuThread:
+    """A VcpuRunner in a daemon thread of its own; ``join()`` returns the run's outcome or re-raises
+    what the run raised (so it holds a ``threading.Thread`` rather than being one)."""
 
     def __init__(self, runner: VcpuRunner, timeout: float | None = None, name: str = "vcpu0") -> None:
-        super().__init__(name=name, daemon=True)
         self.runner = runner
         self.timeout = timeout
         self.outcome: RunOutcome | None = None
         self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
 
-    def run(self) -> None:
+    @property
+    def name(self) -> str:
+        return self.thread.name
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def is_alive(self) -> bool:
+        return self.thread.is_alive()
+
+    def _run(self) -> None:
         try:
             self.outcome = self.runner.run(self.timeout)
         except BaseException as err:  # handed to join()
@@ -295,8 +306,9 @@ class VcpuThread(threading.Thread):
         self.runner.stop()
         return self.join(timeout)
 
-    def join(self, timeout: float | None = None) -> RunOutcome | None:  # type: ignore[override]
-        super().join(timeout)
+    def join(self, timeout: float | None = None) -> RunOutcome | None:
+        """Wait for the run to end (up to ``timeout`` seconds: None if it is still running)."""
+        self.thread.join(timeout)
         if self.error is not None:
             raise self.error
         return self.outcome

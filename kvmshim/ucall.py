@@ -141,7 +141,10 @@ def run_until_call(machine: Runnable, timeout: float | None = None,
                    device: UcallDevice | None = None) -> Record:
     """Run the first vCPU (``machine.run``) until its next call, or until it stops without one.
     ``device`` defaults to ``machine.ucall``. A guest that loops raises GuestTimeout after ``timeout``."""
-    device = device if device is not None else machine.ucall  # type: ignore[attr-defined]
+    if device is None:
+        device = getattr(machine, "ucall", None)
+        if not isinstance(device, UcallDevice):
+            raise UcallError(f"{machine!r} has no ucall device: pass one as device")
     device.pending = False
     outcome = machine.run(timeout)
     if not device.pending:

@@ -51,8 +51,6 @@ class MemoryRegionSection:
                 and self.readonly == other.readonly and self.nonvolatile == other.nonvolatile
                 and self.unmergeable == other.unmergeable)
 
-    __hash__ = None  # type: ignore[assignment]
-
     def __repr__(self) -> str:
         name = self.mr.name if self.mr is not None else None
         ro = " ro" if self.readonly else ""

@@ -41,6 +41,7 @@ class MemorySystem:
         self.name = name
         self.lock = threading.RLock()
         self.depth = 0
+        self._owner = 0  # while depth > 0: the thread (threading.get_ident) whose transaction is open
         self.update_pending = False
         self.ioeventfd_pending = False
         self.global_dirty_tracking = 0
@@ -95,11 +96,13 @@ class MemorySystem:
         except BaseException:
             self.lock.release()
             raise
+        if self.depth == 0:
+            self._owner = threading.get_ident()
         self.depth += 1
 
     def commit(self) -> None:
         """memory_region_transaction_commit: at depth 0, re-render and notify listeners."""
-        if self.depth == 0 or not self.lock._is_owned():  # type: ignore[attr-defined]
+        if self.depth == 0 or self._owner != threading.get_ident():
             raise TransactionError(
                 f"memory system {self.name!r}: transaction_commit without a matching transaction_begin "
                 "in this thread")

@@ -253,6 +253,13 @@ def test_overlaps_are_named(tmp_path):
         "image at 0x400-0x7bff"]
 
 
+def test_a_services_source_is_no_guest_of_its_own(tmp_path):
+    src = tmp_path / "svc.S"
+    src.write_text("# kvmshim: kind=services\n.code16\n    hlt\n")
+    with pytest.raises(GuestFormatError, match=r"svc.S: kind=services is part of other guests, not one of its own"):
+        guests.plan(src, services=False)
+
+
 def test_bad_elf_files_are_named(tmp_path, files):
     garbage = tmp_path / "garbage.bin"
     garbage.write_bytes(b"\x7fELF\xff\xfe\x00\x89PNG\r\n" + bytes(range(256)))

@@ -10,7 +10,7 @@ import pytest
 import guests
 from kvm_helpers import requires_kvm
 from kvmshim import loader
-from kvmshim.machine import Machine
+from kvmshim.machine import BareMachine, Machine
 from kvmshim.ucall import (
     AssertFailed,
     BadCall,
@@ -94,6 +94,12 @@ def test_an_out_without_a_record_is_a_bad_call_not_a_host_error(tmp_path):
     with m:
         call = run_until_call(m, 30, device)
         assert isinstance(call, BadCall) and "jump over a ucall record" in call.reason and call.address == 0x1000
+
+
+@requires_kvm
+def test_a_machine_without_a_ucall_device_needs_one_passed():
+    with BareMachine() as m, pytest.raises(UcallError, match="has no ucall device: pass one as device"):
+        run_until_call(m, 30)
 
 
 def test_assert_without_the_preprocessor_stops_the_build(tmp_path):
