@@ -12,8 +12,8 @@ from pathlib import Path
 
 import memapi
 from memapi import MemoryRegion as MR
-from memapi.system import flatview_root
 from memapi.flatview import render
+from memapi.system import flatview_root
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
@@ -69,10 +69,11 @@ def main() -> None:
     base = None
     for n in (1000, 10000, 100000):
         root = synthetic(n)
-        t = best(lambda: render(flatview_root(root)), 3 if n == 100000 else 5)
+        t = best(lambda root=root: render(flatview_root(root)), 3 if n == 100000 else 5)
         per = t / n
         base = base or per
-        print(f"  synthetic {n:6} regions: {t * 1e3:8.1f} ms  ({per * 1e6:.2f} us/region, {per / base:.2f}x the 1k cost)")
+        print(f"  synthetic {n:6} regions: {t * 1e3:8.1f} ms  "
+              f"({per * 1e6:.2f} us/region, {per / base:.2f}x the 1k cost)")
     view = render(flatview_root(synthetic(10000)))
     addrs = [random.Random(2).randrange(0, 1 << 32) for _ in range(100000)]
     t = best(lambda: [view.lookup(a) for a in addrs], 3)

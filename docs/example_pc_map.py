@@ -1,4 +1,5 @@
-from memapi import AddressSpace, MemoryRegion as MR, info_mtree, transaction
+from memapi import AddressSpace, info_mtree, transaction
+from memapi import MemoryRegion as MR
 
 GiB, MiB = 1 << 30, 1 << 20
 system = MR.container("system", 1 << 64)

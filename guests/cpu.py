@@ -8,7 +8,7 @@ option ROM and GRUB give a kernel, plus the long-mode code segment). Long mode m
 from __future__ import annotations
 
 import struct
-from typing import Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
 
 from .errors import GuestLoadError
 from .plans import Entry, Mode, Segment
@@ -50,7 +50,7 @@ def free_low_area(taken: Sequence[Segment], size: int, name: str) -> int:
 
 
 def enter(mode: Mode, ip: int, taken: Sequence[Segment], name: str,
-          regs: Optional[Mapping[str, int]] = None) -> tuple[list[Segment], Entry]:
+          regs: Mapping[str, int] | None = None) -> tuple[list[Segment], Entry]:
     """The GDT (+ page tables in long mode) and stack segments for entering at ``ip`` in ``mode``,
     placed beside ``taken``, and the Entry that uses them."""
     tables = 0x6000 if mode is Mode.LONG else 0  # PML4, PDPT and four page directories

@@ -11,22 +11,22 @@ int 10h/20h/21h handlers), since the machine has no BIOS; ``services=False`` lea
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence, Union
 
 from . import cpu, elf, multiboot, sources, toolchain
 from .errors import GuestError, GuestFormatError
 from .plans import Entry, Format, LoadPlan, MemoryRange, Mode, Rom, Segment, ram_below
 from .sources import KINDS
 
-EntryPoint = Union[int, tuple[int, int]]  # a linear address, or (segment, offset) in real mode
-FLAT_LOAD, FLAT_STACK = KINDS["flat"].load_gpa, KINDS["flat"].sp
+EntryPoint = int | tuple[int, int]  # a linear address, or (segment, offset) in real mode
+FLAT_LOAD, FLAT_STACK = KINDS["flat"].load_gpa, KINDS["flat"].stack
 BOOT_SIGNATURE = b"\x55\xaa"
 DOS_TOP = 0xA0000  # conventional memory ends at 640 KiB
 DEFAULT_MEMORY_MAP = (MemoryRange(0, 16 << 20),)
 
 
-def plan(guest: Union[str, Path], *, load: Optional[int] = None, entry: Optional[EntryPoint] = None,
+def plan(guest: str | Path, *, load: int | None = None, entry: EntryPoint | None = None,
          cmdline: str = "", modules: Sequence[multiboot.Module] = (),
          memory_map: Sequence[MemoryRange] = DEFAULT_MEMORY_MAP, services: bool = True) -> LoadPlan:
     """The load plan of ``guest`` (a bundled name or a path), building sources first. ``load`` and
@@ -48,7 +48,7 @@ def plan(guest: Union[str, Path], *, load: Optional[int] = None, entry: Optional
                       memory_map=memory_map, services=services)
 
 
-def detect(data: bytes, suffix: str, org: Optional[int] = None) -> Format:
+def detect(data: bytes, suffix: str, org: int | None = None) -> Format:
     """The format of an image: content first, then ``org`` (NASM) or the file's suffix."""
     if multiboot.find_header(data) is not None:
         return Format.MULTIBOOT
@@ -61,8 +61,8 @@ def detect(data: bytes, suffix: str, org: Optional[int] = None) -> Format:
     return Format.FLAT
 
 
-def image_plan(data: bytes, source: Path, *, org: Optional[int] = None, load: Optional[int] = None,
-               entry: Optional[EntryPoint] = None, cmdline: str = "", modules: Sequence[multiboot.Module] = (),
+def image_plan(data: bytes, source: Path, *, org: int | None = None, load: int | None = None,
+               entry: EntryPoint | None = None, cmdline: str = "", modules: Sequence[multiboot.Module] = (),
                memory_map: Sequence[MemoryRange] = DEFAULT_MEMORY_MAP, services: bool = True) -> LoadPlan:
     """The plan of an image (``org``: the origin NASM assembled it for, None for a file)."""
     name = source.name
@@ -85,7 +85,7 @@ def image_plan(data: bytes, source: Path, *, org: Optional[int] = None, load: Op
         return com_plan(data, source, real, entry, cmdline, memory_map)
     if fmt is Format.BOOT_SECTOR:
         boot = KINDS["boot"]
-        return _real(fmt, source, data, boot.load_gpa, (0, boot.ip), entry, real, ss_sp=(0, boot.sp),
+        return _real(fmt, source, data, boot.load_gpa, (0, boot.ip), entry, real, ss_sp=(0, boot.stack),
                      regs={"rdx": 0x80})
     at = load if load is not None else org or FLAT_LOAD
     if org == 0:  # NASM code without org: its offsets count from its first byte, so CS points there
@@ -111,7 +111,7 @@ def parse_entry(text: str) -> EntryPoint:
                          "such as 0x100000)") from None
 
 
-def elf_plan(image: elf.ElfImage, source: Path, entry: Optional[EntryPoint] = None) -> LoadPlan:
+def elf_plan(image: elf.ElfImage, source: Path, entry: EntryPoint | None = None) -> LoadPlan:
     """ELF32 in flat 32-bit protected mode; ELF64 in long mode, where virtual equals physical."""
     name = source.name
     segments = [Segment(s.paddr, s.data, f"ELF segment {i}", zeros=s.memsz - len(s.data))
@@ -131,7 +131,7 @@ def elf_plan(image: elf.ElfImage, source: Path, entry: Optional[EntryPoint] = No
     return LoadPlan(name, fmt, tuple(segments + system), start, source)
 
 
-def com_plan(data: bytes, source: Path, services: Sequence[Segment], entry: Optional[EntryPoint] = None,
+def com_plan(data: bytes, source: Path, services: Sequence[Segment], entry: EntryPoint | None = None,
              cmdline: str = "", memory_map: Sequence[MemoryRange] = DEFAULT_MEMORY_MAP) -> LoadPlan:
     """A DOS .COM: PSP at PSP_SEGMENT:0, the program at PSP:0100, CS=DS=ES=SS=PSP, SP=FFFE with a
     0 word on the stack, so a ``ret`` reaches the PSP's ``int 20h``."""
@@ -141,9 +141,9 @@ def com_plan(data: bytes, source: Path, services: Sequence[Segment], entry: Opti
                                f"(PSP:0100 up to its stack at PSP:{k.sp:04x}), this one {len(data):#x}")
     base = k.cs << 4
     top = min(ram_below(memory_map, 0), DOS_TOP) >> 4
-    extra = [Segment(base, psp(top, cmdline), "PSP"), Segment(base + k.sp, b"\0\0", "return address")]
+    extra = [Segment(base, psp(top, cmdline), "PSP"), Segment(base + k.stack, b"\0\0", "return address")]
     return _real(Format.DOS_COM, source, data, k.load_gpa, (k.cs, k.ip), entry, [*services, *extra],
-                 ss_sp=(k.cs, k.sp), ds=k.cs)
+                 ss_sp=(k.cs, k.stack), ds=k.cs)
 
 
 def psp(top_segment: int, cmdline: str = "") -> bytes:
@@ -165,9 +165,12 @@ def bios_plan(data: bytes, source: Path) -> LoadPlan:
                     rom=Rom("bios", k.load_gpa, data, k.alias_gpa))
 
 
-def _gas(source: Path, load: Optional[int], entry: Optional[EntryPoint], cmdline: str,
+def _gas(source: Path, load: int | None, entry: EntryPoint | None, cmdline: str,
          memory_map: Sequence[MemoryRange], services: bool) -> LoadPlan:
     kind = sources.kind_of(source)
+    if kind not in sources.RUNNABLE:
+        raise GuestFormatError(f"{source.name}: kind={kind} is part of other guests, not one of its own "
+                               f"(kinds: {', '.join(sources.RUNNABLE)})")
     if load is not None and kind != "flat":
         raise GuestFormatError(f"{source.name}: a load address applies to flat guests, not kind={kind}")
     if load is not None and not 0 < load < 0x10000:
@@ -184,12 +187,12 @@ def _gas(source: Path, load: Optional[int], entry: Optional[EntryPoint], cmdline
     ip = sources.gas_entry(built) if kind == "flat" else k.ip
     regs = {"rdx": 0x80} if kind == "boot" else {}
     return _real(fmt, source, data, k.load_gpa if load is None else load, (0, ip), entry,
-                 _services(services), ss_sp=(0, k.sp), regs=regs)
+                 _services(services), ss_sp=(0, k.stack), regs=regs)
 
 
-def _real(fmt: Format, source: Path, data: bytes, load: int, start: tuple[int, int], entry: Optional[EntryPoint],
-          extra: Sequence[Segment], *, ss_sp: tuple[int, int] = (0, FLAT_STACK), ds: Optional[int] = None,
-          regs: Optional[dict[str, int]] = None) -> LoadPlan:
+def _real(fmt: Format, source: Path, data: bytes, load: int, start: tuple[int, int], entry: EntryPoint | None,
+          extra: Sequence[Segment], *, ss_sp: tuple[int, int] = (0, FLAT_STACK), ds: int | None = None,
+          regs: dict[str, int] | None = None) -> LoadPlan:
     """A real-mode plan: ``data`` at ``load``, entered at ``start`` (or the ``entry`` override) with
     DS=ES=FS=GS=``ds`` (default: the entry CS) and SS:SP=``ss_sp``."""
     if load + len(data) > 1 << 20:

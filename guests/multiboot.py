@@ -9,8 +9,9 @@ protected mode with EAX=0x2BADB002 and EBX pointing at the information block.
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple, Optional, Sequence
+from typing import NamedTuple
 
 from . import cpu, elf
 from .errors import GuestFormatError
@@ -46,7 +47,7 @@ class Module(NamedTuple):
     cmdline: str = ""
 
 
-def find_header(kernel: bytes) -> Optional[Header]:
+def find_header(kernel: bytes) -> Header | None:
     """The first valid multiboot header (magic + flags + checksum == 0 mod 2**32) in the first 8 KiB."""
     for offset in range(0, min(len(kernel), SEARCH) - 11, 4):
         magic, flags, checksum = struct.unpack_from("<III", kernel, offset)
@@ -58,7 +59,7 @@ def find_header(kernel: bytes) -> Optional[Header]:
 
 
 def plan(kernel: bytes, *, cmdline: str = "", modules: Sequence[Module] = (),
-         memory_map: Sequence[MemoryRange], name: str = "kernel", source: Optional[Path] = None) -> LoadPlan:
+         memory_map: Sequence[MemoryRange], name: str = "kernel", source: Path | None = None) -> LoadPlan:
     """The load plan of a multiboot kernel on a machine with ``memory_map`` (its RAM layout).
     ``cmdline`` is passed verbatim (QEMU passes "KERNEL-FILE APPEND")."""
     header = find_header(kernel)

@@ -7,9 +7,11 @@ fails with one clear message instead of a late KVM error.
 from __future__ import annotations
 
 import enum
+import itertools
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping, NamedTuple, Optional, Sequence
+from typing import NamedTuple
 
 from .errors import GuestLoadError
 
@@ -56,17 +58,17 @@ class Entry:
     cs: int = 0
     ds: int = 0  # also ES, FS and GS
     ss: int = 0
-    sp: Optional[int] = None  # None: no stack is set up (SP = 0)
+    sp: int | None = None  # None: no stack is set up (SP = 0)
     regs: Mapping[str, int] = field(default_factory=dict)  # kvm_regs names, e.g. {"rdx": 0x80}
-    gdt: Optional[tuple[int, int]] = None  # (base, limit) of the GDT the selectors index
-    cr3: Optional[int] = None  # long mode: the PML4's guest-physical address
+    gdt: tuple[int, int] | None = None  # (base, limit) of the GDT the selectors index
+    cr3: int | None = None  # long mode: the PML4's guest-physical address
 
     @property
     def linear_ip(self) -> int:
         return (self.cs << 4) + self.ip if self.mode is Mode.REAL else self.ip
 
     @property
-    def linear_sp(self) -> Optional[int]:
+    def linear_sp(self) -> int | None:
         if self.sp is None:
             return None
         return (self.ss << 4) + self.sp if self.mode is Mode.REAL else self.sp
@@ -105,7 +107,7 @@ class Rom:
     name: str
     gpa: int
     data: bytes
-    alias_gpa: Optional[int] = None
+    alias_gpa: int | None = None
 
 
 @dataclass(frozen=True)
@@ -116,12 +118,12 @@ class LoadPlan:
     format: Format
     segments: tuple[Segment, ...]
     entry: Entry
-    source: Optional[Path] = None
-    rom: Optional[Rom] = None
+    source: Path | None = None
+    rom: Rom | None = None
 
     def __post_init__(self) -> None:
         pieces = sorted(self.segments, key=lambda s: s.gpa)
-        for a, b in zip(pieces, pieces[1:]):
+        for a, b in itertools.pairwise(pieces):
             if a.end > b.gpa:
                 raise GuestLoadError(f"{self.name}: {a.describe()} overlaps {b.describe()}")
         sp = self.entry.linear_sp

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Union
+from typing import Literal, overload
 
 from . import elf, toolchain
 from .errors import GuestBuildError
@@ -28,9 +28,15 @@ class Kind:
     load_gpa: int
     cs: int
     ip: int
-    sp: Optional[int]
+    sp: int | None
     exact_size: bool = False
-    alias_gpa: Optional[int] = None
+    alias_gpa: int | None = None
+
+    @property
+    def stack(self) -> int:
+        """SP at entry, for the kinds that start on a stack of their own (not bios or services)."""
+        assert self.sp is not None, "this kind of guest has no stack of its own"
+        return self.sp
 
 
 KINDS = {
@@ -59,10 +65,10 @@ class GuestSpec:
     link_addr: int
     max_size: int
     load_gpa: int
-    alias_gpa: Optional[int]
+    alias_gpa: int | None
     cs: int
     ip: int
-    sp: Optional[int]
+    sp: int | None
 
 
 def available() -> list[str]:
@@ -70,7 +76,7 @@ def available() -> list[str]:
     return sorted(p.stem for p in SOURCE_DIR.glob("*.S") if _header_kind(p) in RUNNABLE)
 
 
-def resolve(guest: Union[str, Path]) -> Path:
+def resolve(guest: str | Path) -> Path:
     """The file a guest argument names: a path (anything with a '/' or a known suffix, or an existing
     file) or the name of a bundled guest; an unknown name lists the bundled ones."""
     text = str(guest)
@@ -85,7 +91,7 @@ def resolve(guest: Union[str, Path]) -> Path:
                           f"{', '.join(available())}; or give the path of a .S, .asm, .com, .bin or ELF file)")
 
 
-def spec(guest: Union[str, Path]) -> GuestSpec:
+def spec(guest: str | Path) -> GuestSpec:
     """The load convention of a GNU as guest from its ``# kvmshim: kind=`` first line, which this
     function (unlike ``plan()``) requires, as the callers from before header-less sources expect."""
     source = resolve(guest)
@@ -100,7 +106,7 @@ def kind_of(source: Path) -> str:
     return _header_kind(source) or "flat"
 
 
-def build(guest: Union[str, Path], link_addr: Optional[int] = None) -> Path:
+def build(guest: str | Path, link_addr: int | None = None) -> Path:
     """Build a guest source (GNU as or NASM) into the cache and return its flat image."""
     source = resolve(guest)
     if source.suffix.lower() in (".asm", ".nasm"):
@@ -108,7 +114,7 @@ def build(guest: Union[str, Path], link_addr: Optional[int] = None) -> Path:
     return build_gas(source, link_addr).image
 
 
-def build_gas(source: Path, link_addr: Optional[int] = None, kind: Optional[str] = None) -> toolchain.GasBuild:
+def build_gas(source: Path, link_addr: int | None = None, kind: str | None = None) -> toolchain.GasBuild:
     """Build a GNU as source of ``kind`` (default: its header's) linked at ``link_addr`` (default: the
     kind's), and check the image against the kind's size rule."""
     kind = kind or kind_of(source)
@@ -126,7 +132,11 @@ def gas_entry(built: toolchain.GasBuild) -> int:
     return elf.parse(built.elf.read_bytes(), built.elf.name).entry
 
 
-def _header_kind(source: Path, required: bool = False) -> Optional[str]:
+@overload
+def _header_kind(source: Path, required: Literal[True]) -> str: ...
+@overload
+def _header_kind(source: Path, required: bool = False) -> str | None: ...
+def _header_kind(source: Path, required: bool = False) -> str | None:
     """The kind named on the first line, None without a header; GuestBuildError for a bad header
     (or, if ``required``, a missing one)."""
     try:

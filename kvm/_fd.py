@@ -5,7 +5,8 @@ import errno
 import mmap
 import os
 import weakref
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from ._cdata import CData
 from ._kvm_cffi import ffi, lib

@@ -10,9 +10,25 @@ from __future__ import annotations
 
 import enum
 
-from ._header import (Cap, ClockFlag, DirtyGfnFlag, DirtyLogFlag, ExitReason, InternalError,
-                      IoDirection, IoeventfdFlag, IrqchipId, IrqfdFlag, IrqRoutingType, MemFlag,
-                      MpState, SyncReg, SystemEventType, VcpuEventValid, X86Quirk)
+from ._header import (
+    Cap,
+    ClockFlag,
+    DirtyGfnFlag,
+    DirtyLogFlag,
+    ExitReason,
+    InternalError,
+    IoDirection,
+    IoeventfdFlag,
+    IrqchipId,
+    IrqfdFlag,
+    IrqRoutingType,
+    MemFlag,
+    MpState,
+    SyncReg,
+    SystemEventType,
+    VcpuEventValid,
+    X86Quirk,
+)
 
 __all__ = [
     "Cap", "ClockFlag", "DirtyGfnFlag", "DirtyLogFlag", "ExitReason", "InternalError",

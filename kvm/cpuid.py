@@ -37,7 +37,7 @@ def new_table(entries: list[CpuidEntry] | int) -> CData:
     table = new_flex("struct kvm_cpuid2", count)
     table.nent = count
     if not isinstance(entries, int):
-        for slot, entry in zip(table.entries, entries):
+        for slot, entry in zip(table.entries, entries, strict=True):
             for name, value in asdict(entry).items():
                 setattr(slot, name, value)
     return table

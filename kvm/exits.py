@@ -7,8 +7,8 @@ unpack of ``kvm.exit_records`` (``Vcpu.io_exit``/``mmio_exit``).
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from ._cdata import CData
 from ._kvm_cffi import ffi

@@ -1,12 +1,12 @@
 """GSI routing entries for KVM_SET_GSI_ROUTING: a GSI to an irqchip pin or to an MSI."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence, Union
 
 from ._cdata import CData, new_flex
-from .constants import IrqchipId, IrqRoutingType
 from ._kvm_cffi import lib
+from .constants import IrqchipId, IrqRoutingType
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class MsiRoute:
     devid: int | None = None
 
 
-Route = Union[IrqchipRoute, MsiRoute]
+Route = IrqchipRoute | MsiRoute
 
 
 def describe(route: Route) -> str:
@@ -41,7 +41,7 @@ def routing_table(routes: Sequence[Route]) -> CData:
     """A ``struct kvm_irq_routing *`` holding *routes* (the whole table: KVM replaces it)."""
     table = new_flex("struct kvm_irq_routing", len(routes))
     table.nr = len(routes)
-    for entry, route in zip(table.entries, routes):
+    for entry, route in zip(table.entries, routes, strict=True):
         if not isinstance(route, (IrqchipRoute, MsiRoute)):
             raise TypeError(f"KVM_SET_GSI_ROUTING: {route!r} is neither an IrqchipRoute nor an MsiRoute")
         entry.gsi = route.gsi

@@ -2,7 +2,7 @@
 MSR index lists, with the kernel's partial-success count surfaced as MsrAccessError."""
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from ._cdata import CData, new_flex
 from ._fd import FdObject
@@ -19,7 +19,7 @@ class MsrIoctls(FdObject):
 
     def _get_msrs(self, indices: Iterable[int], desc: str) -> dict[int, int]:
         order = list(indices)
-        done, count = self._msrs("KVM_GET_MSRS", {i: 0 for i in order}, desc)
+        done, count = self._msrs("KVM_GET_MSRS", dict.fromkeys(order, 0), desc)
         if count < len(order):
             raise MsrAccessError("KVM_GET_MSRS", order[count], done, len(order))
         return done
@@ -35,7 +35,7 @@ class MsrIoctls(FdObject):
         The entries are copied out here: a cffi slice would not keep the buffer alive."""
         msrs = new_flex("struct kvm_msrs", len(values))
         msrs.nmsrs = len(values)
-        for entry, (index, data) in zip(msrs.entries, values.items()):
+        for entry, (index, data) in zip(msrs.entries, values.items(), strict=True):
             entry.index, entry.data = index, data
         done = self._ioctl(name, msrs, f"{desc} nmsrs={len(values)}".strip())
         return {int(e.index): int(e.data) for e in msrs.entries[0:done]}, done

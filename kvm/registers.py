@@ -5,8 +5,9 @@ check below keeps them in step with the compiled header.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Mapping
+from typing import Any
 
 from ._cdata import CData
 from ._kvm_cffi import ffi
@@ -106,8 +107,8 @@ def special_registers_of(sregs: CData) -> SpecialRegisters:
     tables: dict[str, Any] = {n: DescriptorTable(int(getattr(sregs, n).base), int(getattr(sregs, n).limit))
                               for n in TABLES}
     return SpecialRegisters(
-        **segments, **tables, cr0=sregs.cr0, cr2=sregs.cr2, cr3=sregs.cr3, cr4=sregs.cr4, cr8=sregs.cr8, efer=sregs.efer,
-        apic_base=sregs.apic_base, interrupt_bitmap=tuple(sregs.interrupt_bitmap))
+        **segments, **tables, cr0=sregs.cr0, cr2=sregs.cr2, cr3=sregs.cr3, cr4=sregs.cr4, cr8=sregs.cr8,
+        efer=sregs.efer, apic_base=sregs.apic_base, interrupt_bitmap=tuple(sregs.interrupt_bitmap))
 
 
 def updated(kind: type, current: Any, changes: Mapping[str, Any]) -> dict[str, Any]:

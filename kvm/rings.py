@@ -6,8 +6,9 @@ RESET flag) needs no explicit barrier from Python.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 from ._fd import PAGE_SIZE
 from ._kvm_cffi import ffi
@@ -35,7 +36,7 @@ class CoalescedMmioRing:
     """The VM's coalesced MMIO/PIO ring, read through *vcpu*'s mapping (one ring per VM,
     visible in every vCPU). ``drain()`` consumes entries in the order the guest wrote them."""
 
-    def __init__(self, vcpu: "Vcpu") -> None:
+    def __init__(self, vcpu: Vcpu) -> None:
         self._vcpu = vcpu  # keeps the mapping alive
         self._ring = vcpu.coalesced_ring()
         self.capacity = COALESCED_RING_ENTRIES
@@ -65,7 +66,7 @@ class DirtyRing:
     A page may be reported more than once: deduplicate where it matters.
     """
 
-    def __init__(self, vcpu: "Vcpu", entries: int) -> None:
+    def __init__(self, vcpu: Vcpu, entries: int) -> None:
         if entries <= 0 or entries & (entries - 1):
             raise ValueError(f"dirty ring of vcpu {vcpu.id}: {entries} entries (a power of two)")
         self._vcpu = vcpu

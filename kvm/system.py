@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import Iterable
+from collections.abc import Iterable
 
 from ._fd import CheckExtension
 from .cpuid import CpuidEntry, entries_of, new_table

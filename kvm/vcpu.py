@@ -4,9 +4,10 @@ from __future__ import annotations
 import errno
 import signal
 import threading
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from functools import partial
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any
 
 from . import x86
 from ._cdata import CData
@@ -15,12 +16,11 @@ from ._kvm_cffi import ffi, lib
 from .constants import ExitReason, MpState, SyncReg, enum_name
 from .cpuid import CpuidEntry, entries_of, new_table
 from .errors import KvmError
-from .fast_exit import RUN_FAILED, run_decoded
 from .exit_records import IO_OFFSET, IO_RECORD, MMIO_DATA_OFFSET, MMIO_OFFSET, MMIO_RECORD
 from .exits import ExitRecord, exit_record
+from .fast_exit import RUN_FAILED, run_decoded
 from .msrs import MsrIoctls
-from .registers import (Registers, SpecialRegisters, registers_of, special_registers_of,
-                        updated)
+from .registers import Registers, SpecialRegisters, registers_of, special_registers_of, updated
 from .rings import COALESCED_RING_ENTRIES
 from .state import DebugRegs, Fpu, Lapic, VcpuEvents, Xcrs, Xsave
 

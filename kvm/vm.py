@@ -2,15 +2,14 @@
 irqchip and PIT state, GSI routing, vCPU creation)."""
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Iterator, Sequence
 
 from . import _header
 from ._cdata import CData
 from ._fd import PAGE_SIZE, CheckExtension, FdObject
 from ._kvm_cffi import ffi, lib
-from .constants import (Cap, IoeventfdFlag, IrqchipId, IrqfdFlag, MemFlag, X86Quirk, enum_name,
-                        flag_names)
+from .constants import Cap, IoeventfdFlag, IrqchipId, IrqfdFlag, MemFlag, X86Quirk, enum_name, flag_names
 from .errors import KvmUnavailableError
 from .irq import Route, describe, routing_table
 from .state import ClockData, Irqchip, PitState

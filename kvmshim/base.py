@@ -17,7 +17,9 @@ from __future__ import annotations
 import threading
 import time
 import warnings
-from typing import ContextManager, Iterator, Optional
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from typing import TypedDict, TypeVar
 
 from kvm import Cap, Kvm, Registers, Vcpu, Vm
 from listeners.kvm_dirty_ring import KVMDirtyRingListener
@@ -28,6 +30,23 @@ from memapi import UINT64_MAX, UNASSIGNED_IO_OPS, AddressSpace, MemoryRegion, Me
 from .cpuid import cpu_model_table
 
 IO_SPACE_SIZE = 0x10000
+_Machine = TypeVar("_Machine", bound="MachineBase")
+
+
+class MemoryOptions(TypedDict, total=False):
+    """MachineBase's memory options (slots, dirty logging, unassigned accesses), for ``**options``."""
+
+    max_slot_size: int | None
+    dirty_ring: int
+    manual_protect: bool
+    strict_unassigned: bool
+
+
+class MachineOptions(MemoryOptions, total=False):
+    """Every MachineBase keyword argument, for ``**options`` of machines that leave the CPUs to the caller."""
+
+    vcpus: int
+    cpu: str
 
 
 class MachineBase:
@@ -45,18 +64,18 @@ class MachineBase:
     #: What messages, thread names and the memory system call this kind of machine.
     name = "machine"
 
-    def __init__(self, *, vcpus: int = 1, cpu: str = "qemu64", max_slot_size: Optional[int] = None,
+    def __init__(self, *, vcpus: int = 1, cpu: str = "qemu64", max_slot_size: int | None = None,
                  dirty_ring: int = 0, manual_protect: bool = True, strict_unassigned: bool = False) -> None:
         if not isinstance(vcpus, int) or isinstance(vcpus, bool) or vcpus < 1:
             raise ValueError(f"{self.name}: {vcpus!r} vCPUs (a positive number, at most KVM_CAP_MAX_VCPUS)")
         self._closed = False
-        self.kvm: Optional[Kvm] = None
-        self.vm: Optional[Vm] = None
+        self.kvm: Kvm | None = None
+        self.vm: Vm | None = None
         self.vcpus: list[Vcpu] = []
         self.runners: list[VcpuRunner] = []
-        self.coalesced: Optional[CoalescedRing] = None
-        self.kvm_memory: Optional[KVMMemoryListener] = None
-        self.kvm_io: Optional[KVMIoListener] = None
+        self.coalesced: CoalescedRing | None = None
+        self.kvm_memory: KVMMemoryListener | None = None
+        self.kvm_io: KVMIoListener | None = None
         #: What the machine would tell a user, as QEMU warns (CPU features KVM does not offer).
         self.warnings: list[str] = []
         self.memory_system = MemorySystem(f"{self.name}@{id(self):x}")
@@ -87,7 +106,7 @@ class MachineBase:
         """Per-vCPU set-up once it exists (registers, CPUID, ...)."""
 
     # ------------------------------------------------------------ wiring
-    def _add_listeners(self, vm: Vm, max_slot_size: Optional[int], dirty_ring: int, manual_protect: bool) -> None:
+    def _add_listeners(self, vm: Vm, max_slot_size: int | None, dirty_ring: int, manual_protect: bool) -> None:
         if dirty_ring:
             self.kvm_memory = KVMDirtyRingListener(vm, dirty_ring, max_slot_size=max_slot_size,
                                                    inhibit=self.paused)
@@ -131,11 +150,11 @@ class MachineBase:
         return self.runners[0]
 
     # ------------------------------------------------------------ running
-    def run(self, timeout: Optional[float] = None) -> RunOutcome:
+    def run(self, timeout: float | None = None) -> RunOutcome:
         """Run the first vCPU in this thread until HLT, a stop, or ``timeout`` seconds (GuestTimeout)."""
         return self.runner.run(timeout)
 
-    def start(self, index: int = 0, timeout: Optional[float] = None) -> "VcpuThread":
+    def start(self, index: int = 0, timeout: float | None = None) -> VcpuThread:
         """Run vCPU ``index`` in a thread of its own (returns once it runs); ``stop()`` on the result
         ends it, ``join()`` re-raises what the run raised (GuestTimeout after ``timeout`` seconds)."""
         runner = self.runners[index]
@@ -150,7 +169,7 @@ class MachineBase:
         for runner in self.runners:
             runner.stop()
 
-    def paused(self) -> ContextManager[None]:
+    def paused(self) -> AbstractContextManager[None]:
         """Hold every vCPU out of KVM_RUN for the block (the KVM listener's inhibit)."""
         return paused(*self.runners)
 
@@ -180,16 +199,16 @@ class MachineBase:
     # ------------------------------------------------------------ inspection
     def mtree(self, flatview: bool = False, disabled: bool = False, owner: bool = False) -> str:
         """`info mtree` of this machine; with ``flatview``, KVM-mapped ranges are marked ` KVM`."""
-        kvm_memory = self.kvm_memory
-
-        def has_memory(space: AddressSpace, start: int, size: int) -> bool:
-            return space is self.memory and kvm_memory is not None and kvm_memory.has_memory(start, size)
-
         return self.memory_system.info_mtree(flatview=flatview, owner=owner, disabled=disabled,
-                                             accel=has_memory if flatview else None)
+                                             accel=self.kvm_maps if flatview else None)
+
+    def kvm_maps(self, space: AddressSpace, start: int, size: int) -> bool:
+        """Whether a memslot maps exactly ``[start, start+size)`` of ``space`` (`info mtree -f`'s ` KVM`)."""
+        kvm_memory = self.kvm_memory
+        return space is self.memory and kvm_memory is not None and kvm_memory.has_memory(start, size)
 
     # ------------------------------------------------------------ lifecycle
-    def __enter__(self):
+    def __enter__(self: _Machine) -> _Machine:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -209,7 +228,7 @@ class MachineBase:
         self._closed = True
         errors: list[BaseException] = []
 
-        def attempt(step, *args) -> None:
+        def attempt(step: Callable[..., object], *args: object) -> None:
             try:
                 step(*args)
             except Exception as err:  # finish the other steps, report this one after
@@ -243,7 +262,8 @@ class MachineBase:
     def __del__(self) -> None:
         if getattr(self, "_closed", True):
             return
-        warnings.warn(f"{self.name} {self.memory_system.name!r} was not closed", ResourceWarning, source=self)
+        warnings.warn(f"{self.name} {self.memory_system.name!r} was not closed", ResourceWarning, stacklevel=1,
+                      source=self)
         self._closed = True
         self._close_fds()
 
@@ -268,29 +288,41 @@ def _ram_blocks(*roots: MemoryRegion) -> Iterator[RamBlock]:
             stack.append(mr.alias_target)
 
 
-class VcpuThread(threading.Thread):
-    """A daemon thread running a VcpuRunner; ``join()`` re-raises what the run raised."""
+class VcpuThread:
+    """A VcpuRunner in a daemon thread of its own; ``join()`` returns the run's outcome or re-raises
+    what the run raised (so it holds a ``threading.Thread`` rather than being one)."""
 
-    def __init__(self, runner: VcpuRunner, timeout: Optional[float] = None, name: str = "vcpu0") -> None:
-        super().__init__(name=name, daemon=True)
+    def __init__(self, runner: VcpuRunner, timeout: float | None = None, name: str = "vcpu0") -> None:
         self.runner = runner
         self.timeout = timeout
-        self.outcome: Optional[RunOutcome] = None
-        self.error: Optional[BaseException] = None
+        self.outcome: RunOutcome | None = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
 
-    def run(self) -> None:
+    @property
+    def name(self) -> str:
+        return self.thread.name
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def is_alive(self) -> bool:
+        return self.thread.is_alive()
+
+    def _run(self) -> None:
         try:
             self.outcome = self.runner.run(self.timeout)
         except BaseException as err:  # handed to join()
             self.error = err
 
-    def stop(self, timeout: Optional[float] = 10) -> Optional[RunOutcome]:
+    def stop(self, timeout: float | None = 10) -> RunOutcome | None:
         """Stop the run loop (after the exit in progress) and join."""
         self.runner.stop()
         return self.join(timeout)
 
-    def join(self, timeout: Optional[float] = None) -> Optional[RunOutcome]:  # type: ignore[override]
-        super().join(timeout)
+    def join(self, timeout: float | None = None) -> RunOutcome | None:
+        """Wait for the run to end (up to ``timeout`` seconds: None if it is still running)."""
+        self.thread.join(timeout)
         if self.error is not None:
             raise self.error
         return self.outcome

@@ -7,13 +7,17 @@ on ``stack``. Only one device may read stdin, as in QEMU: the first stdio serial
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from contextlib import ExitStack
-from typing import Callable, Optional, TextIO
+from typing import IO, TYPE_CHECKING, TextIO
 
 from .console import StdinConsole
 from .qemu_config import Chardev, IsaDebugcon
 
-Sink = Optional[Callable[[bytes], None]]
+if TYPE_CHECKING:
+    from .pc.machine import PcMachine
+
+Sink = Callable[[bytes], None] | None
 
 
 def stdout_writer(data: bytes) -> None:
@@ -31,9 +35,9 @@ def sink(stack: ExitStack, spec: Chardev, stdout: Callable[[bytes], None] = stdo
     if spec.backend == "stdio":
         return stdout
     if spec.backend == "file" and spec.path is not None:
-        out = stack.enter_context(open(spec.path, "wb"))
+        out = stack.enter_context(open(spec.path, "wb"))  # noqa: SIM115 - the ExitStack closes it
 
-        def write(data: bytes, out=out) -> None:
+        def write(data: bytes, out: IO[bytes] = out) -> None:
             out.write(data)
             out.flush()
 
@@ -41,20 +45,20 @@ def sink(stack: ExitStack, spec: Chardev, stdout: Callable[[bytes], None] = stdo
     return None  # null, none, vc: kvmshim has no virtual console
 
 
-def open_chardevs(stack: ExitStack, machine, quit: Callable[[], None],
-                  stdin: Optional[TextIO] = None) -> Optional[StdinConsole]:
+def open_chardevs(stack: ExitStack, machine: PcMachine, quit: Callable[[], None],
+                  stdin: TextIO | None = None) -> StdinConsole | None:
     """Connect ``machine.board``'s serial ports and debug consoles to the backends of its config;
     returns the console reading stdin, if a stdio serial port has one (Ctrl-A x calls ``quit``)."""
     board, config = machine.board, machine.config
     console = None
-    for uart, spec in zip(board.serials, config.serial):
+    for uart, spec in zip(board.serials, config.serial, strict=False):  # a fifth -serial has no port
         uart.on_output = sink(stack, spec)
         if spec.backend == "stdio" and console is None:
             console = stack.enter_context(StdinConsole(quit, None if stdin is None else stdin.fileno()))
             console.attach(uart)
-    debugcons = [spec for spec in config.devices if isinstance(spec, IsaDebugcon)]
-    for device, spec in zip(board.debugcons, debugcons):
-        device.on_output = _chain(device.on_output, sink(stack, spec.chardev))
+    debugcons = [device for device in config.devices if isinstance(device, IsaDebugcon)]
+    for debugcon, debugcon_spec in zip(board.debugcons, debugcons, strict=True):
+        debugcon.on_output = _chain(debugcon.on_output, sink(stack, debugcon_spec.chardev))
     return console
 
 

@@ -21,17 +21,21 @@ import sys
 import termios
 import threading
 from collections import deque
-from typing import Callable, Iterable, Optional, Protocol, Union
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from .uart import InputSource
 
 CTRL_A = 0x01
 QUIT = ord("x")
-Pattern = Union[bytes, str]
+Pattern = bytes | str
 
 
 class Receiver(Protocol):
     """The UART side a feed drives (kvmshim.uart.Uart16550)."""
 
-    input: object
+    input: InputSource | None
 
     def pump(self) -> None: ...
 
@@ -42,7 +46,7 @@ class SerialFeed:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._buffer = bytearray()
-        self.uart: Optional[Receiver] = None
+        self.uart: Receiver | None = None
 
     def attach(self, uart: Receiver) -> None:
         """Become ``uart``'s input."""
@@ -72,8 +76,8 @@ class ScriptedInput(SerialFeed):
     ``on_done`` called, once the last step has matched. ``on_output`` is the UART's output callback;
     ``echo`` sees the output too (a terminal, a log)."""
 
-    def __init__(self, steps: Iterable[tuple[Pattern, Pattern]], *, on_done: Optional[Callable[[], None]] = None,
-                 echo: Optional[Callable[[bytes], None]] = None) -> None:
+    def __init__(self, steps: Iterable[tuple[Pattern, Pattern]], *, on_done: Callable[[], None] | None = None,
+                 echo: Callable[[bytes], None] | None = None) -> None:
         super().__init__()
         self.steps = deque((_bytes(pattern), _bytes(reply)) for pattern, reply in steps)
         self.on_done = on_done
@@ -109,22 +113,23 @@ class StdinConsole(SerialFeed):
     ends, and a reader thread. QEMU's escapes: Ctrl-A x calls ``on_quit``, Ctrl-A Ctrl-A sends one
     Ctrl-A. Ctrl-C stays the host's interrupt (KeyboardInterrupt), so it also restores the terminal."""
 
-    def __init__(self, on_quit: Callable[[], None], fd: Optional[int] = None) -> None:
+    def __init__(self, on_quit: Callable[[], None], fd: int | None = None) -> None:
         super().__init__()
         self.on_quit = on_quit
         self.fd = sys.stdin.fileno() if fd is None else fd
         self.quit_requested = False
-        self._saved: Optional[list] = None
+        self._saved: list[Any] | None = None  # termios attributes
         self._escape = False
-        self._thread: Optional[threading.Thread] = None
-        self._wake: Optional[tuple[int, int]] = None
+        self._thread: threading.Thread | None = None
+        self._wake: tuple[int, int] | None = None
 
-    def __enter__(self) -> "StdinConsole":
+    def __enter__(self) -> StdinConsole:
         if os.isatty(self.fd):
             self._saved = termios.tcgetattr(self.fd)
             termios.tcsetattr(self.fd, termios.TCSADRAIN, raw_mode(self._saved))
         self._wake = os.pipe()
-        self._thread = threading.Thread(target=self._read_loop, name="stdin-console", daemon=True)
+        self._thread = threading.Thread(target=self._read_loop, args=(self._wake[0],), name="stdin-console",
+                                        daemon=True)
         self._thread.start()
         return self
 
@@ -142,8 +147,7 @@ class StdinConsole(SerialFeed):
                 termios.tcsetattr(self.fd, termios.TCSADRAIN, self._saved)
                 self._saved = None
 
-    def _read_loop(self) -> None:
-        wake = self._wake[0]
+    def _read_loop(self, wake: int) -> None:
         while True:
             ready, _, _ = select.select([self.fd, wake], [], [])
             if wake in ready:
@@ -175,7 +179,7 @@ class StdinConsole(SerialFeed):
             self.send(bytes(out))
 
 
-def raw_mode(attrs: list) -> list:
+def raw_mode(attrs: list[Any]) -> list[Any]:
     """QEMU's stdio chardev settings: no input processing, no echo, no line editing; output
     processing and signals (Ctrl-C) kept."""
     iflag, oflag, cflag, lflag, ispeed, ospeed, cc = attrs

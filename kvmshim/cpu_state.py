@@ -6,7 +6,8 @@ loading those selectors from the plan's GDT, so the guest may reload them itself
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 from guests import Entry, Mode
 from kvm import Vcpu, ffi, x86
@@ -19,7 +20,7 @@ _CODE, _DATA = 0xB, 0x3  # execute/read and read/write, both accessed
 CData = Any  # a cffi struct (kvm_sregs, kvm_segment)
 
 
-def enter(vcpu: Vcpu, entry: Entry, regs: Optional[Mapping[str, int]] = None) -> None:
+def enter(vcpu: Vcpu, entry: Entry, regs: Mapping[str, int] | None = None) -> None:
     """Load ``entry`` into ``vcpu``: segments and control registers, then RIP, RSP, RFLAGS and the
     general registers (0 unless ``entry.regs`` or ``regs``, which wins, sets them)."""
     sregs = vcpu.get_sregs()

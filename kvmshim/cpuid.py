@@ -14,7 +14,6 @@ The kernel cannot hide every bit: kvm_pvm shows the guest host bits outside the 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 from kvm import CpuidEntry
 from kvm.cpuid import SIGNIFICANT_INDEX
@@ -27,7 +26,7 @@ class CpuModelError(KvmshimError, ValueError):
 
 
 #: QEMU 7.2 feature names, bit by bit, of the main feature words (leaf, subleaf, register).
-FEATURE_WORDS: dict[tuple[int, int, str], tuple[Optional[str], ...]] = {
+FEATURE_WORDS: dict[tuple[int, int, str], tuple[str | None, ...]] = {
     (1, 0, "edx"): (
         "fpu", "vme", "de", "pse", "tsc", "msr", "pae", "mce", "cx8", "apic", None, "sep", "mtrr", "pge",
         "mca", "cmov", "pat", "pse36", "pn", "clflush", None, "ds", "acpi", "mmx", "fxsr", "sse", "sse2",
@@ -134,7 +133,7 @@ def parse_cpu_option(option: str) -> tuple[CpuModel, frozenset[str]]:
     if name not in MODELS:
         raise CpuModelError(f"unable to find CPU model {name!r} (known: {', '.join(MODELS)})")
     model = MODELS[name]
-    features, plus, minus = set(model.features), set(), set()
+    features, plus, minus = set(model.features), set[str](), set[str]()
     for item in filter(None, items):
         if item[0] in "+-":
             (plus if item[0] == "+" else minus).add(feature_name(item[1:]))

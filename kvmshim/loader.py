@@ -7,8 +7,9 @@ A guest run by several vCPUs tells them apart by EBX: vCPU n > 0 starts with EBX
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Protocol, Sequence, Union
+from typing import Protocol
 
 import guests
 from guests import GuestLoadError, LoadPlan, MemoryRange, Module, Rom, Segment
@@ -40,8 +41,8 @@ def memory_map(machine: Loadable) -> list[MemoryRange]:
     return ram
 
 
-def load(machine: Loadable, guest: Union[str, Path], *, load: Optional[int] = None,
-         entry: Optional[EntryPoint] = None, cmdline: str = "", modules: Sequence[Module] = (),
+def load(machine: Loadable, guest: str | Path, *, load: int | None = None,
+         entry: EntryPoint | None = None, cmdline: str = "", modules: Sequence[Module] = (),
          services: bool = True) -> LoadPlan:
     """Build ``guest`` if needed, plan it for this machine's RAM and apply the plan (see guests.plan)."""
     layout = memory_map(machine)
@@ -51,8 +52,8 @@ def load(machine: Loadable, guest: Union[str, Path], *, load: Optional[int] = No
     return plan
 
 
-def apply(machine: Loadable, plan: LoadPlan, layout: Optional[Sequence[MemoryRange]] = None,
-          vcpus: Optional[Sequence[Vcpu]] = None) -> None:
+def apply(machine: Loadable, plan: LoadPlan, layout: Sequence[MemoryRange] | None = None,
+          vcpus: Sequence[Vcpu] | None = None) -> None:
     """Check ``plan`` against the machine's RAM (``layout``, default: read from the machine), then
     write it and enter ``vcpus`` (default: every vCPU)."""
     plan.check(memory_map(machine) if layout is None else layout)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence, Union
+from typing import TYPE_CHECKING
 
 import guests
 from guests import LoadPlan, Module
@@ -19,10 +20,13 @@ from guests.formats import EntryPoint
 from memapi import MemoryRegion
 
 from . import loader, ucall
-from .base import MachineBase, VcpuThread
+from .base import MachineBase, MachineOptions, VcpuThread
 from .devices import DebugExit, PortTestDevice, Serial, TestDevice
 from .errors import GuestParamError
 from .pc.testdev import IsaDebugExit
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 MiB = 1 << 20
 TESTDEV_GPA = 0xD0000
@@ -51,7 +55,7 @@ class LoadedGuest:
         return self.plan.source.stem if self.plan.source is not None else self.plan.name
 
     @property
-    def image_gpa(self) -> Optional[int]:
+    def image_gpa(self) -> int | None:
         """Where a real-mode guest's image starts (after its PSP and the real-mode services); None for
         the formats loaded in pieces (ELF, multiboot, a ROM)."""
         return next((s.gpa for s in self.plan.segments if s.what == "image"), None)
@@ -79,7 +83,7 @@ class BareMachine(MachineBase):
 
     name = "bare-machine"
 
-    def __init__(self, ram_size: int = 16 * MiB, **options) -> None:
+    def __init__(self, ram_size: int = 16 * MiB, **options: Unpack[MachineOptions]) -> None:
         self.ram_size = ram_size
         self._loaded: dict[Path, LoadedGuest] = {}
         super().__init__(**options)
@@ -89,7 +93,7 @@ class BareMachine(MachineBase):
         self.system.add_subregion(0, self.ram)
 
     # ------------------------------------------------------------ guests
-    def load(self, guest: Union[str, Path], *, load: Optional[int] = None, entry: Optional[EntryPoint] = None,
+    def load(self, guest: str | Path, *, load: int | None = None, entry: EntryPoint | None = None,
              cmdline: str = "", modules: Sequence[Module] = (), services: bool = True) -> LoadedGuest:
         """Build ``guest`` (a bundled name or a file of any format in docs/guests.md) if needed, check
         that it fits the RAM, write it and put every vCPU at its entry. ``load``/``entry`` override the
@@ -102,7 +106,7 @@ class BareMachine(MachineBase):
             self._loaded[plan.source] = loaded
         return loaded
 
-    def set_params(self, guest: Union[str, Path], **values: int) -> None:
+    def set_params(self, guest: str | Path, **values: int) -> None:
         """Patch a loaded GNU as guest's parameter dwords (the ``NAME: .long`` lines after
         ``PARAMS_BLOCK``), at the address its load plan put the image."""
         source = guests.resolve(guest)
@@ -128,8 +132,9 @@ class Machine(BareMachine):
 
     name = "machine"
 
-    def __init__(self, ram_size: int = 16 * MiB, *, on_output: Optional[Callable[[bytes], None]] = None,
-                 debug_exit: str = "raw", debug_exit_port: int = DEBUG_EXIT_PORT, **options) -> None:
+    def __init__(self, ram_size: int = 16 * MiB, *, on_output: Callable[[bytes], None] | None = None,
+                 debug_exit: str = "raw", debug_exit_port: int = DEBUG_EXIT_PORT,
+                 **options: Unpack[MachineOptions]) -> None:
         if debug_exit not in DEBUG_EXIT_MODES:
             raise ValueError(f"{self.name}: debug_exit={debug_exit!r} (raw or qemu)")
         self.on_output = on_output
@@ -140,7 +145,7 @@ class Machine(BareMachine):
         super()._build()
         mode, port = self._debug_exit
         self.serial = Serial(self.on_output)
-        self.debug_exit: Union[DebugExit, IsaDebugExit] = (
+        self.debug_exit: DebugExit | IsaDebugExit = (
             DebugExit(self._guest_exit) if mode == "raw" else IsaDebugExit(self._guest_exit, port))
         self.ucall = ucall.UcallDevice(ucall.stop_runners(self))
         self.testdev = TestDevice()
@@ -162,14 +167,14 @@ class Machine(BareMachine):
         return (self.debug_exit.status or 0) & 0xFF
 
     # ------------------------------------------------------------ guest calls
-    def run_until_call(self, timeout: Optional[float] = None) -> ucall.Record:
+    def run_until_call(self, timeout: float | None = None) -> ucall.Record:
         """Run the first vCPU to the guest's next call (SYNC, PRINTF, ASSERT, DONE) and return it as a
         typed record; ``Stopped`` if the guest halted or exited first (see kvmshim.ucall)."""
         __tracebackhide__ = True  # pytest: a failure report starts at the test's line
         return ucall.run_until_call(self, timeout, self.ucall)
 
-    def run_until_done(self, timeout: Optional[float] = None,
-                       on_print: Optional[Callable[[str], None]] = None) -> list[Union[ucall.Sync, ucall.Print]]:
+    def run_until_done(self, timeout: float | None = None,
+                       on_print: Callable[[str], None] | None = None) -> list[ucall.Sync | ucall.Print]:
         """Run to the guest's DONE and return its SYNC and PRINTF calls; a failed guest ASSERT raises
         GuestAssertionError naming the guest's file and line."""
         __tracebackhide__ = True

@@ -8,13 +8,20 @@ its axes, a legend and a title, and uses matplotlib's object API (no pyplot glob
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Mapping, Sequence, Union
+from typing import TYPE_CHECKING
 
 from .errors import KvmshimError
 
-PathLike = Union[str, Path]
+if TYPE_CHECKING:
+    from matplotlib.artist import Artist
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from numpy.typing import ArrayLike
+
+PathLike = str | Path
 #: How many address rows a heatmap shows at most: pages are binned to fit.
 MAX_ROWS = 512
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
@@ -49,13 +56,13 @@ def bin_size(count: int, max_rows: int = MAX_ROWS) -> int:
     return 1 << max(0, math.ceil(math.log2(max(1, count) / max_rows)))
 
 
-def _new_figure(mpl: SimpleNamespace, width: float, height: float):
+def _new_figure(mpl: SimpleNamespace, width: float, height: float) -> tuple[Figure, Axes]:
     figure = mpl.Figure(figsize=(width, height), dpi=100, layout="constrained")
     mpl.FigureCanvasAgg(figure)
     return figure, figure.add_subplot()
 
 
-def heatmap(path: PathLike, cells, *, categories: Sequence[tuple[str, str]], x_step: float, x_label: str,
+def heatmap(path: PathLike, cells: ArrayLike, *, categories: Sequence[tuple[str, str]], x_step: float, x_label: str,
             address_start: int, address_step: int, regions: Sequence[tuple[str, int, int]] = (),
             title: str) -> None:
     """Write a heatmap of ``cells`` (rows of category indices: row ``j`` is the addresses from
@@ -99,7 +106,7 @@ def heatmap(path: PathLike, cells, *, categories: Sequence[tuple[str, str]], x_s
     figure.savefig(path)
 
 
-def bar_chart(path: PathLike, x: Sequence[Union[int, str]], bars: Mapping[str, Sequence[float]], *,
+def bar_chart(path: PathLike, x: Sequence[int | str], bars: Mapping[str, Sequence[float]], *,
               bar_unit: str, lines: Mapping[str, Sequence[float]] = {}, line_unit: str = "",
               x_label: str = "round", title: str) -> None:
     """Write grouped bars (one colour per ``bars`` series, left axis in ``bar_unit``) for each ``x``,
@@ -108,7 +115,7 @@ def bar_chart(path: PathLike, x: Sequence[Union[int, str]], bars: Mapping[str, S
     figure, ax = _new_figure(mpl, 8, 4.5)
     width = 0.8 / max(1, len(bars))
     positions = range(len(x))
-    handles = []
+    handles: list[Artist | tuple[Artist, ...]] = []
     for i, (label, values) in enumerate(bars.items()):
         handles.append(ax.bar([p - 0.4 + width * (i + 0.5) for p in positions], values, width, label=label))
     ax.set_xticks(list(positions), [str(v) for v in x])

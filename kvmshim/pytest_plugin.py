@@ -34,8 +34,9 @@ import gc
 import os
 import shlex
 import sys
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -58,7 +59,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 # ---------------------------------------------------------------- /dev/kvm and capabilities
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def kvm_unavailable(path: str = "/dev/kvm") -> str:
     """Why ``path`` cannot be opened, or "" when it can."""
     try:
@@ -68,7 +69,7 @@ def kvm_unavailable(path: str = "/dev/kvm") -> str:
     return ""
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _extension(cap: int) -> int:
     from kvm import Kvm
 
@@ -76,7 +77,7 @@ def _extension(cap: int) -> int:
         return kvm.check_extension(cap)
 
 
-def capability(cap: Union[str, int]) -> "Cap":
+def capability(cap: str | int) -> Cap:
     """A ``kvm.Cap`` from ``"IRQFD"``, ``"KVM_CAP_IRQFD"``, ``Cap.IRQFD`` or its number; a name that is
     no KVM_CAP_* of linux/kvm.h stops the run, so a typo never passes for a missing capability."""
     from kvm import Cap
@@ -122,7 +123,7 @@ def kvm_fds() -> dict[int, str]:
 
 
 @pytest.fixture
-def kvm_vm() -> Iterator["Vm"]:
+def kvm_vm() -> Iterator[Vm]:
     """A fresh VM (no memslots, no vCPUs), closed after the test."""
     from kvm import Kvm
 
@@ -144,7 +145,7 @@ def _machine(request: pytest.FixtureRequest, cls: type) -> Iterator[Any]:
 
 
 @pytest.fixture
-def kvm_machine(request: pytest.FixtureRequest) -> Iterator["Machine"]:
+def kvm_machine(request: pytest.FixtureRequest) -> Iterator[Machine]:
     """A test Machine (``@pytest.mark.machine_options(...)`` for its options), closed after the test;
     a KVM fd left open by the test fails it."""
     from kvmshim.machine import Machine
@@ -153,7 +154,7 @@ def kvm_machine(request: pytest.FixtureRequest) -> Iterator["Machine"]:
 
 
 @pytest.fixture
-def kvm_bare_machine(request: pytest.FixtureRequest) -> Iterator["BareMachine"]:
+def kvm_bare_machine(request: pytest.FixtureRequest) -> Iterator[BareMachine]:
     """A BareMachine (RAM at 0, nothing else), closed after the test, fds checked as kvm_machine's."""
     from kvmshim.machine import BareMachine
 
@@ -211,7 +212,7 @@ def guest_asm(tmp_path: Path) -> Callable[..., Path]:
     at 0x1000 (ESP 0x8000). GNU as code starts at ``_start``."""
     made: list[Path] = []
 
-    def build(source: str, syntax: str = "gas", kind: str = "flat", name: Optional[str] = None) -> Path:
+    def build(source: str, syntax: str = "gas", kind: str = "flat", name: str | None = None) -> Path:
         path = write_guest(tmp_path, name or f"guest{len(made) + 1}", source, syntax, kind)
         made.append(path)
         return path
@@ -220,8 +221,8 @@ def guest_asm(tmp_path: Path) -> Callable[..., Path]:
 
 
 # ---------------------------------------------------------------- tracing
-def traced_events(argv: Union[str, Sequence[str]], timeout: float = TRACE_TIMEOUT,
-                  env: Optional[dict[str, str]] = None) -> list["IoctlEvent"]:
+def traced_events(argv: str | Sequence[str], timeout: float = TRACE_TIMEOUT,
+                  env: dict[str, str] | None = None) -> list[IoctlEvent]:
     """Run ``argv`` under the tracer; the test fails unless it exits with 0 within ``timeout``."""
     from kvmshim.trace import trace
 
@@ -235,7 +236,7 @@ def traced_events(argv: Union[str, Sequence[str]], timeout: float = TRACE_TIMEOU
 
 
 @pytest.fixture
-def kvm_trace() -> Callable[..., list["IoctlEvent"]]:
+def kvm_trace() -> Callable[..., list[IoctlEvent]]:
     """``kvm_trace(argv, timeout=60, env=None)`` -> the KVM ioctls the command made, decoded
     (``kvmshim.trace.IoctlEvent``: request, arg, result, exit ...), in the order they returned."""
     return traced_events
@@ -243,7 +244,7 @@ def kvm_trace() -> Callable[..., list["IoctlEvent"]]:
 
 # ---------------------------------------------------------------- guest assertions
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     outcome: Any = yield
     ucall = sys.modules.get("kvmshim.ucall")  # not imported: no guest can have asserted
     error = call.excinfo.value if call.excinfo is not None else None

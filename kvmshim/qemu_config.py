@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Optional, Union
+from typing import ClassVar
 
 MiB = 1 << 20
 MACHINE = "pc-i440fx-7.2"
@@ -43,8 +43,8 @@ class Drive:
 
     file: Path
     index: int
-    format: Optional[str] = None
-    id: Optional[str] = None
+    format: str | None = None
+    id: str | None = None
     readonly: bool = False
 
     @property
@@ -70,8 +70,8 @@ class Chardev:
     have: output is dropped). ``mux_monitor``: QEMU's ``mon:`` prefix shares it with the monitor."""
 
     backend: str
-    path: Optional[Path] = None
-    id: Optional[str] = None
+    path: Path | None = None
+    id: str | None = None
     mux_monitor: bool = False
 
 
@@ -81,7 +81,7 @@ class IsaDebugExit:
 
     iobase: int = 0x501
     iosize: int = 0x02
-    id: Optional[str] = None
+    id: str | None = None
     driver: ClassVar[str] = "isa-debug-exit"
 
 
@@ -89,7 +89,7 @@ class IsaDebugExit:
 class PcTestdev:
     """pc-testdev: kvm-unit-tests' ISA test ports and MMIO window."""
 
-    id: Optional[str] = None
+    id: str | None = None
     driver: ClassVar[str] = "pc-testdev"
 
 
@@ -97,7 +97,7 @@ class PcTestdev:
 class PciTestdev:
     """pci-testdev: kvm-unit-tests' PCI test device (ioeventfd-style doorbell BARs)."""
 
-    id: Optional[str] = None
+    id: str | None = None
     driver: ClassVar[str] = "pci-testdev"
 
 
@@ -109,11 +109,11 @@ class IsaDebugcon:
     chardev: Chardev
     iobase: int = 0xE9
     readback: int = 0xE9
-    id: Optional[str] = None
+    id: str | None = None
     driver: ClassVar[str] = "isa-debugcon"
 
 
-Device = Union[IsaDebugExit, PcTestdev, PciTestdev, IsaDebugcon]
+Device = IsaDebugExit | PcTestdev | PciTestdev | IsaDebugcon
 
 
 @dataclass(frozen=True)
@@ -133,11 +133,11 @@ class QemuConfig:
     ram_size: int = DEFAULT_RAM
     smp: Smp = Smp()
     cpu: Cpu = Cpu()
-    bios: Optional[Path] = None
-    kernel: Optional[Path] = None
-    append: Optional[str] = None
+    bios: Path | None = None
+    kernel: Path | None = None
+    append: str | None = None
     #: QEMU's multiboot form: comma-separated modules, each "FILE [ARGS]" (a Linux kernel takes one file).
-    initrd: Optional[str] = None
+    initrd: str | None = None
     drives: tuple[Drive, ...] = ()
     boot: Boot = Boot()
     serial: tuple[Chardev, ...] = ()
@@ -147,7 +147,7 @@ class QemuConfig:
     display: str = "none"
     no_reboot: bool = False
     nodefaults: bool = False
-    name: Optional[str] = None
+    name: str | None = None
     pit_lost_tick_policy: str = "delay"
     warnings: tuple[str, ...] = ()
 

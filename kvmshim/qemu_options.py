@@ -14,16 +14,35 @@ TCG), and the default display is ``none`` (QEMU: a window).
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Callable, Optional, Sequence, Union
+from typing import Any, ParamSpec, TypeVar
 
-from .qemu_config import (DEFAULT_RAM, IDE_BUSES, IDE_UNITS, MACHINE, MACHINES, PC_MAX_CPUS, Boot, Chardev, Cpu,
-                          Device, Drive, FwCfgFile, IsaDebugcon, IsaDebugExit, MiB, PciTestdev, PcTestdev, QemuConfig,
-                          QemuInfo, Smp)
-from .qemu_syntax import (QemuOptionError, UnsupportedOptionError, parse_bool, parse_number, parse_size,
-                          split_opts)
+from .qemu_config import (
+    DEFAULT_RAM,
+    IDE_BUSES,
+    IDE_UNITS,
+    MACHINE,
+    MACHINES,
+    PC_MAX_CPUS,
+    Boot,
+    Chardev,
+    Cpu,
+    Device,
+    Drive,
+    FwCfgFile,
+    IsaDebugcon,
+    IsaDebugExit,
+    MiB,
+    PciTestdev,
+    PcTestdev,
+    QemuConfig,
+    QemuInfo,
+    Smp,
+)
+from .qemu_syntax import QemuOptionError, UnsupportedOptionError, parse_bool, parse_number, parse_size, split_opts
 
 __all__ = ["Boot", "Chardev", "Cpu", "Device", "Drive", "IsaDebugExit", "IsaDebugcon", "PcTestdev",
            "PciTestdev", "QemuConfig", "QemuInfo", "QemuOptionError", "Smp", "UnsupportedOptionError",
@@ -45,7 +64,7 @@ class _CommandLine:
     """Options in order into mutable state (QEMU's vl.c), then ``config()`` checks what spans options."""
 
     def __init__(self) -> None:
-        self.values: dict[str, object] = {}
+        self.values: dict[str, Any] = {}  # QemuConfig fields by name
         self.warnings: list[str] = []
         self.machine: dict[str, str] = {}
         self.accels: list[str] = []
@@ -53,19 +72,20 @@ class _CommandLine:
         self.serial: list[tuple[str, Chardev]] = []
         self.chardevs: dict[str, tuple[str, Chardev]] = {}
         self.devices: list[_PendingDevice] = []
-        self.debugcon: Optional[tuple[str, Chardev]] = None
+        self.debugcon: tuple[str, Chardev] | None = None
         self.smp: dict[str, int] = {}
         self.nographic = False
         self.where: dict[str, str] = {}  # option -> its last occurrence, for errors found at the end
 
-    def handler(self, name: str) -> Callable[..., Optional[QemuInfo]]:
+    def handler(self, name: str) -> Callable[..., QemuInfo | None]:
         """The method for option ``name`` (``-hda`` to ``-hdd`` share one)."""
         if name in ("hda", "hdb", "hdc", "hdd"):
             return partial(self.opt_hd, index=ord(name[2]) - ord("a"))
-        return getattr(self, "opt_" + name.replace("-", "_"))
+        method: Callable[..., QemuInfo | None] = getattr(self, "opt_" + name.replace("-", "_"))
+        return method
 
     # ---------------------------------------------------------------- options
-    def opt_machine(self, loc: str, value: str) -> Optional[QemuInfo]:
+    def opt_machine(self, loc: str, value: str) -> QemuInfo | None:
         for key, item in split_opts(value, "type", short_booleans=False):
             if key not in ("type", "accel"):
                 raise UnsupportedOptionError(f"unsupported machine property '{key}'", loc)
@@ -84,7 +104,7 @@ class _CommandLine:
 
     def opt_m(self, loc: str, value: str) -> None:
         size = None
-        for key, item in self._opts(loc, value, "size", ("size",)):
+        for _, item in self._opts(loc, value, "size", ("size",)):
             size = parse_size("size", item, warnings=self.warnings)
             if item[-1:].isdigit():  # QEMU's legacy unit: a plain number is MiB
                 size *= MiB
@@ -165,7 +185,7 @@ class _CommandLine:
         path = Path(props["path"]) if backend == "file" else None
         self.chardevs[ident] = (loc, Chardev(backend, path, ident))
 
-    def opt_device(self, loc: str, value: str) -> Optional[QemuInfo]:
+    def opt_device(self, loc: str, value: str) -> QemuInfo | None:
         pairs = self._opts(loc, value, "driver", None)
         driver = dict(pairs).get("driver", "")
         if driver in ("help", "?"):
@@ -182,6 +202,9 @@ class _CommandLine:
         return None
 
     def opt_global(self, loc: str, value: str) -> None:
+        driver: str | None
+        prop: str | None
+        item: str | None
         name, eq, item = value.partition("=")
         if "." in name:
             driver, _, prop = name.partition(".")
@@ -242,11 +265,11 @@ class _CommandLine:
         self.values["fw_cfg"] = self.values.get("fw_cfg", ()) + (FwCfgFile(name, data),)
 
     def opt_name(self, loc: str, value: str) -> None:
-        for key, item in self._opts(loc, value, "guest", ("guest",)):
+        for _, item in self._opts(loc, value, "guest", ("guest",)):
             self.values["name"] = item
 
-    def _opts(self, loc: str, value: str, implied: Optional[str],
-              allowed: Optional[Sequence[str]]) -> list[tuple[str, str]]:
+    def _opts(self, loc: str, value: str, implied: str | None,
+              allowed: Sequence[str] | None) -> list[tuple[str, str]]:
         """QemuOpts pairs; a key outside ``allowed`` is unsupported."""
         pairs = split_opts(value, implied, short_booleans=True, warnings=self.warnings)
         for key, _ in pairs:
@@ -297,7 +320,9 @@ class _CommandLine:
         return tuple(drives.values())
 
     def _devices(self) -> tuple[Device, ...]:
-        devices, ids, used = [], set(), set()
+        devices: list[Device] = []
+        ids: set[str | None] = set()
+        used: set[str] = set()
         for pending in self.devices:
             ident = pending.props.get("id")
             if ident is not None and ident in ids:
@@ -310,10 +335,11 @@ class _CommandLine:
 
     def _device(self, pending: _PendingDevice, used: set[str]) -> Device:
         cls, converters = _DEVICES[pending.driver]
-        kwargs: dict[str, object] = {"id": pending.props.get("id")}
+        kwargs: dict[str, Any] = {"id": pending.props.get("id")}
         for key, item in pending.props.items():
-            if converters.get(key) is not None:
-                kwargs[key] = converters[key](f"{pending.driver}.{key}", item)
+            convert = converters.get(key)
+            if convert is not None:
+                kwargs[key] = convert(f"{pending.driver}.{key}", item)
         if "chardev" in converters:
             name = pending.props.get("chardev")
             if not name:
@@ -329,7 +355,8 @@ class _CommandLine:
             size = kwargs.get("iosize", getattr(cls, "iosize", 1))
             if base + size > 0x10000:
                 raise QemuOptionError(f"ports {base:#x}+{size:#x} are outside the 64 KiB I/O space")
-        return cls(**kwargs)
+        device: Device = cls(**kwargs)
+        return device
 
     def _check_stdio(self, default_users: int) -> None:
         """QEMU opens stdio for one character device only (a ``mon:`` mux counts once)."""
@@ -339,7 +366,11 @@ class _CommandLine:
             raise QemuOptionError("cannot use stdio by multiple character devices", stdio[-1])
 
 
-def _located(loc: Optional[str], func: Callable, *args, **kwargs):
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def _located(loc: str | None, func: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
     """Call ``func``; a QemuOptionError without a location gets ``loc``."""
     try:
         return func(*args, **kwargs)
@@ -455,7 +486,7 @@ def _uint32(name: str, value: str) -> int:
 
 
 #: driver -> (class, property -> converter); the chardev property names a -chardev id.
-_DEVICES: dict[str, tuple[type, dict[str, Optional[Callable[[str, str], int]]]]] = {
+_DEVICES: dict[str, tuple[type, dict[str, Callable[[str, str], int] | None]]] = {
     "isa-debug-exit": (IsaDebugExit, {"iobase": _uint32, "iosize": _uint32}),
     "isa-debugcon": (IsaDebugcon, {"iobase": _uint32, "readback": _uint32, "chardev": None}),
     "pc-testdev": (PcTestdev, {}),
@@ -467,7 +498,7 @@ _DEVICE_HELP = ('name "isa-debug-exit", bus ISA', 'name "isa-debugcon", bus ISA'
 
 
 # option -> (metavar or None for a flag, help); the handler is _CommandLine.opt_<name with _ for ->.
-OPTIONS: dict[str, tuple[Optional[str], str]] = {
+OPTIONS: dict[str, tuple[str | None, str]] = {
     "machine": ("[type=]pc[,accel=kvm]", "the machine: pc (alias of pc-i440fx-7.2); also -M"),
     "accel": ("kvm", "the accelerator (kvm only)"),
     "enable-kvm": (None, "same as -accel kvm"),
@@ -514,7 +545,7 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
-def parse_command_line(argv: Sequence[str]) -> Union[QemuConfig, QemuInfo]:
+def parse_command_line(argv: Sequence[str]) -> QemuConfig | QemuInfo:
     """Parse qemu-system-x86_64 arguments (without the program name) as QEMU 7.2 does."""
     line = _CommandLine()
     args = list(argv)

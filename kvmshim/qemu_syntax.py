@@ -10,7 +10,6 @@ in a value, and let a later key override an earlier one.
 from __future__ import annotations
 
 import re
-from typing import Optional
 
 #: Where a command-line error is reported: QEMU prefixes the message with the option as typed.
 PROG = "kvmshim qemu"
@@ -27,7 +26,7 @@ class QemuOptionError(ValueError):
     """A command line QEMU's syntax or kvmshim's pc machine rejects. ``str()`` is QEMU's one line:
     the option and its value as typed (when the error belongs to one), then the reason."""
 
-    def __init__(self, reason: str, location: Optional[str] = None) -> None:
+    def __init__(self, reason: str, location: str | None = None) -> None:
         self.reason, self.location = reason, location
         super().__init__(f"{location}: {reason}" if location else reason)
 
@@ -41,8 +40,8 @@ class UnsupportedOptionError(QemuOptionError):
     """Valid for QEMU, but not something kvmshim's pc machine models (an option, parameter or value)."""
 
 
-def split_opts(text: str, implied: Optional[str], *, short_booleans: bool,
-               warnings: Optional[list[str]] = None) -> list[tuple[str, str]]:
+def split_opts(text: str, implied: str | None, *, short_booleans: bool,
+               warnings: list[str] | None = None) -> list[tuple[str, str]]:
     """``key=value`` pairs in order (a repeated key appears twice: the last one counts).
 
     The first element without ``=`` is the value of ``implied``. With ``short_booleans``
@@ -80,7 +79,7 @@ def _name_end(text: str, pos: int) -> int:
 
 def _value(text: str, pos: int) -> tuple[str, int]:
     """A value up to the next single comma (``,,`` is a comma); returns it and the next position."""
-    out = []
+    out: list[str] = []
     while pos < len(text):
         if text[pos] == ",":
             if text[pos + 1:pos + 2] != ",":
@@ -101,11 +100,12 @@ def parse_bool(name: str, value: str) -> bool:
 
 
 def parse_size(name: str, value: str, default_suffix: str = "b",
-               warnings: Optional[list[str]] = None) -> int:
+               warnings: list[str] | None = None) -> int:
     """QEMU's qemu_strtosz: decimal (with a fraction when a suffix scales it) or hex, then an optional
     suffix B/K/M/G/T/P/E (powers of 1024, any case); ``default_suffix`` when there is none."""
     match = _SIZE.fullmatch(value)
-    if match is None or (match[3] and int(match[3][1:] or 0) and not _SUFFIX_BITS[(match[4] or default_suffix).lower()]):
+    if match is None or (match[3] and int(match[3][1:] or 0)
+                         and not _SUFFIX_BITS[(match[4] or default_suffix).lower()]):
         raise QemuOptionError(f"Parameter '{name}' expects a non-negative number below 2^64 ({SIZE_HINT})")
     hex_digits, whole, fraction, suffix = match.groups()
     if hex_digits and suffix and warnings is not None:

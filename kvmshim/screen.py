@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import TextIO, Union
+from typing import TextIO
 
 from .pc.vga import COLS, ROWS, Screen, VgaText, glyph
 from .plots import matplotlib
@@ -33,7 +33,8 @@ def render_ansi(screen: Screen) -> str:
             attr = screen.attrs[row * COLS + col]
             fg, bg = attr & 0xF, attr >> 4
             if (fg, bg) != last:
-                cells.append(f"\x1b[{(90 if fg & 8 else 30) + _ANSI[fg & 7]};{(100 if bg & 8 else 40) + _ANSI[bg & 7]}m")
+                fg_code, bg_code = (90 if fg & 8 else 30) + _ANSI[fg & 7], (100 if bg & 8 else 40) + _ANSI[bg & 7]
+                cells.append(f"\x1b[{fg_code};{bg_code}m")
                 last = (fg, bg)
             cells.append(glyph(screen.chars[row * COLS + col]))
         lines.append("".join(cells) + "\x1b[0m")
@@ -63,7 +64,7 @@ class TerminalScreen:
         self.out.flush()
         self.redraws += 1
 
-    def __enter__(self) -> "TerminalScreen":
+    def __enter__(self) -> TerminalScreen:
         """Poll every ``POLL_INTERVAL`` seconds in a thread of its own until the block ends."""
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._poll_loop, name="text-screen", daemon=True)
@@ -80,7 +81,7 @@ class TerminalScreen:
             self.poll()
 
 
-def write_screenshot(screen: Screen, path: Union[str, Path]) -> None:
+def write_screenshot(screen: Screen, path: str | Path) -> None:
     """A 720x400 PNG of the frame, as a VGA in mode 3 would show it (no blinking)."""
     import numpy as np
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional, Protocol, Union
+from typing import Any, NoReturn, Protocol
 
 from kvm import Vcpu
 from listeners.vcpu_runner import RunOutcome, VcpuRunner
@@ -63,7 +64,7 @@ class AssertFailed:
     def __str__(self) -> str:
         return f"{self.file}:{self.line}: guest assertion failed: {self.message}"
 
-    def raise_(self) -> None:
+    def raise_(self) -> NoReturn:
         raise GuestAssertionError(self)
 
 
@@ -83,7 +84,7 @@ class BadCall:
     reason: str
 
 
-Record = Union[Sync, Print, Done, AssertFailed, Stopped, BadCall]
+Record = Sync | Print | Done | AssertFailed | Stopped | BadCall
 
 
 class GuestAssertionError(AssertionError):
@@ -128,7 +129,7 @@ class Runnable(Protocol):
     @property
     def exit_status(self) -> int: ...
 
-    def run(self, timeout: Optional[float] = None) -> RunOutcome: ...
+    def run(self, timeout: float | None = None) -> RunOutcome: ...
 
 
 def stop_runners(machine: Runnable) -> Callable[[], None]:
@@ -139,11 +140,14 @@ def stop_runners(machine: Runnable) -> Callable[[], None]:
     return stop
 
 
-def run_until_call(machine: Runnable, timeout: Optional[float] = None,
-                   device: Optional[UcallDevice] = None) -> Record:
+def run_until_call(machine: Runnable, timeout: float | None = None,
+                   device: UcallDevice | None = None) -> Record:
     """Run the first vCPU (``machine.run``) until its next call, or until it stops without one.
     ``device`` defaults to ``machine.ucall``. A guest that loops raises GuestTimeout after ``timeout``."""
-    device = device if device is not None else machine.ucall  # type: ignore[attr-defined]
+    if device is None:
+        device = getattr(machine, "ucall", None)
+        if not isinstance(device, UcallDevice):
+            raise UcallError(f"{machine!r} has no ucall device: pass one as device")
     device.pending = False
     outcome = machine.run(timeout)
     if not device.pending:
@@ -152,12 +156,12 @@ def run_until_call(machine: Runnable, timeout: Optional[float] = None,
     return decode(machine.memory, machine.vcpus[0], device.port)
 
 
-def run_until_done(machine: Runnable, timeout: Optional[float] = None, device: Optional[UcallDevice] = None,
-                   on_print: Optional[Callable[[str], None]] = None) -> list[Union[Sync, Print]]:
+def run_until_done(machine: Runnable, timeout: float | None = None, device: UcallDevice | None = None,
+                   on_print: Callable[[str], None] | None = None) -> list[Sync | Print]:
     """Run until DONE and return the SYNC and PRINTF calls on the way (``on_print`` also gets each
     text). A failed ASSERT raises GuestAssertionError naming the guest's file and line; the guest
     stopping first, or a malformed call, raises UcallError."""
-    seen: list[Union[Sync, Print]] = []
+    seen: list[Sync | Print] = []
     while True:
         record = run_until_call(machine, timeout, device)
         if isinstance(record, Done):
@@ -214,19 +218,21 @@ _BYTES = {"al": ("rax", 0), "cl": ("rcx", 0), "dl": ("rdx", 0), "bl": ("rbx", 0)
 _EXTENDED = re.compile(r"r(8|9|1[0-5])([dwb]?)")
 
 
-def register(regs, name: str) -> int:
-    """The value of a register named as in assembly (``%eax``, ``bx``, ``dl``, ``r9d``...)."""
+def register(regs: Any, name: str) -> int:
+    """The value of a register named as in assembly (``%eax``, ``bx``, ``dl``, ``r9d``...); ``regs`` is
+    a ``struct kvm_regs``."""
     n = name.lstrip("%").lower()
     if n in _BYTES:
         field, shift = _BYTES[n]
-        return (getattr(regs, field) >> shift) & 0xFF
+        return (int(getattr(regs, field)) >> shift) & 0xFF
     if n in _GPRS:
-        return getattr(regs, "r" + n) & 0xFFFF
+        return int(getattr(regs, "r" + n)) & 0xFFFF
     if n[:1] in ("e", "r") and n[1:] in _GPRS:
-        return getattr(regs, "r" + n[1:]) & (0xFFFFFFFF if n[0] == "e" else (1 << 64) - 1)
+        return int(getattr(regs, "r" + n[1:])) & (0xFFFFFFFF if n[0] == "e" else (1 << 64) - 1)
     match = _EXTENDED.fullmatch(n)
     if match:
-        return getattr(regs, "r" + match[1]) & {"": (1 << 64) - 1, "d": 0xFFFFFFFF, "w": 0xFFFF, "b": 0xFF}[match[2]]
+        mask = {"": (1 << 64) - 1, "d": 0xFFFFFFFF, "w": 0xFFFF, "b": 0xFF}[match[2]]
+        return int(getattr(regs, "r" + match[1])) & mask
     raise ValueError(f"unknown register {name!r} in a ucall")
 
 
@@ -238,7 +244,7 @@ def printf(fmt: str, args: list[int], read_string: Callable[[int], str]) -> str:
     """C printf of integer ``args`` (32-bit unless h/hh/l): %d %i %u %x %X %o %c %s %%."""
     values = iter(args)
 
-    def convert(m: re.Match) -> str:
+    def convert(m: re.Match[str]) -> str:
         flags, width, precision, size, kind = m.groups()
         if kind == "%":
             return "%"

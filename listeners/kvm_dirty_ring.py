@@ -10,6 +10,10 @@ KVM_GET_DIRTY_LOG is unavailable (ENXIO) in this mode.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
+
 from kvm import Cap, DirtyGfnFlag, Vcpu, Vm, ffi
 from memapi import MemoryListener
 
@@ -31,7 +35,8 @@ class KVMDirtyRingListener(KVMMemoryListener):
     log_sync = MemoryListener.log_sync
     log_clear = MemoryListener.log_clear
 
-    def __init__(self, vm: Vm, ring_bytes: int, **kwargs) -> None:
+    def __init__(self, vm: Vm, ring_bytes: int, *, as_id: int = 0, max_slot_size: int | None = None,
+                 inhibit: Callable[[], AbstractContextManager[object]] | None = None) -> None:
         cap = Cap.DIRTY_LOG_RING_ACQ_REL if vm.check_extension(Cap.DIRTY_LOG_RING_ACQ_REL) else Cap.DIRTY_LOG_RING
         limit = vm.check_extension(cap)
         if not limit:
@@ -39,10 +44,10 @@ class KVMDirtyRingListener(KVMMemoryListener):
         if ring_bytes & (ring_bytes - 1) or not MIN_RING_BYTES <= ring_bytes <= limit:
             raise DirtyRingError(f"dirty ring: size {ring_bytes:#x} must be a power of two in "
                                  f"[{MIN_RING_BYTES:#x}, {limit:#x}] bytes")
-        super().__init__(vm, manual_protect=False, **kwargs)
+        super().__init__(vm, as_id, max_slot_size, inhibit, manual_protect=False)
         vm.enable_cap(cap, ring_bytes)
         self.ring_entries = ring_bytes // _GFN_SIZE
-        self._rings: list[list] = []  # [the ring as u32 words, next index to harvest] per vCPU
+        self._rings: list[list[Any]] = []  # [the ring as u32 words, next index to harvest] per vCPU
         self.reaped = 0  # entries harvested so far, duplicates included
 
     def add_vcpu(self, vcpu: Vcpu) -> None:
@@ -74,7 +79,8 @@ class KVMDirtyRingListener(KVMMemoryListener):
             if total:
                 reset = self.vm.reset_dirty_rings()
                 if reset != total:
-                    raise DirtyRingError(f"dirty ring: KVM_RESET_DIRTY_RINGS reset {reset} entries, {total} were reaped")
+                    raise DirtyRingError(
+                        f"dirty ring: KVM_RESET_DIRTY_RINGS reset {reset} entries, {total} were reaped")
                 self.reaped += total
             return total
 

@@ -17,7 +17,9 @@ from __future__ import annotations
 import contextlib
 import heapq
 import threading
-from typing import Callable, ContextManager, Optional
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from typing import Any
 
 import memapi
 from kvm import Cap, DirtyLogFlag, KvmError, MemFlag, Vm, dirty_bitmap_bytes
@@ -40,8 +42,8 @@ class Slot:
                  mr: memapi.MemoryRegion, offset_in_region: int, section_readonly: bool) -> None:
         self.id, self.gpa, self.size, self.host_addr, self.flags = slot_id, gpa, size, host_addr, flags
         self.mr, self.offset_in_region, self.section_readonly = mr, offset_in_region, section_readonly
-        self.bitmap: Optional[bytearray] = None  # cached dirty bits, one per page (QEMU's dirty_bmap)
-        self.scratch: Optional[bytearray] = None  # what KVM_GET_DIRTY_LOG writes into
+        self.bitmap: bytearray | None = None  # cached dirty bits, one per page (QEMU's dirty_bmap)
+        self.scratch: bytearray | None = None  # what KVM_GET_DIRTY_LOG writes into
 
     @property
     def npages(self) -> int:
@@ -51,6 +53,11 @@ class Slot:
         """Allocate (zeroed) or drop the dirty bitmaps."""
         nbytes = dirty_bitmap_bytes(self.size)
         self.bitmap, self.scratch = (bytearray(nbytes), bytearray(nbytes)) if on else (None, None)
+
+    def bitmaps(self) -> tuple[bytearray, bytearray]:
+        """(cached bits, scratch) of a slot that logs: only those are fetched, pushed or cleared."""
+        assert self.bitmap is not None and self.scratch is not None, f"slot {self.id} does not log"
+        return self.bitmap, self.scratch
 
     def __repr__(self) -> str:
         return f"<Slot {self.id} gpa={self.gpa:#x} size={self.size:#x} flags={self.flags:#x} {self.mr.name}>"
@@ -76,13 +83,14 @@ class _KvmIoEvents:
     pio = False
     vm: Vm
 
-    def eventfd_add(self, section: MemoryRegionSection, match_data: bool, data: int, notifier) -> None:
+    def eventfd_add(self, section: MemoryRegionSection, match_data: bool, data: int, notifier: Any) -> None:
         self._eventfd(section, match_data, data, notifier, deassign=False)
 
-    def eventfd_del(self, section: MemoryRegionSection, match_data: bool, data: int, notifier) -> None:
+    def eventfd_del(self, section: MemoryRegionSection, match_data: bool, data: int, notifier: Any) -> None:
         self._eventfd(section, match_data, data, notifier, deassign=True)
 
-    def _eventfd(self, section, match_data, data, notifier, deassign: bool) -> None:
+    def _eventfd(self, section: MemoryRegionSection, match_data: bool, data: int, notifier: Any,
+                 deassign: bool) -> None:
         if deassign and getattr(notifier, "closed", False):
             return  # its owner closed it: KVM cannot look it up any more and drops it with the VM
         addr, bits = section.offset_within_address_space, (16 if self.pio else 32)
@@ -106,8 +114,9 @@ class KVMMemoryListener(_KvmIoEvents, MemoryListener):
     priority = 10
     name = "kvm-memory"
 
-    def __init__(self, vm: Vm, as_id: int = 0, max_slot_size: Optional[int] = None,
-                 inhibit: Optional[Callable[[], ContextManager]] = None, manual_protect: bool = True) -> None:
+    def __init__(self, vm: Vm, as_id: int = 0, max_slot_size: int | None = None,
+                 inhibit: Callable[[], AbstractContextManager[object]] | None = None,
+                 manual_protect: bool = True) -> None:
         """``inhibit()`` must hold every vCPU out of KVM_RUN; ``manual_protect`` uses
         KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 when the kernel offers it."""
         super().__init__()
@@ -135,7 +144,7 @@ class KVMMemoryListener(_KvmIoEvents, MemoryListener):
         return True
 
     # ------------------------------------------------------------ queries
-    def lookup(self, gpa: int, size: int) -> Optional[Slot]:
+    def lookup(self, gpa: int, size: int) -> Slot | None:
         """kvm_lookup_matching_slot: the slot with exactly this start and size."""
         return self._by_range.get((gpa, size))
 
@@ -167,7 +176,7 @@ class KVMMemoryListener(_KvmIoEvents, MemoryListener):
             for section in adds:
                 self._set_phys_mem(section, add=True)
 
-    def _mappable(self, mr: memapi.MemoryRegion, add: bool) -> Optional[bool]:
+    def _mappable(self, mr: memapi.MemoryRegion, add: bool) -> bool | None:
         """kvm_set_phys_mem's first test: None to ignore, else whether this is (still) an add."""
         if mr.is_ram:
             return add
@@ -183,7 +192,7 @@ class KVMMemoryListener(_KvmIoEvents, MemoryListener):
             flags |= MemFlag.READONLY
         return int(flags)
 
-    def _chunks(self, section: MemoryRegionSection):
+    def _chunks(self, section: MemoryRegionSection) -> Iterator[tuple[int, int, int]]:
         start, size = align_section(section)
         offset = section.offset_within_region + (start - section.offset_within_address_space)
         block = section.mr.ram_block if section.mr is not None else None
@@ -196,10 +205,11 @@ class KVMMemoryListener(_KvmIoEvents, MemoryListener):
 
     def _set_phys_mem(self, section: MemoryRegionSection, add: bool) -> None:
         mr = section.mr
-        add = self._mappable(mr, add)
-        if add is None:
+        assert mr is not None  # only eventfd sections have no region
+        mapped = self._mappable(mr, add)
+        if mapped is None:
             return
-        if not add:
+        if not mapped:
             for gpa, size, _ in self._chunks(section):
                 slot = self.lookup(gpa, size)
                 if slot is None:
@@ -207,6 +217,7 @@ class KVMMemoryListener(_KvmIoEvents, MemoryListener):
                 self._delete(slot)
             return
         block = mr.ram_block
+        assert block is not None  # _mappable maps only regions with RAM
         for gpa, size, offset in self._chunks(section):
             host = block.host_addr + offset
             if host & _PAGE_MASK:
@@ -271,7 +282,7 @@ class KVMMemoryListener(_KvmIoEvents, MemoryListener):
             with self._lock:
                 slot.set_logging(False)
 
-    def _section_slots(self, section: MemoryRegionSection):
+    def _section_slots(self, section: MemoryRegionSection) -> Iterator[Slot]:
         for gpa, size, _ in self._chunks(section):
             slot = self.lookup(gpa, size)
             if slot is None:
@@ -312,31 +323,33 @@ class KVMMemoryListener(_KvmIoEvents, MemoryListener):
     def _clear(self, slot: Slot, first: int, count: int) -> None:
         """Re-protect the cached dirty pages among [first, first+count): start rounded down to 64
         pages, length up to 64 or the slot end (the kernel's rules); padding bits are zero."""
-        bits = test_bits(slot.bitmap, first, count)
+        bitmap, _ = slot.bitmaps()
+        bits = test_bits(bitmap, first, count)
         if not bits:
             return
         start = first & ~63
         length = min(-(-(first + count - start) // 64) * 64, slot.npages - start)
         mask = (bits << (first - start)).to_bytes(dirty_bitmap_bytes(length << PAGE_BITS), "little")
         self.vm.clear_dirty_log(self._kvm_slot(slot), start, length, mask)
-        take_bits(slot.bitmap, first, count)
+        take_bits(bitmap, first, count)
 
     def _fetch(self, slot: Slot) -> None:
         """KVM_GET_DIRTY_LOG into the scratch bitmap, OR-ed into the cache only once it succeeded
         (so a failed fetch never disturbs earlier bits); ENOENT (not logging) counts as success."""
+        bitmap, scratch = slot.bitmaps()
         try:
-            self.vm.get_dirty_log(self._kvm_slot(slot), slot.scratch)
+            self.vm.get_dirty_log(self._kvm_slot(slot), scratch)
         except KvmError as err:
             if err.errno_name == "ENOENT":
                 return
             raise
-        if slot.scratch != bytes(len(slot.scratch)):
-            merged = int.from_bytes(slot.bitmap, "little") | int.from_bytes(slot.scratch, "little")
-            slot.bitmap[:] = merged.to_bytes(len(slot.bitmap), "little")
+        if scratch != bytes(len(scratch)):
+            merged = int.from_bytes(bitmap, "little") | int.from_bytes(scratch, "little")
+            bitmap[:] = merged.to_bytes(len(bitmap), "little")
 
     def _push(self, slot: Slot) -> None:
         """Fan the cached bits out to the region's bitmaps; only manual protect keeps them (for log_clear)."""
-        bitmap = slot.bitmap
+        bitmap, _ = slot.bitmaps()
         if bitmap == bytes(len(bitmap)):
             return
         memapi.set_dirty_lebitmap(slot.mr, slot.offset_in_region, bitmap, slot.npages)
@@ -351,7 +364,7 @@ class KVMMemoryListener(_KvmIoEvents, MemoryListener):
                 self._fetch(slot)
             except KvmError:
                 self.failed_fetches += 1
-                set_bits(slot.bitmap, 0, slot.npages)
+                set_bits(slot.bitmaps()[0], 0, slot.npages)
             self._push(slot)
 
     def _kvm_slot(self, slot: Slot) -> int:

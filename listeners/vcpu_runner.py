@@ -18,13 +18,18 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Callable, ContextManager, Iterator, Optional
 
 from kvm import COALESCED_RING_ENTRIES, ExitReason, IoDirection, Vcpu, ffi
 from kvm.exit_records import MMIO_DATA_OFFSET
-from kvm.fast_exit import (MMIO_WRITE as _MMIO_WRITE, PIO_IN as _PIO_IN, PIO_OUT as _PIO_OUT,
-                            RUN_FAILED as _RUN_FAILED, RUN_STOPPED as _RUN_STOPPED, run_decoded)
+from kvm.fast_exit import MMIO_WRITE as _MMIO_WRITE
+from kvm.fast_exit import PIO_IN as _PIO_IN
+from kvm.fast_exit import PIO_OUT as _PIO_OUT
+from kvm.fast_exit import RUN_FAILED as _RUN_FAILED
+from kvm.fast_exit import RUN_STOPPED as _RUN_STOPPED
+from kvm.fast_exit import run_decoded
 from memapi import UNASSIGNED_IO_OPS, UNASSIGNED_MEM_OPS, AddressSpace, MemoryRegion
 from memapi.exit_path import exit_load, exit_store
 
@@ -50,7 +55,7 @@ class CoalescedRing:
 
     def pending(self) -> int:
         """Entries queued by KVM and not yet replayed."""
-        return (self.ring.last - self.ring.first) % COALESCED_RING_ENTRIES
+        return int((self.ring.last - self.ring.first) % COALESCED_RING_ENTRIES)
 
     def drain(self) -> int:
         """Replay every queued write (PIO through the I/O space, MMIO through memory); returns how many."""
@@ -92,7 +97,7 @@ class Registers:
     ss: tuple[int, int]
 
     @classmethod
-    def of(cls, vcpu: Vcpu) -> "Registers":
+    def of(cls, vcpu: Vcpu) -> Registers:
         r, s = vcpu.get_regs(), vcpu.get_sregs()
         return cls(r.rip, r.rsp, r.rflags, r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi,
                    (s.cs.selector, s.cs.base), (s.ds.selector, s.ds.base), (s.ss.selector, s.ss.base))
@@ -143,7 +148,7 @@ class DeviceError(GuestAccessFault):
     """A device callback raised; ``region`` is the region at ``address`` and ``__cause__`` the exception."""
 
     def __init__(self, message: str, registers: Registers, space: str, address: int, size: int,
-                 is_write: bool, region: Optional[MemoryRegion]) -> None:
+                 is_write: bool, region: MemoryRegion | None) -> None:
         super().__init__(message, registers, space, address, size, is_write)
         self.region = region
 
@@ -169,8 +174,8 @@ class VcpuRunner:
     """
 
     def __init__(self, vcpu: Vcpu, memory: AddressSpace, io: AddressSpace,
-                 on_exit: Optional[Callable[[str, int, int, int, bool], None]] = None,
-                 coalesced: Optional[CoalescedRing] = None, strict_unassigned: bool = False) -> None:
+                 on_exit: Callable[[str, int, int, int, bool], None] | None = None,
+                 coalesced: CoalescedRing | None = None, strict_unassigned: bool = False) -> None:
         self.vcpu = vcpu
         self.memory = memory
         self.io = io
@@ -178,9 +183,9 @@ class VcpuRunner:
         self.coalesced = coalesced
         self.strict_unassigned = strict_unassigned
         #: Called on KVM_EXIT_DIRTY_RING_FULL; must reap and reset the dirty rings, returning the entries reaped.
-        self.on_dirty_ring_full: Optional[Callable[[], int]] = None
+        self.on_dirty_ring_full: Callable[[], int] | None = None
         self._stop = threading.Event()
-        self._thread: Optional[int] = None  # ident of the thread inside run()
+        self._thread: int | None = None  # ident of the thread inside run()
         self._empty_reap = -1  # the exit whose ring-full reap found nothing
         vcpu.run_ctx.ring = coalesced.ring if coalesced is not None else ffi.NULL
         self._pause_lock = threading.Lock()
@@ -205,7 +210,7 @@ class VcpuRunner:
         """True while the vCPU is inside KVM_RUN (running guest code), not handling an exit or held."""
         return self.vcpu.in_kvm_run
 
-    def paused(self) -> ContextManager[None]:
+    def paused(self) -> AbstractContextManager[None]:
         """Hold this vCPU out of KVM_RUN for the block (see the module's ``paused``)."""
         return paused(self)
 
@@ -228,7 +233,7 @@ class VcpuRunner:
             if not self._pause_depth:
                 self._resumed.set()
 
-    def run(self, timeout: Optional[float] = None) -> RunOutcome:
+    def run(self, timeout: float | None = None) -> RunOutcome:
         """Run until HLT, stop(), or the timeout (which raises GuestTimeout)."""
         self._stop.clear()
         self.vcpu.run_ctx.stop = 0
@@ -250,7 +255,7 @@ class VcpuRunner:
                 timer.cancel()
                 timer.join()
 
-    def _loop(self, deadline: Optional[float]) -> RunOutcome:
+    def _loop(self, deadline: float | None) -> RunOutcome:
         """One C call per exit (kvm.fast_exit); plain PIO/MMIO go straight to the exit path.
 
         Nothing is checked per exit for stop(), pauses or the timeout: each of them kicks the
@@ -291,7 +296,7 @@ class VcpuRunner:
             if outcome is not None:
                 return outcome
 
-    def _interrupted(self, err: int, exits: int, deadline: Optional[float]) -> Optional[RunOutcome]:
+    def _interrupted(self, err: int, exits: int, deadline: float | None) -> RunOutcome | None:
         """KVM_RUN failed: a kick (stop, pause, timeout) or a signal; anything else raises KvmError."""
         self.vcpu.interrupted(err)
         if self._stop.is_set() or (self._pause_depth and self._wait_resumed()):
@@ -300,11 +305,11 @@ class VcpuRunner:
             raise GuestTimeout("the guest ran past its timeout", Registers.of(self.vcpu))
         return None
 
-    def _other(self, reason: int, exits: int) -> Optional[RunOutcome]:
+    def _other(self, reason: int, exits: int) -> RunOutcome | None:
         """An exit read from kvm_run itself: queued coalesced writes first, then the exit."""
         if self.coalesced is not None:
             self.coalesced.drain()
-        if reason == _IO or reason == _MMIO:
+        if reason in (_IO, _MMIO):
             try:
                 self._io_exit() if reason == _IO else self._mmio_exit()
             except Exception as err:

@@ -7,24 +7,62 @@ on the default one. Knows nothing of KVM.
 """
 from .access import UNASSIGNED, IOMMUTLBEntry
 from .address_space import AddressSpace
-from .dirty import (DirtyBitmapSnapshot, GlobalDirty, get_dirty, reset_dirty, set_dirty, set_dirty_lebitmap,
-                    snapshot_and_clear_dirty)
+from .dirty import (
+                    DirtyBitmapSnapshot,
+                    GlobalDirty,
+                    get_dirty,
+                    reset_dirty,
+                    set_dirty,
+                    set_dirty_lebitmap,
+                    snapshot_and_clear_dirty,
+)
 from .dispatch import dispatch_read, dispatch_write
+from .errors import (
+                    AliasCycleError,
+                    AliasSubregionError,
+                    ArgumentError,
+                    CrossSystemError,
+                    DirtyLogError,
+                    InvalidRangeError,
+                    ListenerError,
+                    MemApiError,
+                    NoSuchEventfdError,
+                    NotAnAliasError,
+                    NotASubregionError,
+                    RamBlockError,
+                    RegionInUseError,
+                    RegionKindError,
+                    TransactionError,
+)
 from .event_notifier import EventNotifier
-from .errors import (AliasCycleError, AliasSubregionError, ArgumentError, CrossSystemError, DirtyLogError,
-                     InvalidRangeError, ListenerError, MemApiError, NoSuchEventfdError, NotAnAliasError,
-                     NotASubregionError, RamBlockError, RegionInUseError, RegionKindError, TransactionError)
 from .flatview import FlatRange, FlatView
 from .listener import MemoryListener, MemoryRegionSection
 from .mtree import info_mtree
 from .mtree_json import mtree_json
-from .ops import AccessRules, Endianness, MemoryRegionOps, MemTxAttrs, MemTxResult, UNASSIGNED_IO_OPS, UNASSIGNED_MEM_OPS
+from .ops import (
+                    UNASSIGNED_IO_OPS,
+                    UNASSIGNED_MEM_OPS,
+                    AccessRules,
+                    Endianness,
+                    MemoryRegionOps,
+                    MemTxAttrs,
+                    MemTxResult,
+)
 from .ram import PAGE_SIZE, DirtyClient, RamBlock
 from .region import MAX_MASK_REPEATS, UINT64_MAX, Ioeventfd, MemoryRegion
 from .regtable import Register, RegisterTable, Unknown, UnknownRegisterError
-from .system import (MemorySystem, add_coalesced_flusher, default_system, global_dirty_log_start,
-                     global_dirty_log_stop, global_dirty_log_sync, remove_coalesced_flusher, transaction,
-                     transaction_begin, transaction_commit)
+from .system import (
+                    MemorySystem,
+                    add_coalesced_flusher,
+                    default_system,
+                    global_dirty_log_start,
+                    global_dirty_log_stop,
+                    global_dirty_log_sync,
+                    remove_coalesced_flusher,
+                    transaction,
+                    transaction_begin,
+                    transaction_commit,
+)
 from .transaction_ops import MemoryTransaction, transaction_ops
 
 __all__ = [

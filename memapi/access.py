@@ -10,7 +10,7 @@ between an old and a new map.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 from .dirty import host_write
 from .dispatch import RESULTS, read_bits, write_bits
@@ -34,14 +34,15 @@ _ACCESS = int(MemTxResult.ACCESS_ERROR)
 class IOMMUTLBEntry:
     """What an IOMMU's translate returns: where ``addr`` goes and with which permissions."""
 
-    target_as: Optional["AddressSpace"]
+    target_as: AddressSpace | None
     translated_addr: int
     addr_mask: int
     read: bool = True
     write: bool = True
 
 
-def translate(view: "FlatView", addr: int, length: int, is_write: bool, attrs: MemTxAttrs):
+def translate(view: FlatView, addr: int, length: int, is_write: bool,
+              attrs: MemTxAttrs) -> tuple[MemoryRegion, int, int]:
     """Resolve ``addr`` in ``view`` to (terminal region, offset in it, usable length), following IOMMUs."""
     while True:
         fr = view.lookup(addr)
@@ -51,9 +52,10 @@ def translate(view: "FlatView", addr: int, length: int, is_write: bool, attrs: M
         xlat = addr - fr.start + fr.offset_in_region
         if mr.is_ram:
             length = min(length, fr.end - addr)
-        if not mr.is_iommu:
+        iommu_translate = mr.iommu_translate
+        if iommu_translate is None:  # not an IOMMU
             return mr, xlat, length
-        entry: IOMMUTLBEntry = mr.iommu_translate(mr, xlat, is_write, attrs)
+        entry: IOMMUTLBEntry = iommu_translate(mr, xlat, is_write, attrs)
         if entry.target_as is None or not (entry.write if is_write else entry.read):
             return UNASSIGNED, addr, length
         mask = entry.addr_mask
@@ -80,11 +82,15 @@ def _direct(mr: MemoryRegion, is_write: bool) -> bool:
     return (mr.is_ram and not mr.is_ram_device) or mr.is_romd
 
 
-def _ram_span(mr: MemoryRegion, offset: int, length: int) -> int:
-    """Bytes of a direct access at ``offset`` that the region and its host memory both hold (0: none,
-    e.g. a view rendered before the region shrank inside an open transaction, or a region sized past
+def _ram_piece(mr: MemoryRegion, offset: int, length: int) -> memoryview | None:
+    """The host memory of a direct access at ``offset`` that the region and its RAM block both hold (None:
+    none, e.g. a view rendered before the region shrank inside an open transaction, or a region sized past
     its RAM block): what is missing reads as a hole instead of looping or touching other memory."""
-    return max(0, min(length, mr.size - offset, len(mr.ram_block.view) - offset))
+    block = mr.ram_block
+    if block is None:
+        return None
+    span = min(length, mr.size - offset, len(block.view) - offset)
+    return block.view[offset:offset + span] if span > 0 else None
 
 
 def _prepare_mmio(mr: MemoryRegion) -> None:
@@ -92,7 +98,7 @@ def _prepare_mmio(mr: MemoryRegion) -> None:
         core_of(mr).flush_coalesced()
 
 
-def read(view: "FlatView", addr: int, size: int, attrs: MemTxAttrs) -> tuple[bytes, MemTxResult]:
+def read(view: FlatView, addr: int, size: int, attrs: MemTxAttrs) -> tuple[bytes, MemTxResult]:
     out = bytearray()
     result = _OK
     while size > 0:
@@ -101,10 +107,10 @@ def read(view: "FlatView", addr: int, size: int, attrs: MemTxAttrs) -> tuple[byt
             result |= _ACCESS
             out += bytes(length)
         elif _direct(mr, False):
-            span = _ram_span(mr, offset, length)
-            if span:
-                length = span
-                out += mr.ram_block.view[offset:offset + length]
+            piece = _ram_piece(mr, offset, length)
+            if piece is not None:
+                length = len(piece)
+                out += piece
             else:
                 result |= _DECODE
                 out += bytes(length)
@@ -119,7 +125,7 @@ def read(view: "FlatView", addr: int, size: int, attrs: MemTxAttrs) -> tuple[byt
     return bytes(out), RESULTS[result]
 
 
-def write(view: "FlatView", addr: int, data: Any, attrs: MemTxAttrs) -> MemTxResult:
+def write(view: FlatView, addr: int, data: Any, attrs: MemTxAttrs) -> MemTxResult:
     data = memoryview(data).cast("B")
     pos, size = 0, len(data)
     result = _OK
@@ -128,10 +134,10 @@ def write(view: "FlatView", addr: int, data: Any, attrs: MemTxAttrs) -> MemTxRes
         if attrs.memory and not mr.is_ram:
             result |= _ACCESS
         elif _direct(mr, True):
-            span = _ram_span(mr, offset, length)
-            if span:
-                length = span
-                mr.ram_block.view[offset:offset + length] = data[pos:pos + length]
+            piece = _ram_piece(mr, offset, length)
+            if piece is not None:
+                length = len(piece)
+                piece[:] = data[pos:pos + length]
                 host_write(mr, offset, length)
             else:
                 result |= _DECODE
@@ -146,7 +152,7 @@ def write(view: "FlatView", addr: int, data: Any, attrs: MemTxAttrs) -> MemTxRes
     return RESULTS[result]
 
 
-def write_value(view: "FlatView", addr: int, value: int, size: int, attrs: MemTxAttrs) -> MemTxResult:
+def write_value(view: FlatView, addr: int, value: int, size: int, attrs: MemTxAttrs) -> MemTxResult:
     """write() of the low ``size`` (1..8) bytes of ``value``, with no bytes in between when one
     dispatch serves it whole (a device register): the common case of write_int()."""
     mr, offset, length = translate(view, addr, size, True, attrs)
@@ -157,7 +163,7 @@ def write_value(view: "FlatView", addr: int, value: int, size: int, attrs: MemTx
     return write(view, addr, (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little"), attrs)
 
 
-def read_value(view: "FlatView", addr: int, size: int, attrs: MemTxAttrs) -> int:
+def read_value(view: FlatView, addr: int, size: int, attrs: MemTxAttrs) -> int:
     """read() of ``size`` (1..8) bytes as a little-endian int, the common case of read_int()."""
     mr, offset, length = translate(view, addr, size, False, attrs)
     if (length == size and not _direct(mr, False) and not (attrs.memory and not mr.is_ram)

@@ -1,14 +1,14 @@
 """AddressSpace: a root region, its current FlatView, and the listeners watching it."""
 from __future__ import annotations
 
-from typing import Optional
+from collections.abc import Iterator
 
 from . import access
 from .dispatch import RESULTS
-from .exit_path import exit_load, exit_store
 from .errors import ArgumentError, InvalidRangeError, ListenerError, RegionKindError
+from .exit_path import exit_load, exit_store
 from .flatview import FlatRange, FlatView, render
-from .listener import MemoryListener, MemoryRegionSection
+from .listener import MemoryListener, MemoryRegionSection, listener_order
 from .ops import UNSPECIFIED, MemTxAttrs, MemTxResult
 from .region import Ioeventfd, MemoryRegion
 from .system import MemorySystem, bindable, default_system, flatview_root
@@ -21,7 +21,7 @@ _NO_VALUE = object()  # _check: an access without a value (read, write of bytes,
 class AddressSpace:
     """A view of memory from one initiator (a CPU's memory or I/O space, a device's DMA)."""
 
-    def __init__(self, root: MemoryRegion, name: str, system: Optional[MemorySystem] = None) -> None:
+    def __init__(self, root: MemoryRegion, name: str, system: MemorySystem | None = None) -> None:
         """A space rendering ``root`` in ``system``: the root's own system if it has one, else the
         one given, else the default. The root and every floating region it reaches join it."""
         if not isinstance(root, MemoryRegion):
@@ -53,7 +53,8 @@ class AddressSpace:
     def destroy(self) -> None:
         """Drop the space (QEMU's address_space_destroy): its listeners must be gone first."""
         if self.listeners:
-            raise ListenerError(f"address space {self.name!r} still has listeners {[l.name for l in self.listeners]}")
+            names = [listener.name for listener in self.listeners]
+            raise ListenerError(f"address space {self.name!r} still has listeners {names}")
         with self.system.lock:
             self.system.remove_address_space(self)
             self.destroyed = True
@@ -78,7 +79,7 @@ class AddressSpace:
             listener.address_space = self
             listener._seq = self.system.next_listener_seq()
             self.listeners.append(listener)
-            self.listeners.sort(key=lambda l: (l.priority, l._seq))
+            self.listeners.sort(key=listener_order)
             self.system.refresh_listeners()
             self._replay_add(listener)
             if listener.has_eventfd:
@@ -96,37 +97,37 @@ class AddressSpace:
             listener.address_space = None
             self.system.refresh_listeners()
 
-    def _replay_add(self, l: MemoryListener) -> None:
+    def _replay_add(self, listener: MemoryListener) -> None:
         view = self.current_map
-        l.begin()
+        listener.begin()
         if self.system.global_dirty_tracking:
-            l.log_global_start()
+            listener.log_global_start()
         for fr in view.ranges:
             section = MemoryRegionSection.of(fr, view)
-            l.region_add(section)
-            if l.has("coalesced_io_add"):
+            listener.region_add(section)
+            if listener.has("coalesced_io_add"):
                 for addr, size in _coalesced_pieces(fr, stop_at_miss=True):
-                    l.coalesced_io_add(section, addr, size)
+                    listener.coalesced_io_add(section, addr, size)
             if fr.dirty_log_mask:
-                l.log_start(section, 0, fr.dirty_log_mask)
+                listener.log_start(section, 0, fr.dirty_log_mask)
         for fd in self.ioeventfds:
-            l.eventfd_add(_eventfd_section(fd, view), fd.match_data, fd.data, fd.notifier)
-        l.commit()
+            listener.eventfd_add(_eventfd_section(fd, view), fd.match_data, fd.data, fd.notifier)
+        listener.commit()
 
-    def _replay_del(self, l: MemoryListener) -> None:
+    def _replay_del(self, listener: MemoryListener) -> None:
         view = self.current_map
-        l.begin()
+        listener.begin()
         for fr in view.ranges:
             section = MemoryRegionSection.of(fr, view)
             if fr.dirty_log_mask:
-                l.log_stop(section, fr.dirty_log_mask, 0)
-            if l.has("coalesced_io_del"):
+                listener.log_stop(section, fr.dirty_log_mask, 0)
+            if listener.has("coalesced_io_del"):
                 for addr, size in _coalesced_pieces(fr, stop_at_miss=True):
-                    l.coalesced_io_del(section, addr, size)
-            l.region_del(section)
+                    listener.coalesced_io_del(section, addr, size)
+            listener.region_del(section)
         for fd in self.ioeventfds:
-            l.eventfd_del(_eventfd_section(fd, view), fd.match_data, fd.data, fd.notifier)
-        l.commit()
+            listener.eventfd_del(_eventfd_section(fd, view), fd.match_data, fd.data, fd.notifier)
+        listener.commit()
 
     # ------------------------------------------------------------ commits
     def _update_topology(self, new: FlatView) -> None:
@@ -149,35 +150,37 @@ class AddressSpace:
                 if not adding:
                     section = MemoryRegionSection.of(fo, old_view)
                     self._notify_coalesced(fo, section, rev, "coalesced_io_del")
-                    for l in rev:
-                        l.region_del(section)
+                    for listener in rev:
+                        listener.region_del(section)
                 i += 1
             elif fo is not None and fn is not None and fo.same_as(fn):
                 if adding:
                     section = MemoryRegionSection.of(fn, old_view)
-                    for l in fwd:
-                        l.region_nop(section)
+                    for listener in fwd:
+                        listener.region_nop(section)
                     if fn.dirty_log_mask & ~fo.dirty_log_mask:
-                        for l in fwd:
-                            l.log_start(section, fo.dirty_log_mask, fn.dirty_log_mask)
+                        for listener in fwd:
+                            listener.log_start(section, fo.dirty_log_mask, fn.dirty_log_mask)
                     if fo.dirty_log_mask & ~fn.dirty_log_mask:
-                        for l in rev:
-                            l.log_stop(section, fo.dirty_log_mask, fn.dirty_log_mask)
+                        for listener in rev:
+                            listener.log_stop(section, fo.dirty_log_mask, fn.dirty_log_mask)
                 i += 1
                 j += 1
             else:
+                assert fn is not None  # old ranges are exhausted or behind: a new one is next
                 if adding:
                     section = MemoryRegionSection.of(fn, old_view)
-                    for l in fwd:
-                        l.region_add(section)
+                    for listener in fwd:
+                        listener.region_add(section)
                     self._notify_coalesced(fn, section, fwd, "coalesced_io_add")
                 j += 1
 
     @staticmethod
-    def _notify_coalesced(fr: FlatRange, section: MemoryRegionSection, listeners, callback: str) -> None:
+    def _notify_coalesced(fr: FlatRange, section: MemoryRegionSection, listeners: list[MemoryListener],
+                          callback: str) -> None:
         for addr, size in _coalesced_pieces(fr):
-            for l in listeners:
-                getattr(l, callback)(section, addr, size)
+            for listener in listeners:
+                getattr(listener, callback)(section, addr, size)
 
     def _update_ioeventfds(self) -> None:
         """Recompute the AS-level ioeventfd list and send the difference (del forward, add reverse)."""
@@ -198,13 +201,13 @@ class AddressSpace:
         while i < len(old) or j < len(new):
             if i < len(old) and (j == len(new) or old[i].sort_key() < new[j].sort_key()):
                 fd = old[i]
-                for l in fwd:
-                    l.eventfd_del(_eventfd_section(fd, view), fd.match_data, fd.data, fd.notifier)
+                for listener in fwd:
+                    listener.eventfd_del(_eventfd_section(fd, view), fd.match_data, fd.data, fd.notifier)
                 i += 1
             elif j < len(new) and (i == len(old) or new[j].sort_key() < old[i].sort_key()):
                 fd = new[j]
-                for l in rev:
-                    l.eventfd_add(_eventfd_section(fd, view), fd.match_data, fd.data, fd.notifier)
+                for listener in rev:
+                    listener.eventfd_add(_eventfd_section(fd, view), fd.match_data, fd.data, fd.notifier)
                 j += 1
             else:
                 i += 1
@@ -217,15 +220,15 @@ class AddressSpace:
         self._check(addr, size, attrs)
         return access.read(self.current_map, addr, size, attrs)
 
-    def write(self, addr: int, data: bytes, attrs: MemTxAttrs = UNSPECIFIED) -> MemTxResult:
+    def write(self, addr: int, data: bytes | bytearray | memoryview, attrs: MemTxAttrs = UNSPECIFIED) -> MemTxResult:
         """address_space_write: RAM directly (marking pages dirty), MMIO through the ops."""
         try:
-            data = memoryview(data).cast("B")
+            view = memoryview(data).cast("B")
         except TypeError:
             raise ArgumentError(
                 f"address space {self.name!r}: write data {type(data).__name__} is not bytes-like") from None
-        self._check(addr, data.nbytes, attrs)
-        return access.write(self.current_map, addr, data, attrs)
+        self._check(addr, view.nbytes, attrs)
+        return access.write(self.current_map, addr, view, attrs)
 
     def read_int(self, addr: int, size: int, attrs: MemTxAttrs = UNSPECIFIED) -> int:
         """A little-endian load of 1..8 bytes (the result bits are dropped, as KVM does)."""
@@ -260,7 +263,7 @@ class AddressSpace:
             raise InvalidRangeError(f"address space {self.name!r}: access of {size!r} bytes at {addr!r} "
                                     "does not fit in [0, 2**64)")
 
-    def lookup(self, addr: int) -> Optional[FlatRange]:
+    def lookup(self, addr: int) -> FlatRange | None:
         """The FlatRange at ``addr`` in the current view (None for a hole)."""
         self._check(addr, 0, UNSPECIFIED)
         return self.current_map.lookup(addr)
@@ -270,7 +273,7 @@ def _eventfd_section(fd: Ioeventfd, view: FlatView) -> MemoryRegionSection:
     return MemoryRegionSection(None, view, 0, fd.size, fd.start)
 
 
-def _coalesced_pieces(fr: FlatRange, stop_at_miss: bool = False):
+def _coalesced_pieces(fr: FlatRange, stop_at_miss: bool = False) -> Iterator[tuple[int, int]]:
     """(addr, size) of each coalesced range of fr.mr intersected with fr, in AS addresses."""
     delta = fr.start - fr.offset_in_region
     for offset, size in fr.mr.coalesced:

@@ -2,10 +2,10 @@
 memory_region_add_coalescing / memory_region_clear_coalescing)."""
 from __future__ import annotations
 
-from .system import core_of
 from .errors import InvalidRangeError
 from .listener import MemoryRegionSection
 from .region import MemoryRegion
+from .system import core_of
 
 
 def _notify(mr: MemoryRegion, offset: int, size: int, add: bool) -> None:
@@ -20,11 +20,11 @@ def _notify(mr: MemoryRegion, offset: int, size: int, add: bool) -> None:
             if lo >= hi:
                 continue
             section = MemoryRegionSection.of(fr, view)
-            for l in listeners:
+            for listener in listeners:
                 if add:
-                    l.coalesced_io_add(section, lo, hi - lo)
+                    listener.coalesced_io_add(section, lo, hi - lo)
                 else:
-                    l.coalesced_io_del(section, lo, hi - lo)
+                    listener.coalesced_io_del(section, lo, hi - lo)
 
 
 def check(mr: MemoryRegion, offset: int, size: int) -> None:

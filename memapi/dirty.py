@@ -7,11 +7,15 @@ through an AddressSpace fill them directly, since KVM cannot see those.
 from __future__ import annotations
 
 import enum
+from typing import TYPE_CHECKING
 
 from .errors import ArgumentError, DirtyLogError, InvalidRangeError
-from .ram import PAGE_BITS, PAGE_SIZE, DirtyClient, test_bits
+from .ram import PAGE_BITS, PAGE_SIZE, DirtyClient, RamBlock, test_bits
 from .region import MemoryRegion
 from .system import MemorySystem, core_of
+
+if TYPE_CHECKING:
+    from .listener import MemoryListener
 
 
 class GlobalDirty(enum.IntFlag):
@@ -30,7 +34,7 @@ def _clients(mask: int) -> list[int]:
     return [c for c in DirtyClient if mask & (1 << c)]
 
 
-def _need_ram(mr: MemoryRegion, what: str, offset: int = 0, length: int = 0):
+def _need_ram(mr: MemoryRegion, what: str, offset: int = 0, length: int = 0) -> RamBlock:
     """The region's RAM block, once ``[offset, offset+length)`` is known to lie inside it (up to its
     maximum size: a resizeable region's bitmaps cover that, and so may a slot from before a shrink)."""
     if not isinstance(mr, MemoryRegion) or mr.ram_block is None:
@@ -64,10 +68,10 @@ def set_log(mr: MemoryRegion, log: bool, client: int) -> None:
 
 def host_write(mr: MemoryRegion, offset: int, length: int) -> None:
     """invalidate_and_set_dirty: a write through the memory API dirties the clients of the effective mask."""
-    mask = mr.effective_dirty_log_mask
-    if mask:
+    mask, block = mr.effective_dirty_log_mask, mr.ram_block
+    if mask and block is not None:
         with core_of(mr).lock:  # a vCPU thread's exit races another thread's snapshot
-            mr.ram_block.set_dirty(offset, length, _clients(mask))
+            block.set_dirty(offset, length, _clients(mask))
 
 
 def set_dirty(mr: MemoryRegion, offset: int, length: int) -> None:
@@ -76,7 +80,7 @@ def set_dirty(mr: MemoryRegion, offset: int, length: int) -> None:
     host_write(mr, offset, length)
 
 
-def set_dirty_lebitmap(mr: MemoryRegion, offset: int, bitmap: bytes, npages: int) -> None:
+def set_dirty_lebitmap(mr: MemoryRegion, offset: int, bitmap: bytes | bytearray, npages: int) -> None:
     """Fan a fetched bitmap out (physical_memory_set_dirty_lebitmap): VGA always, MIGRATION while tracking."""
     block = _need_ram(mr, "set_dirty_lebitmap", offset, npages << PAGE_BITS)
     first = offset >> PAGE_BITS
@@ -121,33 +125,37 @@ class DirtyBitmapSnapshot:
         return out
 
 
-def sync(system: MemorySystem, mr=None, last_stage: bool = False) -> None:
+def sync(system: MemorySystem, mr: MemoryRegion | None = None, last_stage: bool = False) -> None:
     """memory_region_sync_dirty_bitmap: log_sync per logged range of each listener's space, or log_sync_global."""
     from .listener import MemoryRegionSection
 
-    for l in list(system.listeners_sorted):
-        if l.has("log_sync"):
-            view = l.address_space.current_map
+    for listener in list(system.listeners_sorted):
+        space = listener.address_space
+        if space is None:  # unregistered by an earlier listener's callback
+            continue
+        if listener.has("log_sync"):
+            view = space.current_map
             for fr in view.ranges:
                 if fr.dirty_log_mask and (mr is None or fr.mr is mr):
-                    l.log_sync(MemoryRegionSection.of(fr, view))
-        elif l.has("log_sync_global"):
-            l.log_sync_global(last_stage)
+                    listener.log_sync(MemoryRegionSection.of(fr, view))
+        elif listener.has("log_sync_global"):
+            listener.log_sync_global(last_stage)
 
 
 def _after_sync(system: MemorySystem) -> None:
-    for l in list(system.listeners_sorted):
-        l.log_global_after_sync()
+    for listener in list(system.listeners_sorted):
+        listener.log_global_after_sync()
 
 
 def _log_clear(mr: MemoryRegion, offset: int, length: int) -> None:
     """memory_region_clear_dirty_bitmap: log_clear with each mapped piece of [offset, offset+length)."""
     from .listener import MemoryRegionSection
 
-    for l in list(core_of(mr).listeners_sorted):
-        if not l.has("log_clear"):
+    for listener in list(core_of(mr).listeners_sorted):
+        space = listener.address_space
+        if space is None or not listener.has("log_clear"):
             continue
-        view = l.address_space.current_map
+        view = space.current_map
         for fr in view.ranges:
             if fr.mr is not mr:
                 continue
@@ -155,7 +163,7 @@ def _log_clear(mr: MemoryRegion, offset: int, length: int) -> None:
             hi = min(offset + length, fr.offset_in_region + fr.end - fr.start)
             if lo < hi:
                 start = fr.start + lo - fr.offset_in_region
-                l.log_clear(MemoryRegionSection(mr, view, lo, hi - lo, start, fr.readonly, fr.nonvolatile,
+                listener.log_clear(MemoryRegionSection(mr, view, lo, hi - lo, start, fr.readonly, fr.nonvolatile,
                                                 fr.unmergeable))
 
 
@@ -211,14 +219,14 @@ def global_start(system: MemorySystem, flags: int) -> bool:
         system.global_dirty_tracking |= flags
         if old:
             return True
-        started = []
-        for l in list(system.listeners_sorted):
-            if not l.log_global_start():
+        started: list[MemoryListener] = []
+        for listener in list(system.listeners_sorted):
+            if not listener.log_global_start():
                 for s in reversed(started):
                     s.log_global_stop()
                 system.global_dirty_tracking = old
                 return False
-            started.append(l)
+            started.append(listener)
         with system.transaction():
             system.update_pending = True
     return True
@@ -247,5 +255,5 @@ def global_stop(system: MemorySystem, flags: int) -> None:
                 system.update_pending = True
         finally:
             system.dirty_log_stopping = False
-        for l in reversed(list(system.listeners_sorted)):
-            l.log_global_stop()
+        for listener in reversed(list(system.listeners_sorted)):
+            listener.log_global_stop()

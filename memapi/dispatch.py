@@ -32,7 +32,7 @@ def bswap(value: int, size: int) -> int:
     return int.from_bytes(value.to_bytes(size, "little"), "big")
 
 
-def resolve_alias(mr: "MemoryRegion", offset: int) -> tuple["MemoryRegion", int]:
+def resolve_alias(mr: MemoryRegion, offset: int) -> tuple[MemoryRegion, int]:
     """Follow aliases to the final target, applying each alias's offset (and mask)."""
     while mr.alias_target is not None:
         mask = mr.alias_mask
@@ -41,7 +41,7 @@ def resolve_alias(mr: "MemoryRegion", offset: int) -> tuple["MemoryRegion", int]
     return mr, offset
 
 
-def access_valid(mr: "MemoryRegion", offset: int, size: int, is_write: bool, attrs: MemTxAttrs) -> bool:
+def access_valid(mr: MemoryRegion, offset: int, size: int, is_write: bool, attrs: MemTxAttrs) -> bool:
     """QEMU's memory_region_access_valid, checks in QEMU's order."""
     valid = mr.ops.valid
     if valid.accepts is not None and not valid.accepts(mr, offset, size, is_write, attrs):
@@ -53,13 +53,13 @@ def access_valid(mr: "MemoryRegion", offset: int, size: int, is_write: bool, att
     return valid.min_access_size <= size <= valid.max_access_size
 
 
-def guarded(mr: "MemoryRegion") -> bool:
+def guarded(mr: MemoryRegion) -> bool:
     """Whether accesses to ``mr`` take the system lock and the owner's re-entrancy guard."""
     return (mr.owner is not None and not mr.disable_reentrancy_guard and not mr.is_ram
             and not mr.is_rom_device and not mr.readonly)
 
 
-def _read_adjusted(mr: "MemoryRegion", offset: int, size: int, attrs: MemTxAttrs) -> tuple[int, int]:
+def _read_adjusted(mr: MemoryRegion, offset: int, size: int, attrs: MemTxAttrs) -> tuple[int, int]:
     """access_with_adjusted_size for a read: (value, result bits)."""
     ops = mr.ops
     impl = ops.impl
@@ -82,7 +82,7 @@ def _read_adjusted(mr: "MemoryRegion", offset: int, size: int, attrs: MemTxAttrs
     return value & _U64, result
 
 
-def _write_adjusted(mr: "MemoryRegion", offset: int, value: int, size: int, attrs: MemTxAttrs) -> int:
+def _write_adjusted(mr: MemoryRegion, offset: int, value: int, size: int, attrs: MemTxAttrs) -> int:
     """access_with_adjusted_size for a write: the result bits."""
     ops = mr.ops
     impl = ops.impl
@@ -101,7 +101,7 @@ def _write_adjusted(mr: "MemoryRegion", offset: int, value: int, size: int, attr
     return result
 
 
-def read_bits(mr: "MemoryRegion", offset: int, size: int, attrs: MemTxAttrs) -> tuple[int, int]:
+def read_bits(mr: MemoryRegion, offset: int, size: int, attrs: MemTxAttrs) -> tuple[int, int]:
     """dispatch_read with the result as plain bits (the address-space paths OR them)."""
     if mr.alias_target is not None:
         mr, offset = resolve_alias(mr, offset)
@@ -125,7 +125,7 @@ def read_bits(mr: "MemoryRegion", offset: int, size: int, attrs: MemTxAttrs) -> 
     return value, result
 
 
-def write_bits(mr: "MemoryRegion", offset: int, value: int, size: int, attrs: MemTxAttrs) -> int:
+def write_bits(mr: MemoryRegion, offset: int, value: int, size: int, attrs: MemTxAttrs) -> int:
     """dispatch_write with the result as plain bits."""
     if mr.alias_target is not None:
         mr, offset = resolve_alias(mr, offset)
@@ -147,14 +147,14 @@ def write_bits(mr: "MemoryRegion", offset: int, value: int, size: int, attrs: Me
             system._engaged.discard(key)
 
 
-def dispatch_read(mr: "MemoryRegion", offset: int, size: int,
+def dispatch_read(mr: MemoryRegion, offset: int, size: int,
                   attrs: MemTxAttrs = UNSPECIFIED) -> tuple[int, MemTxResult]:
     """Read ``size`` bytes at ``offset`` of ``mr``; the value is in host (little-endian) order."""
     value, result = read_bits(mr, offset, size, attrs)
     return value, RESULTS[result]
 
 
-def dispatch_write(mr: "MemoryRegion", offset: int, value: int, size: int,
+def dispatch_write(mr: MemoryRegion, offset: int, value: int, size: int,
                    attrs: MemTxAttrs = UNSPECIFIED) -> MemTxResult:
     """Write a host-order ``value`` of ``size`` bytes at ``offset`` of ``mr``."""
     return RESULTS[write_bits(mr, offset, value, size, attrs)]

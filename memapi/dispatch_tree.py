@@ -13,7 +13,7 @@ used the region's size). mru_section starts NULL and only lookups set it, so not
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple, Optional
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from .flatview import FlatView
@@ -34,14 +34,14 @@ class Section(NamedTuple):
 
     start: int
     size: int
-    mr: Optional["MemoryRegion"]
+    mr: MemoryRegion | None
     subpage: bool = False
 
 
 class Dispatch:
     """AddressSpaceDispatch for one FlatView. Entries are ``[skip, ptr]``; skip 0 means ptr is a section."""
 
-    def __init__(self, view: "FlatView") -> None:
+    def __init__(self, view: FlatView) -> None:
         self.sections: list[Section] = [Section(0, 1 << 64, None)]
         self.nodes: list[list[list[int]]] = []
         self.root = [1, NIL]
@@ -64,11 +64,11 @@ class Dispatch:
         s = self.sections[ptr]
         return ptr if s.start <= addr < s.start + s.size else 0
 
-    def _add_section(self, start: int, size: int, mr: Optional["MemoryRegion"], subpage: bool = False) -> int:
+    def _add_section(self, start: int, size: int, mr: MemoryRegion | None, subpage: bool = False) -> int:
         self.sections.append(Section(start, size, mr, subpage))
         return len(self.sections) - 1
 
-    def _add_range(self, start: int, size: int, mr: "MemoryRegion") -> None:
+    def _add_range(self, start: int, size: int, mr: MemoryRegion) -> None:
         """flatview_add_to_dispatch: head subpage, whole pages, tail subpage."""
         head = min(-start % PAGE_SIZE, size)
         if head:
@@ -82,7 +82,7 @@ class Dispatch:
         if size:
             self._add_subpage(start, size, mr)
 
-    def _add_subpage(self, start: int, size: int, mr: "MemoryRegion") -> None:
+    def _add_subpage(self, start: int, size: int, mr: MemoryRegion) -> None:
         """register_subpage: the page's subpage section is created on first use, then the piece is added."""
         base = start & ~(PAGE_SIZE - 1)
         existing = self.find(base)
@@ -130,7 +130,7 @@ def _entries_line(first: int, last: int, skip: int, ptr: int) -> str:
     return f"{where} skip={skip}  ptr={target}"
 
 
-def format_dispatch(view: "FlatView", root: Optional["MemoryRegion"], *, mru_addr: Optional[int] = None) -> str:
+def format_dispatch(view: FlatView, root: MemoryRegion | None, *, mru_addr: int | None = None) -> str:
     """The text QEMU 7.2 prints after a FlatView's ranges for `info mtree -f -d`.
 
     QEMU prints nothing for a view with no ranges or no root, and neither do we (""). ``mru_addr``

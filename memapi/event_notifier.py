@@ -7,6 +7,10 @@ directly) and asyncio (``await notifier.wait()`` or ``loop.add_reader``).
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import asyncio
 
 
 class EventNotifier:
@@ -49,7 +53,7 @@ class EventNotifier:
             if count:
                 return count
             ready = loop.create_future()
-            loop.add_reader(self.fileno(), lambda: ready.done() or ready.set_result(None))
+            loop.add_reader(self.fileno(), _wake, ready)
             try:
                 await ready
             finally:
@@ -60,7 +64,7 @@ class EventNotifier:
             os.close(self._fd)
             self._fd = -1
 
-    def __enter__(self) -> "EventNotifier":
+    def __enter__(self) -> EventNotifier:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -71,3 +75,8 @@ class EventNotifier:
 
     def __repr__(self) -> str:
         return f"<EventNotifier fd={self._fd}>"
+
+
+def _wake(ready: asyncio.Future[None]) -> None:
+    if not ready.done():
+        ready.set_result(None)

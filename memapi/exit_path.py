@@ -15,7 +15,8 @@ READONLY slot the KVM listener gives that range promises; DMA through write() st
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from .access import read_value, write_value
 from .dispatch import guarded, read_bits, write_bits
@@ -23,18 +24,20 @@ from .ops import UNSPECIFIED, MemTxResult
 
 if TYPE_CHECKING:
     from .flatview import FlatRange, FlatView
+    from .ops import MemTxAttrs
+    from .region import MemoryRegion
 
 _DECODE = int(MemTxResult.DECODE_ERROR)
 _MASKS = tuple((1 << (8 * size)) - 1 for size in range(9))
-_NONE: frozenset = frozenset()
+_NONE: frozenset[int] = frozenset()
 _ANY = frozenset(range(1, 9))
 
 #: (callback, region, offset delta, sizes it takes as they come, callback takes attrs, region is owned:
 #: then dispatch's lock and guard apply)
-Path = tuple[Optional[Callable[..., Any]], Any, int, frozenset, bool, bool]
+Path = tuple[Callable[..., Any] | None, Any, int, frozenset[int], bool, bool]
 
 
-def _drop(mr, offset: int, value: int, size: int, attrs) -> int:
+def _drop(mr: MemoryRegion, offset: int, value: int, size: int, attrs: MemTxAttrs) -> int:
     return _DECODE
 
 
@@ -42,7 +45,7 @@ _GENERAL: Path = (None, None, 0, _NONE, False, False)
 _DROP: Path = (_drop, None, 0, _ANY, True, False)
 
 
-def store_path(fr: "FlatRange") -> Path:
+def store_path(fr: FlatRange) -> Path:
     """How a guest store into ``fr`` reaches its region."""
     mr = fr.mr
     if mr.is_ram:
@@ -56,7 +59,7 @@ def store_path(fr: "FlatRange") -> Path:
     return (ops.write_with_attrs, mr, delta, ops.direct_sizes, True, guarded(mr))
 
 
-def load_path(fr: "FlatRange") -> Path:
+def load_path(fr: FlatRange) -> Path:
     """How a guest load from ``fr`` reaches its region."""
     mr = fr.mr
     ops = mr.ops
@@ -68,7 +71,7 @@ def load_path(fr: "FlatRange") -> Path:
     return (ops.read_with_attrs, mr, delta, ops.direct_sizes, True, guarded(mr))
 
 
-def exit_store(view: "FlatView", addr: int, value: int, size: int) -> int:
+def exit_store(view: FlatView, addr: int, value: int, size: int) -> int:
     """Store the low ``size`` bytes of ``value`` at ``addr``; the result bits (0: OK)."""
     fr = view._mru
     if fr is None or not fr.start <= addr < fr.end:
@@ -90,7 +93,7 @@ def exit_store(view: "FlatView", addr: int, value: int, size: int) -> int:
     return _store_general(view, addr, value, size)
 
 
-def exit_load(view: "FlatView", addr: int, size: int) -> int:
+def exit_load(view: FlatView, addr: int, size: int) -> int:
     """Load ``size`` bytes at ``addr`` as a little-endian int (a failed access reads as QEMU's default)."""
     fr = view._mru
     if fr is None or not fr.start <= addr < fr.end:
@@ -105,11 +108,10 @@ def exit_load(view: "FlatView", addr: int, size: int) -> int:
     if size in sizes and not offset & (size - 1):
         if owned:
             return read_bits(mr, offset, size, UNSPECIFIED)[0] & _MASKS[size]
-        if with_attrs:
-            return fn(mr, offset, size, UNSPECIFIED)[0] & _MASKS[size]
-        return fn(mr, offset, size) & _MASKS[size]
+        value: int = fn(mr, offset, size, UNSPECIFIED)[0] if with_attrs else fn(mr, offset, size)
+        return value & _MASKS[size]
     return read_value(view, addr, size, UNSPECIFIED)
 
 
-def _store_general(view: "FlatView", addr: int, value: int, size: int) -> int:
+def _store_general(view: FlatView, addr: int, value: int, size: int) -> int:
     return int(write_value(view, addr, value, size, UNSPECIFIED))

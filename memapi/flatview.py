@@ -12,11 +12,17 @@ per linear piece of its window.
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections.abc import Iterator
 from heapq import heappop, heappush
-from typing import TYPE_CHECKING, Any, Iterator, Optional
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from typing import TypeAlias
+
     from .region import MemoryRegion
+
+    #: A terminal extent in render order: (lo, hi, region, base, readonly, nonvolatile, unmergeable).
+    Piece: TypeAlias = tuple[int, int, MemoryRegion, int, bool, bool, bool]
 
 ADDR_SPACE_END = 1 << 64
 
@@ -27,7 +33,7 @@ class FlatRange:
     __slots__ = ("start", "end", "mr", "offset_in_region", "dirty_log_mask",
                  "romd_mode", "readonly", "nonvolatile", "unmergeable", "store_path", "load_path")
 
-    def __init__(self, start: int, end: int, mr: "MemoryRegion", offset_in_region: int,
+    def __init__(self, start: int, end: int, mr: MemoryRegion, offset_in_region: int,
                  dirty_log_mask: int, romd_mode: bool, readonly: bool,
                  nonvolatile: bool, unmergeable: bool) -> None:
         self.start = start
@@ -47,14 +53,14 @@ class FlatRange:
     def size(self) -> int:
         return self.end - self.start
 
-    def same_as(self, other: "FlatRange") -> bool:
+    def same_as(self, other: FlatRange) -> bool:
         """QEMU's flatrange_equal: everything but the dirty-log mask."""
         return (self.mr is other.mr and self.start == other.start and self.end == other.end
                 and self.offset_in_region == other.offset_in_region
                 and self.romd_mode == other.romd_mode and self.readonly == other.readonly
                 and self.nonvolatile == other.nonvolatile and self.unmergeable == other.unmergeable)
 
-    def key(self) -> tuple:
+    def key(self) -> tuple[int, int, int, int, int, bool, bool, bool, bool]:
         """A comparable tuple of every field (the mask included), for tests and replicas."""
         return (self.start, self.end, id(self.mr), self.offset_in_region, self.dirty_log_mask,
                 self.romd_mode, self.readonly, self.nonvolatile, self.unmergeable)
@@ -72,20 +78,20 @@ class FlatView:
 
     __slots__ = ("root", "ranges", "_starts", "_mru", "__weakref__")
 
-    def __init__(self, root: Optional["MemoryRegion"], ranges: list[FlatRange]) -> None:
+    def __init__(self, root: MemoryRegion | None, ranges: list[FlatRange]) -> None:
         self.root = root
         self.ranges: tuple[FlatRange, ...] = tuple(ranges)
         self._starts = [r.start for r in ranges]
-        self._mru: Optional[FlatRange] = None
+        self._mru: FlatRange | None = None
 
-    def lookup(self, addr: int) -> Optional[FlatRange]:
+    def lookup(self, addr: int) -> FlatRange | None:
         """The range containing ``addr`` or None (a hole): last hit, then bisect."""
         mru = self._mru
         if mru is not None and mru.start <= addr < mru.end:
             return mru
         return self.find(addr)
 
-    def find(self, addr: int) -> Optional[FlatRange]:
+    def find(self, addr: int) -> FlatRange | None:
         """lookup() without the last-hit check (for callers that just made it)."""
         i = bisect_right(self._starts, addr) - 1
         if i >= 0:
@@ -106,16 +112,17 @@ class FlatView:
         return f"<FlatView root={root} ranges={len(self.ranges)}>"
 
 
-def render(root: Optional["MemoryRegion"]) -> FlatView:
+def render(root: MemoryRegion | None) -> FlatView:
     """Render ``root`` over ``[0, 2**64)`` and simplify (QEMU's generate_memory_topology)."""
     if root is None:
         return FlatView(None, [])
-    pieces: list[tuple] = []
+    pieces: list[Piece] = []
     _collect(root, 0, 0, ADDR_SPACE_END, False, False, False, pieces)
     return FlatView(root, _simplify(_paint(pieces)))
 
 
-def _collect(mr, base, clip_lo, clip_hi, ro, nv, um, out) -> None:
+def _collect(mr: MemoryRegion, base: int, clip_lo: int, clip_hi: int, ro: bool, nv: bool, um: bool,
+             out: list[Piece]) -> None:
     """Append (lo, hi, mr, base, ro, nv, um) for every terminal extent, in render order."""
     if not mr.enabled:
         return
@@ -130,10 +137,11 @@ def _collect(mr, base, clip_lo, clip_hi, ro, nv, um, out) -> None:
         return
     alias = mr.alias_target
     if alias is not None:
-        if mr.alias_mask is None:
+        mask = mr.alias_mask
+        if mask is None:
             _collect(alias, base - alias.addr - mr.alias_offset, lo, hi, ro, nv, um, out)
         else:
-            _collect_masked(mr, base, lo, hi, ro, nv, um, out)
+            _collect_masked(mr, alias, mask, base, lo, hi, ro, nv, um, out)
         return
     for sub in mr.subregions:
         _collect(sub, base, lo, hi, ro, nv, um, out)
@@ -141,13 +149,13 @@ def _collect(mr, base, clip_lo, clip_hi, ro, nv, um, out) -> None:
         out.append((lo, hi, mr, base, ro, nv, um))
 
 
-def _collect_masked(mr, base, lo, hi, ro, nv, um, out) -> None:
+def _collect_masked(mr: MemoryRegion, alias: MemoryRegion, mask: int, base: int, lo: int, hi: int,
+                    ro: bool, nv: bool, um: bool, out: list[Piece]) -> None:
     """A masked alias: render its target once per linear piece of the window that meets the clip.
 
     Window offset x reaches the target at alias_offset + (x & mask), which is linear over
     pieces as long as the mask's trailing ones; each piece renders like a plain alias.
     """
-    mask, alias = mr.alias_mask, mr.alias_target
     run = (mask + 1) & ~mask
     x = (lo - base) & ~(run - 1)
     while base + x < hi:
@@ -157,11 +165,11 @@ def _collect_masked(mr, base, lo, hi, ro, nv, um, out) -> None:
         x += run
 
 
-def _paint(pieces: list[tuple]) -> list[tuple]:
+def _paint(pieces: list[Piece]) -> list[tuple[int, int, Piece]]:
     """Maximal runs [lo, hi) owned by the earliest-rendered piece: (lo, hi, piece)."""
     n = len(pieces)
     order = sorted(range(n), key=lambda i: pieces[i][0])
-    runs: list[list] = []
+    runs: list[list[int]] = []
     heap: list[int] = []
     k = 0
     x = 0
@@ -187,7 +195,7 @@ def _paint(pieces: list[tuple]) -> list[tuple]:
     return [(lo, hi, pieces[i]) for lo, hi, i in runs]
 
 
-def _simplify(runs: list[tuple]) -> list[FlatRange]:
+def _simplify(runs: list[tuple[int, int, Piece]]) -> list[FlatRange]:
     """Build FlatRanges and merge neighbours as flatview_simplify does."""
     out: list[FlatRange] = []
     last = None

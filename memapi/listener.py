@@ -6,7 +6,7 @@ NULL function pointers, a callback that is not overridden is never called
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .address_space import AddressSpace
@@ -20,7 +20,7 @@ class MemoryRegionSection:
     __slots__ = ("mr", "fv", "offset_within_region", "size", "offset_within_address_space",
                  "readonly", "nonvolatile", "unmergeable")
 
-    def __init__(self, mr: Optional["MemoryRegion"], fv: Optional["FlatView"], offset_within_region: int,
+    def __init__(self, mr: MemoryRegion | None, fv: FlatView | None, offset_within_region: int,
                  size: int, offset_within_address_space: int, readonly: bool = False,
                  nonvolatile: bool = False, unmergeable: bool = False) -> None:
         self.mr = mr
@@ -33,7 +33,7 @@ class MemoryRegionSection:
         self.unmergeable = unmergeable
 
     @classmethod
-    def of(cls, fr: "FlatRange", fv: Optional["FlatView"]) -> "MemoryRegionSection":
+    def of(cls, fr: FlatRange, fv: FlatView | None) -> MemoryRegionSection:
         """QEMU's section_from_flat_range."""
         return cls(fr.mr, fv, fr.offset_in_region, fr.end - fr.start, fr.start,
                    fr.readonly, fr.nonvolatile, fr.unmergeable)
@@ -51,8 +51,6 @@ class MemoryRegionSection:
                 and self.readonly == other.readonly and self.nonvolatile == other.nonvolatile
                 and self.unmergeable == other.unmergeable)
 
-    __hash__ = None  # type: ignore[assignment]
-
     def __repr__(self) -> str:
         name = self.mr.name if self.mr is not None else None
         ro = " ro" if self.readonly else ""
@@ -66,12 +64,12 @@ class MemoryListener:
     priority: int = 0
     name: str = ""
 
-    def __init__(self, priority: Optional[int] = None, name: Optional[str] = None) -> None:
+    def __init__(self, priority: int | None = None, name: str | None = None) -> None:
         if priority is not None:
             self.priority = priority
         if name is not None:
             self.name = name
-        self.address_space: Optional["AddressSpace"] = None
+        self.address_space: AddressSpace | None = None
         self._seq = 0  # set at registration by the space's system: equal priorities keep registration order
 
     def has(self, callback: str) -> bool:
@@ -105,3 +103,8 @@ class MemoryListener:
     @property
     def has_eventfd(self) -> bool:
         return self.has("eventfd_add") or self.has("eventfd_del")
+
+
+def listener_order(listener: MemoryListener) -> tuple[int, int]:
+    """The sort key of QEMU's listener lists: by priority, equal priorities in registration order."""
+    return listener.priority, listener._seq

@@ -5,17 +5,22 @@ them in address-space creation order, which is one of the orders QEMU can show.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable, Optional
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
-from .system import default_system
 from .dispatch_tree import format_dispatch
 from .region import MemoryRegion
+from .system import default_system
+
+if TYPE_CHECKING:
+    from .address_space import AddressSpace
+    from .flatview import FlatView
 
 _M64 = (1 << 64) - 1
 INDENT = "  "
 
 #: ``has_memory(space, start, size) -> bool``: True where an accelerator maps the range.
-AccelProbe = Callable[[object, int, int], bool]
+AccelProbe = Callable[["AddressSpace", int, int], bool]
 
 
 def _mr_size(size: int) -> int:
@@ -23,11 +28,11 @@ def _mr_size(size: int) -> int:
     return 0 if size == 0 else (size - 1) & _M64
 
 
-def _name(mr: Optional[MemoryRegion]) -> str:
+def _name(mr: MemoryRegion | None) -> str:
     return "(none)" if mr is None else (mr.name if mr.name is not None else "(null)")
 
 
-def owner_label(mr: MemoryRegion) -> Optional[str]:
+def owner_label(mr: MemoryRegion) -> str | None:
     """QEMU prints QOM paths; we describe the Python owner the same way (None: no owner)."""
     owner = mr.owner
     if owner is None:
@@ -45,8 +50,8 @@ def owner_suffix(mr: MemoryRegion) -> str:
     return " orphan" if label is None else f" owner:{{{label}}}"
 
 
-def _print_mr(mr: MemoryRegion, level: int, base: int, queue: list, owner: bool, disabled: bool,
-              out: list) -> None:
+def _print_mr(mr: MemoryRegion, level: int, base: int, queue: list[MemoryRegion], owner: bool, disabled: bool,
+              out: list[str]) -> None:
     cur_start = (base + mr.addr) & _M64
     cur_end = (cur_start + _mr_size(mr.size)) & _M64
     prefix = "[DETECTED OVERFLOW!] " if cur_start < base or cur_end < cur_start else ""
@@ -89,25 +94,25 @@ def print_order(subs: list[MemoryRegion]) -> list[MemoryRegion]:
     return sorted(subs, key=lambda s: (s.addr, -s.priority))
 
 
-def root_groups(spaces: Optional[Iterable]) -> list[tuple[MemoryRegion, list]]:
+def root_groups(spaces: Iterable[AddressSpace] | None) -> list[tuple[MemoryRegion, list[AddressSpace]]]:
     """(root, spaces sorted by name) per distinct root region, in first-seen order."""
     spaces = list(spaces) if spaces is not None else default_system().address_spaces()
-    groups: dict[int, tuple[MemoryRegion, list]] = {}
+    groups: dict[int, tuple[MemoryRegion, list[AddressSpace]]] = {}
     for space in spaces:
         groups.setdefault(id(space.root), (space.root, []))[1].append(space)
     return [(root, sorted(members, key=lambda s: s.name)) for root, members in groups.values()]
 
 
-def view_groups(spaces: Optional[Iterable]) -> list[tuple]:
+def view_groups(spaces: Iterable[AddressSpace] | None) -> list[tuple[FlatView, list[AddressSpace]]]:
     """(FlatView, spaces sharing it) per distinct FlatView, in first-seen order."""
     spaces = list(spaces) if spaces is not None else default_system().address_spaces()
-    views: dict[int, tuple] = {}
+    views: dict[int, tuple[FlatView, list[AddressSpace]]] = {}
     for space in spaces:
         views.setdefault(id(space.current_map), (space.current_map, []))[1].append(space)
     return list(views.values())
 
 
-def format_tree(spaces: Optional[Iterable] = None, owner: bool = False, disabled: bool = False) -> str:
+def format_tree(spaces: Iterable[AddressSpace] | None = None, owner: bool = False, disabled: bool = False) -> str:
     """`info mtree` (``disabled`` is -D, ``owner`` is -o)."""
     out: list[str] = []
     queue: list[MemoryRegion] = []
@@ -124,8 +129,8 @@ def format_tree(spaces: Optional[Iterable] = None, owner: bool = False, disabled
     return "\n".join(out) + "\n"
 
 
-def format_flat(spaces: Optional[Iterable] = None, owner: bool = False,
-                accel: Optional[AccelProbe] = None, accel_name: str = "KVM", dispatch: bool = False) -> str:
+def format_flat(spaces: Iterable[AddressSpace] | None = None, owner: bool = False,
+                accel: AccelProbe | None = None, accel_name: str = "KVM", dispatch: bool = False) -> str:
     """`info mtree -f` (``dispatch`` adds -d); ``accel`` marks ranges an accelerator maps exactly."""
     out: list[str] = []
     for number, (view, members) in enumerate(view_groups(spaces)):
@@ -157,7 +162,7 @@ def format_flat(spaces: Optional[Iterable] = None, owner: bool = False,
 
 
 def info_mtree(flatview: bool = False, owner: bool = False, disabled: bool = False,
-               spaces: Optional[Iterable] = None, accel: Optional[AccelProbe] = None,
+               spaces: Iterable[AddressSpace] | None = None, accel: AccelProbe | None = None,
                dispatch: bool = False) -> str:
     """The HMP command: ``info_mtree(flatview=True)`` is ``info mtree -f``, ``dispatch`` is -d."""
     if flatview:

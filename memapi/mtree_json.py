@@ -6,14 +6,18 @@ document; aliases and flat ranges name their region by id as well as by name.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Optional
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from .flatview import FlatRange, FlatView
 from .mtree import AccelProbe, owner_label, print_order, root_groups, view_groups
 from .region import UINT64_MAX, MemoryRegion
 
+if TYPE_CHECKING:
+    from .address_space import AddressSpace
 
-def mtree_json(spaces: Optional[Iterable] = None, accel: Optional[AccelProbe] = None) -> dict[str, Any]:
+
+def mtree_json(spaces: Iterable[AddressSpace] | None = None, accel: AccelProbe | None = None) -> dict[str, Any]:
     """``{"trees": [...], "alias_targets": [...], "flatviews": [...]}``, in `info mtree` order.
 
     Trees hold every region, disabled ones too (``"enabled": false``). ``accel`` marks
@@ -23,7 +27,7 @@ def mtree_json(spaces: Optional[Iterable] = None, accel: Optional[AccelProbe] = 
     queue: list[MemoryRegion] = []
     trees = [{"address_spaces": [s.name for s in members], "root": _node(root, 0, ids, queue)}
              for root, members in root_groups(spaces)]
-    targets = []
+    targets: list[dict[str, Any]] = []
     while len(targets) < len(queue):
         targets.append(_node(queue[len(targets)], 0, ids, queue))
     views = [_view(view, members, ids, accel) for view, members in view_groups(spaces)]
@@ -57,8 +61,8 @@ def _node(mr: MemoryRegion, base: int, ids: dict[int, int], queue: list[MemoryRe
         if not any(q is mr.alias_target for q in queue):
             queue.append(mr.alias_target)
         mask = mr.alias_mask
-        node["alias"] = {"target": mr.alias_target.name, "target_id": _id(mr.alias_target, ids), "offset": hex(mr.alias_offset),
-                         "mask": None if mask is None else hex(mask)}
+        node["alias"] = {"target": mr.alias_target.name, "target_id": _id(mr.alias_target, ids),
+                         "offset": hex(mr.alias_offset), "mask": None if mask is None else hex(mask)}
     block = mr.ram_block
     if block is not None and block.resizeable:
         node["max_size"] = hex(block.max_length)
@@ -66,7 +70,7 @@ def _node(mr: MemoryRegion, base: int, ids: dict[int, int], queue: list[MemoryRe
     return node
 
 
-def _view(view: FlatView, members: list, ids: dict[int, int], accel: Optional[AccelProbe]) -> dict[str, Any]:
+def _view(view: FlatView, members: list[AddressSpace], ids: dict[int, int], accel: AccelProbe | None) -> dict[str, Any]:
     return {
         "address_spaces": [{"name": s.name, "root": s.root.name} for s in members],
         "root": None if view.root is None else view.root.name,
@@ -74,7 +78,7 @@ def _view(view: FlatView, members: list, ids: dict[int, int], accel: Optional[Ac
     }
 
 
-def _range(fr: FlatRange, members: list, ids: dict[int, int], accel: Optional[AccelProbe]) -> dict[str, Any]:
+def _range(fr: FlatRange, members: list[AddressSpace], ids: dict[int, int], accel: AccelProbe | None) -> dict[str, Any]:
     mr, size = fr.mr, fr.end - fr.start
     return {
         "start": hex(fr.start), "size": hex(size), "region": mr.name, "region_id": _id(mr, ids),

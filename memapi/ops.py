@@ -9,8 +9,13 @@ the attribute-taking forms return a MemTxResult:
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field as dataclass_field
-from typing import Callable, Optional
+from collections.abc import Callable
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .region import MemoryRegion
 
 
 class MemTxResult(enum.IntFlag):
@@ -44,7 +49,12 @@ class MemTxAttrs:
 
 UNSPECIFIED = MemTxAttrs(unspecified=True)
 
-Accepts = Callable[..., bool]
+#: The callbacks' signatures (see the module docstring).
+Accepts = Callable[["MemoryRegion", int, int, bool, MemTxAttrs], bool]
+ReadFn = Callable[["MemoryRegion", int, int], int]
+WriteFn = Callable[["MemoryRegion", int, int, int], None]
+ReadWithAttrsFn = Callable[["MemoryRegion", int, int, MemTxAttrs], tuple[int, MemTxResult]]
+WriteWithAttrsFn = Callable[["MemoryRegion", int, int, int, MemTxAttrs], MemTxResult]
 
 
 @dataclass(frozen=True)
@@ -58,7 +68,7 @@ class AccessRules:
     min_access_size: int = 0
     max_access_size: int = 0
     unaligned: bool = False
-    accepts: Optional[Accepts] = None
+    accepts: Accepts | None = None
 
     def __post_init__(self) -> None:
         from .errors import ArgumentError, InvalidRangeError
@@ -76,15 +86,15 @@ class AccessRules:
 class MemoryRegionOps:
     """The callbacks of an I/O or ROM-device region and their access rules."""
 
-    read: Optional[Callable[..., int]] = None
-    write: Optional[Callable[..., None]] = None
-    read_with_attrs: Optional[Callable[..., tuple]] = None
-    write_with_attrs: Optional[Callable[..., MemTxResult]] = None
+    read: ReadFn | None = None
+    write: WriteFn | None = None
+    read_with_attrs: ReadWithAttrsFn | None = None
+    write_with_attrs: WriteWithAttrsFn | None = None
     endianness: Endianness = Endianness.NATIVE
     valid: AccessRules = AccessRules()
     impl: AccessRules = AccessRules()
     #: Aligned sizes that reach one callback unchanged: no splitting, widening, swap or accepts.
-    direct_sizes: frozenset = dataclass_field(init=False, repr=False, compare=False)
+    direct_sizes: frozenset[int] = dataclass_field(init=False, repr=False, compare=False)
     #: The device is big-endian (values are byte-swapped on their way in and out).
     big_endian: bool = dataclass_field(init=False, repr=False, compare=False)
 
@@ -120,15 +130,15 @@ class MemoryRegionOps:
         return (impl.min_access_size or 1) <= size <= (impl.max_access_size or 4)
 
 
-def _reject(mr, offset, size, is_write, attrs) -> bool:
+def _reject(mr: MemoryRegion, offset: int, size: int, is_write: bool, attrs: MemTxAttrs) -> bool:
     return False
 
 
-def _all_ones(mr, offset, size) -> int:
+def _all_ones(mr: MemoryRegion, offset: int, size: int) -> int:
     return (1 << 64) - 1
 
 
-def _ignore(mr, offset, value, size) -> None:
+def _ignore(mr: MemoryRegion, offset: int, value: int, size: int) -> None:
     return None
 
 

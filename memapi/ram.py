@@ -11,9 +11,13 @@ import ctypes
 import enum
 import mmap
 import os
-from typing import Any, Callable, Optional
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from .errors import ArgumentError, InvalidRangeError, RamBlockError
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 PAGE_SIZE = 4096
 PAGE_BITS = 12
@@ -40,9 +44,10 @@ class RamBlock:
     resize only changes ``used_length``: the host address never moves.
     """
 
-    def __init__(self, name: str, size: int, *, max_size: Optional[int] = None,
-                 resized: Optional[Callable[[Any, int], None]] = None,
-                 fd: int = -1, offset: int = 0, shared: bool = False, buffer=None) -> None:
+    def __init__(self, name: str, size: int, *, max_size: int | None = None,
+                 resized: Callable[[Any, int], None] | None = None,
+                 fd: int = -1, offset: int = 0, shared: bool = False,
+                 buffer: WriteableBuffer | None = None) -> None:
         self.name = name
         self.used_length = size
         self.max_length = max_size if max_size is not None else size
@@ -50,9 +55,10 @@ class RamBlock:
         self.resized = resized
         self.fd = fd
         self.fd_offset = offset
-        self.dirty: list[Optional[bytearray]] = [None] * len(DIRTY_CLIENTS)
-        self._mmap: Optional[mmap.mmap] = None
+        self.dirty: list[bytearray | None] = [None] * len(DIRTY_CLIENTS)
+        self._mmap: mmap.mmap | None = None
         length = max(self.max_length, 1)
+        target: WriteableBuffer
         if buffer is not None:
             try:
                 target = memoryview(buffer).cast("B")
@@ -64,15 +70,16 @@ class RamBlock:
                 )
         else:
             target = self._mmap = _map(name, length, fd, offset, shared)
-        self._anchor = (ctypes.c_char * length).from_buffer(target)
-        self.host_addr: int = ctypes.addressof(self._anchor)
-        self.view = memoryview(self._anchor).cast("B")
+        anchor = (ctypes.c_char * length).from_buffer(target)
+        self._anchor: ctypes.Array[ctypes.c_char] | None = anchor
+        self.host_addr: int = ctypes.addressof(anchor)
+        self.view = memoryview(anchor).cast("B")
 
     # ------------------------------------------------------------------ data
     def read(self, offset: int, length: int) -> bytes:
         return bytes(self.view[offset:offset + length])
 
-    def write(self, offset: int, data) -> None:
+    def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
         self.view[offset:offset + len(data)] = data
 
     def resize(self, used_length: int) -> None:
@@ -96,7 +103,7 @@ class RamBlock:
             bm = self.dirty[client] = bytearray(((self.npages + 63) // 64) * 8)
         return bm
 
-    def set_dirty(self, offset: int, length: int, clients) -> None:
+    def set_dirty(self, offset: int, length: int, clients: Iterable[int]) -> None:
         """Mark the pages of [offset, offset+length) dirty for each client."""
         if length <= 0:
             return
@@ -104,7 +111,7 @@ class RamBlock:
         for client in clients:
             set_bits(self.bitmap(client), first, last - first + 1)
 
-    def merge_bitmap(self, client: int, first_page: int, bits: bytes, npages: int) -> None:
+    def merge_bitmap(self, client: int, first_page: int, bits: bytes | bytearray, npages: int) -> None:
         """OR a little-endian bitmap of ``npages`` pages in at ``first_page``."""
         value = int.from_bytes(bits, "little") & ((1 << npages) - 1)
         if value:
@@ -162,7 +169,7 @@ def take_bits(bm: bytearray, first: int, count: int) -> int:
     return taken
 
 
-def test_bits(bm: Optional[bytearray], first: int, count: int) -> int:
+def test_bits(bm: bytearray | None, first: int, count: int) -> int:
     if bm is None:
         return 0
     lo, hi = first >> 3, (first + count + 7) >> 3

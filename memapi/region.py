@@ -6,13 +6,31 @@ a transaction, so outside an explicit transaction it commits at once.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, ContextManager, Iterator, Optional
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any
 
-from .system import MemorySystem, bindable, core_of
-from .errors import (AliasCycleError, AliasSubregionError, ArgumentError, InvalidRangeError, NoSuchEventfdError,
-                     NotASubregionError, NotAnAliasError, RegionInUseError, RegionKindError)
+from .errors import (
+    AliasCycleError,
+    AliasSubregionError,
+    ArgumentError,
+    InvalidRangeError,
+    NoSuchEventfdError,
+    NotAnAliasError,
+    NotASubregionError,
+    RegionInUseError,
+    RegionKindError,
+)
 from .ops import UNASSIGNED_MEM_OPS, MemoryRegionOps
 from .ram import DirtyClient, RamBlock, memfd
+from .system import MemorySystem, bindable, core_of
+
+if TYPE_CHECKING:
+    from .access import IOMMUTLBEntry
+    from .ops import MemTxAttrs
+
+    #: ``translate(mr, addr, is_write, attrs)``: where an IOMMU sends an access.
+    Translate = Callable[["MemoryRegion", int, bool, MemTxAttrs], IOMMUTLBEntry]
 
 UINT64_MAX = (1 << 64) - 1
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
@@ -20,27 +38,27 @@ INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 MAX_MASK_REPEATS = 4096
 
 
-def _size(name: str, size: Any) -> int:
+def _size(name: str | None, size: Any) -> int:
     """QEMU's size rule: UINT64_MAX means exactly 2**64; anything outside [0, 2**64] is refused."""
     if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= 1 << 64:
         raise InvalidRangeError(f"region {name!r}: size {size!r} does not fit in [0, 2**64]")
     return 1 << 64 if size == UINT64_MAX else size
 
 
-def _u64(name: str, what: str, value: Any) -> int:
+def _u64(name: str | None, what: str, value: Any) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= UINT64_MAX:
         raise InvalidRangeError(f"region {name!r}: {what} {value!r} is not a 64-bit unsigned value")
     return value
 
 
-def _flag(name: str, what: str, value: Any) -> bool:
+def _flag(name: str | None, what: str, value: Any) -> bool:
     """A bool argument: True, False, 1 or 0 (anything else is refused, not coerced)."""
     if not isinstance(value, int) or value not in (0, 1):
         raise ArgumentError(f"region {name!r}: {what} {value!r} is not a bool")
     return bool(value)
 
 
-def _contents(name: str, size: Any, data: Any) -> memoryview:
+def _contents(name: str | None, size: Any, data: Any) -> memoryview:
     """A ROM's initial contents: bytes-like and no longer than the region."""
     try:
         view = memoryview(data).cast("B")
@@ -51,7 +69,7 @@ def _contents(name: str, size: Any, data: Any) -> memoryview:
     return view
 
 
-def _callable(name: str, what: str, value: Any, optional: bool = False) -> Any:
+def _callable(name: str | None, what: str, value: Any, optional: bool = False) -> Any:
     if not callable(value) and not (optional and value is None):
         raise ArgumentError(f"region {name!r}: {what} {value!r} is not callable")
     return value
@@ -65,18 +83,18 @@ class Ioeventfd:
     def __init__(self, start: int, size: int, match_data: bool, data: int, notifier: Any) -> None:
         self.start, self.size, self.match_data, self.data, self.notifier = start, size, match_data, data, notifier
 
-    def sort_key(self) -> tuple:
+    def sort_key(self) -> tuple[int, int, bool, int, int]:
         """QEMU's memory_region_ioeventfd_before ordering."""
         return (self.start, self.size, self.match_data, self.data if self.match_data else 0, id(self.notifier))
 
-    def matches(self, other: "Ioeventfd") -> bool:
+    def matches(self, other: Ioeventfd) -> bool:
         """QEMU's memory_region_ioeventfd_equal: a size of 0 on either side is a wildcard."""
         return self.start == other.start and (
             not self.size or not other.size or (
                 self.size == other.size and self.match_data == other.match_data
                 and (not self.match_data or self.data == other.data) and self.notifier is other.notifier))
 
-    def shifted(self, delta: int) -> "Ioeventfd":
+    def shifted(self, delta: int) -> Ioeventfd:
         return Ioeventfd(self.start + delta, self.size, self.match_data, self.data, self.notifier)
 
     def __repr__(self) -> str:
@@ -87,7 +105,7 @@ class Ioeventfd:
 class MemoryRegion:
     """A region of a memory tree. Build one with a constructor classmethod (ram, io, alias, ...)."""
 
-    def __init__(self, name: Optional[str], size: int, *, owner: Any = None) -> None:
+    def __init__(self, name: str | None, size: int, *, owner: Any = None) -> None:
         if name is not None and not isinstance(name, str):
             raise ArgumentError(f"region name {name!r} is not a string")
         self.name = name
@@ -108,13 +126,13 @@ class MemoryRegion:
         self.migratable = False
         self.disable_reentrancy_guard = False
         self.ops: MemoryRegionOps = UNASSIGNED_MEM_OPS
-        self.ram_block: Optional[RamBlock] = None
-        self.alias_target: Optional[MemoryRegion] = None
+        self.ram_block: RamBlock | None = None
+        self.alias_target: MemoryRegion | None = None
         self.alias_offset = 0
-        self.alias_mask: Optional[int] = None
-        self.iommu_translate: Optional[Callable] = None
-        self.parent: Optional[MemoryRegion] = None  # the container it is mapped in
-        self.system: Optional[MemorySystem] = None  # None while floating (see memapi.system)
+        self.alias_mask: int | None = None
+        self.iommu_translate: Translate | None = None
+        self.parent: MemoryRegion | None = None  # the container it is mapped in
+        self.system: MemorySystem | None = None  # None while floating (see memapi.system)
         self.subregions: list[MemoryRegion] = []
         self.mapped_via_alias = 0
         self.dirty_log_mask = 0
@@ -125,12 +143,12 @@ class MemoryRegion:
 
     # ------------------------------------------------------------ constructors
     @classmethod
-    def container(cls, name: str, size: int, *, owner: Any = None) -> "MemoryRegion":
+    def container(cls, name: str, size: int, *, owner: Any = None) -> MemoryRegion:
         """A pure container: renders only its subregions (memory_region_init)."""
         return cls(name, size, owner=owner)
 
     @classmethod
-    def io(cls, name: str, size: int, ops: Optional[MemoryRegionOps] = None, *, owner: Any = None) -> "MemoryRegion":
+    def io(cls, name: str, size: int, ops: MemoryRegionOps | None = None, *, owner: Any = None) -> MemoryRegion:
         """MMIO or port I/O served by ``ops``; None gives an unassigned (reservation-like) region."""
         mr = cls(name, size, owner=owner)
         if ops is not None and not isinstance(ops, MemoryRegionOps):
@@ -140,20 +158,20 @@ class MemoryRegion:
         return mr
 
     @classmethod
-    def reservation(cls, name: str, size: int, *, owner: Any = None) -> "MemoryRegion":
+    def reservation(cls, name: str, size: int, *, owner: Any = None) -> MemoryRegion:
         """Claims a range: hides what is below it, every access is a decode error."""
         return cls.io(name, size, None, owner=owner)
 
     @classmethod
-    def ram(cls, name: str, size: int, *, owner: Any = None, migratable: bool = True) -> "MemoryRegion":
+    def ram(cls, name: str, size: int, *, owner: Any = None, migratable: bool = True) -> MemoryRegion:
         """Anonymous RAM (MAP_NORESERVE: untouched pages cost nothing)."""
         mr = cls(name, size, owner=owner)
         return mr._init_ram(RamBlock(name, mr.size), migratable)
 
     @classmethod
     def resizeable_ram(cls, name: str, size: int, max_size: int,
-                       resized: Optional[Callable[["MemoryRegion", int], None]] = None, *,
-                       owner: Any = None, migratable: bool = True) -> "MemoryRegion":
+                       resized: Callable[[MemoryRegion, int], None] | None = None, *,
+                       owner: Any = None, migratable: bool = True) -> MemoryRegion:
         """RAM whose size ram_resize() changes up to ``max_size``; the host mapping never moves.
 
         ``resized(mr, new_size)`` runs after each resize (memory_region_init_resizeable_ram).
@@ -167,7 +185,7 @@ class MemoryRegion:
 
     @classmethod
     def ram_from_fd(cls, name: str, size: int, fd: int, *, offset: int = 0, shared: bool = True,
-                    readonly: bool = False, owner: Any = None, migratable: bool = True) -> "MemoryRegion":
+                    readonly: bool = False, owner: Any = None, migratable: bool = True) -> MemoryRegion:
         """RAM backed by a file descriptor (a file, shm or memfd); readonly maps it copy-on-write."""
         mr = cls(name, size, owner=owner)
         if not isinstance(fd, int) or fd < 0:
@@ -179,7 +197,7 @@ class MemoryRegion:
 
     @classmethod
     def ram_from_file(cls, name: str, size: int, path: str, *, shared: bool = True, readonly: bool = False,
-                      owner: Any = None) -> "MemoryRegion":
+                      owner: Any = None) -> MemoryRegion:
         """RAM backed by a file (created and sized if missing, unless readonly)."""
         import os
 
@@ -193,7 +211,7 @@ class MemoryRegion:
             os.close(fd)
 
     @classmethod
-    def ram_memfd(cls, name: str, size: int, *, owner: Any = None) -> "MemoryRegion":
+    def ram_memfd(cls, name: str, size: int, *, owner: Any = None) -> MemoryRegion:
         """RAM in a memfd, shared: another process or mapping can see it."""
         import os
 
@@ -204,7 +222,7 @@ class MemoryRegion:
             os.close(fd)
 
     @classmethod
-    def ram_ptr(cls, name: str, size: int, buffer: Any, *, owner: Any = None) -> "MemoryRegion":
+    def ram_ptr(cls, name: str, size: int, buffer: Any, *, owner: Any = None) -> MemoryRegion:
         """RAM over a caller's writable buffer (memory_region_init_ram_ptr)."""
         mr = cls(name, size, owner=owner)
         if buffer is None:
@@ -212,51 +230,55 @@ class MemoryRegion:
         return mr._init_ram(RamBlock(name, mr.size, buffer=buffer), migratable=False)
 
     @classmethod
-    def rom(cls, name: str, size: int, data: bytes = b"", *, owner: Any = None) -> "MemoryRegion":
+    def rom(cls, name: str, size: int, data: bytes = b"", *, owner: Any = None) -> MemoryRegion:
         """Read-only RAM: guests read it directly, writes are dropped."""
-        data = _contents(name, size, data)
-        mr = cls.ram(name, size, owner=owner)
+        contents = _contents(name, size, data)
+        mr = cls(name, size, owner=owner)
+        block = RamBlock(name, mr.size)
+        block.write(0, contents)
+        mr._init_ram(block, migratable=True)
         mr.readonly = True
-        mr.ram_block.write(0, data)
         return mr
 
     @classmethod
     def rom_device(cls, name: str, size: int, ops: MemoryRegionOps, data: bytes = b"", *,
-                   owner: Any = None) -> "MemoryRegion":
+                   owner: Any = None) -> MemoryRegion:
         """Reads come from RAM while in romd mode; writes (and reads otherwise) go to ``ops``."""
         if not isinstance(ops, MemoryRegionOps):
             raise RegionKindError(f"region {name!r}: a ROM device needs ops, not {ops!r} (QEMU asserts)")
-        data = _contents(name, size, data)
+        contents = _contents(name, size, data)
         mr = cls(name, size, owner=owner)
         mr.terminates = True
         mr.is_rom_device = True
         mr.migratable = True
         mr.ops = ops
         mr.ram_block = RamBlock(name, mr.size)
-        mr.ram_block.write(0, data)
+        mr.ram_block.write(0, contents)
         return mr
 
     @classmethod
-    def ram_device(cls, name: str, size: int, buffer: Any, *, owner: Any = None) -> "MemoryRegion":
+    def ram_device(cls, name: str, size: int, buffer: Any, *, owner: Any = None) -> MemoryRegion:
         """A device's memory (BAR) mapped from a buffer; accessed through host-endian ops."""
         from .ops import AccessRules, Endianness
 
         mr = cls.ram_ptr(name, size, buffer, owner=owner)
         mr.is_ram_device = True
+        assert mr.ram_block is not None  # ram_ptr made it
+        view = mr.ram_block.view
 
-        def read(region, offset, width):
-            return int.from_bytes(region.ram_block.view[offset:offset + width], "little")
+        def read(region: MemoryRegion, offset: int, width: int) -> int:
+            return int.from_bytes(view[offset:offset + width], "little")
 
-        def write(region, offset, value, width):
-            region.ram_block.view[offset:offset + width] = value.to_bytes(width, "little")
+        def write(region: MemoryRegion, offset: int, value: int, width: int) -> None:
+            view[offset:offset + width] = value.to_bytes(width, "little")
 
         rules = AccessRules(1, 8, unaligned=True)
         mr.ops = MemoryRegionOps(read=read, write=write, endianness=Endianness.LITTLE, valid=rules, impl=rules)
         return mr
 
     @classmethod
-    def alias(cls, name: str, target: "MemoryRegion", offset: int, size: int, *, mask: Optional[int] = None,
-              owner: Any = None) -> "MemoryRegion":
+    def alias(cls, name: str, target: MemoryRegion, offset: int, size: int, *, mask: int | None = None,
+              owner: Any = None) -> MemoryRegion:
         """A window of ``size`` bytes into ``target`` starting at ``offset`` (aliases of aliases too).
 
         With ``mask``, window offset ``x`` reaches ``target`` at ``offset + (x & mask)``: address
@@ -272,7 +294,7 @@ class MemoryRegion:
         return mr
 
     @classmethod
-    def mirror(cls, name: str, target: "MemoryRegion", size: int, *, owner: Any = None) -> "MemoryRegion":
+    def mirror(cls, name: str, target: MemoryRegion, size: int, *, owner: Any = None) -> MemoryRegion:
         """``target`` repeated every ``target.size`` bytes across a ``size``-byte window (high bits ignored)."""
         period = target.size if isinstance(target, MemoryRegion) else 0
         if period <= 0 or period & (period - 1):
@@ -281,7 +303,7 @@ class MemoryRegion:
         return cls.alias(name, target, 0, size, mask=period - 1, owner=owner)
 
     @classmethod
-    def iommu(cls, name: str, size: int, translate: Callable, *, owner: Any = None) -> "MemoryRegion":
+    def iommu(cls, name: str, size: int, translate: Translate, *, owner: Any = None) -> MemoryRegion:
         """An IOMMU: ``translate(mr, addr, is_write, attrs) -> IOMMUTLBEntry`` redirects accesses."""
         mr = cls(name, size, owner=owner)
         mr.terminates = True
@@ -289,7 +311,7 @@ class MemoryRegion:
         mr.iommu_translate = _callable(name, "translate", translate)
         return mr
 
-    def _init_ram(self, block: RamBlock, migratable: bool) -> "MemoryRegion":
+    def _init_ram(self, block: RamBlock, migratable: bool) -> MemoryRegion:
         self.terminates = True
         self.is_ram = True
         self.migratable = migratable
@@ -335,14 +357,14 @@ class MemoryRegion:
             mask |= 1 << DirtyClient.MIGRATION
         return mask
 
-    def final_target(self) -> "MemoryRegion":
+    def final_target(self) -> MemoryRegion:
         """The region at the end of this region's alias chain (itself if not an alias)."""
         mr = self
         while mr.alias_target is not None:
             mr = mr.alias_target
         return mr
 
-    def walk(self) -> Iterator["MemoryRegion"]:
+    def walk(self) -> Iterator[MemoryRegion]:
         """This region and its descendants, depth first in sibling order (aliases not followed)."""
         yield self
         for sub in self.subregions:
@@ -360,15 +382,15 @@ class MemoryRegion:
         return f"<MemoryRegion {self.name!r} {self.kind} size={size}{where}{alias} prio={self.priority}{state}>"
 
     # ------------------------------------------------------------------- tree
-    def add_subregion(self, offset: int, sub: "MemoryRegion") -> None:
+    def add_subregion(self, offset: int, sub: MemoryRegion) -> None:
         """Map ``sub`` at ``offset`` with priority 0 (memory_region_add_subregion)."""
         self._add_subregion(offset, sub, 0)
 
-    def add_subregion_overlap(self, offset: int, sub: "MemoryRegion", priority: int) -> None:
+    def add_subregion_overlap(self, offset: int, sub: MemoryRegion, priority: int) -> None:
         """Map ``sub`` at ``offset`` with a signed 32-bit priority."""
         self._add_subregion(offset, sub, priority)
 
-    def _add_subregion(self, offset: int, sub: "MemoryRegion", priority: int) -> None:
+    def _add_subregion(self, offset: int, sub: MemoryRegion, priority: int) -> None:
         system, joining = self._check_can_hold(offset, sub, priority)
         with system.transaction():
             for region in joining:
@@ -376,8 +398,8 @@ class MemoryRegion:
             sub.priority = priority
             self._link(offset, sub, system)
 
-    def _check_can_hold(self, offset: int, sub: "MemoryRegion",
-                        priority: int) -> tuple[MemorySystem, list["MemoryRegion"]]:
+    def _check_can_hold(self, offset: int, sub: MemoryRegion,
+                        priority: int) -> tuple[MemorySystem, list[MemoryRegion]]:
         """Refuse a bad link before anything changes; return the system it commits in and the
         floating regions that join that system with it."""
         if not isinstance(sub, MemoryRegion):
@@ -385,7 +407,8 @@ class MemoryRegion:
         _u64(self.name, f"offset of subregion {sub.name!r}", offset)
         if not isinstance(priority, int) or not INT32_MIN <= priority <= INT32_MAX:
             raise InvalidRangeError(
-                f"region {self.name!r}: priority {priority!r} of {sub.name!r} at {offset:#x} is not a signed 32-bit value")
+                f"region {self.name!r}: priority {priority!r} of {sub.name!r} at {offset:#x}"
+                " is not a signed 32-bit value")
         if sub.parent is not None:
             raise RegionInUseError(
                 f"region {sub.name!r} cannot be added to {self.name!r} at {offset:#x}: "
@@ -402,7 +425,7 @@ class MemoryRegion:
             return core_of(sub), []
         return self.system, bindable(sub, self.system, self)
 
-    def _link(self, offset: int, sub: "MemoryRegion", system: MemorySystem) -> None:
+    def _link(self, offset: int, sub: MemoryRegion, system: MemorySystem) -> None:
         sub.parent = self
         target = sub.alias_target
         while target is not None:
@@ -418,7 +441,7 @@ class MemoryRegion:
             subs.append(sub)
         system.update_pending |= self.enabled and sub.enabled
 
-    def _unlink(self, sub: "MemoryRegion", system: MemorySystem) -> None:
+    def _unlink(self, sub: MemoryRegion, system: MemorySystem) -> None:
         sub.parent = None
         target = sub.alias_target
         while target is not None:
@@ -427,10 +450,11 @@ class MemoryRegion:
         self.subregions.remove(sub)
         system.update_pending |= self.enabled and sub.enabled
 
-    def del_subregion(self, sub: "MemoryRegion") -> None:
+    def del_subregion(self, sub: MemoryRegion) -> None:
         """Unmap ``sub`` from this container."""
         if not isinstance(sub, MemoryRegion) or sub.parent is not self:
-            where = "no container" if getattr(sub, "parent", None) is None else f"container {sub.parent.name!r}"
+            parent = getattr(sub, "parent", None)
+            where = "no container" if parent is None else f"container {parent.name!r}"
             raise NotASubregionError(
                 f"cannot delete {getattr(sub, 'name', sub)!r} from {self.name!r}: it is not its subregion ({where})")
         system = core_of(sub)
@@ -451,7 +475,7 @@ class MemoryRegion:
             parent._unlink(self, system)
             parent._link(addr, self, system)
 
-    def transaction(self) -> ContextManager[None]:
+    def transaction(self) -> AbstractContextManager[None]:
         """memory_region_transaction_begin/commit, as a ``with`` block on this region's memory system
         (the default one while the region floats): device code batches its changes with it."""
         return core_of(self).transaction()
@@ -550,10 +574,8 @@ class MemoryRegion:
     def del_eventfd(self, addr: int, size: int, match_data: bool, data: int, notifier: Any) -> None:
         """Remove the first matching ioeventfd; a size of 0 matches any at ``addr``."""
         probe = self._eventfd(addr, size, match_data, data, notifier)
-        for i, entry in enumerate(self.ioeventfds):
-            if probe.matches(entry):
-                break
-        else:
+        i = next((i for i, entry in enumerate(self.ioeventfds) if probe.matches(entry)), None)
+        if i is None:
             raise NoSuchEventfdError(
                 f"region {self.name!r}: no ioeventfd at offset {addr:#x} size {size} matches "
                 f"(match_data={match_data}, data={data:#x})")
@@ -609,7 +631,7 @@ class MemoryRegion:
             core_of(self).forget_exit_paths(self)
 
 
-def _mask_repeats(name: str, size: int, mask: int) -> int:
+def _mask_repeats(name: str | None, size: int, mask: int) -> int:
     """Check that a ``size``-byte window under ``mask`` renders into at most MAX_MASK_REPEATS pieces."""
     run = (mask + 1) & ~mask  # each piece is as long as the mask's trailing ones allow
     if -(-size // run) > MAX_MASK_REPEATS:

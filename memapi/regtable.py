@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import enum
 from bisect import bisect_right
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Optional
+from typing import TYPE_CHECKING, Literal
 
 from .errors import InvalidRangeError, MemApiError
 from .ops import AccessRules, Endianness, MemoryRegionOps, MemTxAttrs
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 #: ``on_read(mr, reg, value) -> int``: what the access sees, given the stored value.
 ReadHook = Callable[["MemoryRegion", "Register", int], int]
 #: ``on_write(mr, reg, old, new) -> int | None``: runs after the store; a value returned replaces ``new``.
-WriteHook = Callable[["MemoryRegion", "Register", int, int], Optional[int]]
+WriteHook = Callable[["MemoryRegion", "Register", int, int], int | None]
 
 
 class UnknownRegisterError(MemApiError, KeyError):
@@ -47,8 +48,8 @@ class Register:
     reset: int = 0
     ro_mask: int = 0
     w1c_mask: int = 0
-    on_read: Optional[ReadHook] = None
-    on_write: Optional[WriteHook] = None
+    on_read: ReadHook | None = None
+    on_write: WriteHook | None = None
 
     def __post_init__(self) -> None:
         def fail(rule: str) -> None:
@@ -95,7 +96,7 @@ class RegisterTable:
 
     def __init__(self, registers: Iterable[Register], *, unknown: Unknown = Unknown.IGNORE,
                  endianness: Endianness = Endianness.NATIVE, valid: AccessRules = AccessRules(),
-                 impl: Optional[AccessRules] = None) -> None:
+                 impl: AccessRules | None = None) -> None:
         regs = sorted(registers, key=lambda r: getattr(r, "offset", 0))
         _check(regs, unknown)
         self.registers: tuple[Register, ...] = tuple(regs)
@@ -104,7 +105,7 @@ class RegisterTable:
         self._by_offset = {r.offset: i for i, r in enumerate(regs)}
         self._by_name = {r.name: i for i, r in enumerate(regs)}
         self._values = [r.reset for r in regs]
-        self._order = "big" if endianness == Endianness.BIG else "little"
+        self._order: Literal["big", "little"] = "big" if endianness == Endianness.BIG else "little"
         self._fill = b"\xff" if unknown is Unknown.ALL_ONES else b"\0"
         if unknown is Unknown.ERROR:
             valid = replace(valid, accepts=self._accepts_with(valid.accepts))
@@ -131,13 +132,13 @@ class RegisterTable:
 
     def values(self) -> dict[str, int]:
         """Every register's value by name, in offset order."""
-        return {r.name: v for r, v in zip(self.registers, self._values)}
+        return {r.name: v for r, v in zip(self.registers, self._values, strict=True)}
 
     def dump(self) -> str:
         """One line per register, for debugging: offset, name, width and value (no hooks run)."""
         pad = max((len(r.name) for r in self.registers), default=0)
         return "".join(f"{r.offset:#06x}  {r.name:<{pad}}  {8 * r.width:2}-bit  {v:#0{2 + 2 * r.width}x}\n"
-                       for r, v in zip(self.registers, self._values))
+                       for r, v in zip(self.registers, self._values, strict=True))
 
     def _index(self, name: str) -> int:
         try:
@@ -155,19 +156,19 @@ class RegisterTable:
                 yield i
             i += 1
 
-    def _accepts_with(self, accepts: Optional[Callable[..., bool]]) -> Callable[..., bool]:
-        def covered(mr: "MemoryRegion", offset: int, size: int, is_write: bool, attrs: MemTxAttrs) -> bool:
+    def _accepts_with(self, accepts: Callable[..., bool] | None) -> Callable[..., bool]:
+        def covered(mr: MemoryRegion, offset: int, size: int, is_write: bool, attrs: MemTxAttrs) -> bool:
             held = sum(min(offset + size, self.registers[i].end) - max(offset, self.registers[i].offset)
                        for i in self._touching(offset, size))
             return held == size and (accepts is None or accepts(mr, offset, size, is_write, attrs))
 
         return covered
 
-    def _get(self, mr: "MemoryRegion", i: int) -> int:
+    def _get(self, mr: MemoryRegion, i: int) -> int:
         reg, value = self.registers[i], self._values[i]
         return value if reg.on_read is None else reg.on_read(mr, reg, value) & reg.value_mask
 
-    def _put(self, mr: "MemoryRegion", i: int, value: int, lanes: int) -> None:
+    def _put(self, mr: MemoryRegion, i: int, value: int, lanes: int) -> None:
         reg, old = self.registers[i], self._values[i]
         new = self._values[i] = reg.store(old, value, lanes)
         if reg.on_write is not None:
@@ -175,7 +176,7 @@ class RegisterTable:
             if replaced is not None:
                 self._values[i] = replaced & reg.value_mask
 
-    def _read(self, mr: "MemoryRegion", offset: int, size: int) -> int:
+    def _read(self, mr: MemoryRegion, offset: int, size: int) -> int:
         i = self._by_offset.get(offset)
         if i is not None and self.registers[i].width == size:
             return self._get(mr, i)
@@ -187,7 +188,7 @@ class RegisterTable:
             out[lo - offset:hi - offset] = data[lo - reg.offset:hi - reg.offset]
         return int.from_bytes(out, self._order)
 
-    def _write(self, mr: "MemoryRegion", offset: int, value: int, size: int) -> None:
+    def _write(self, mr: MemoryRegion, offset: int, value: int, size: int) -> None:
         i = self._by_offset.get(offset)
         if i is not None and self.registers[i].width == size:
             self._put(mr, i, value, self.registers[i].value_mask)
@@ -202,7 +203,7 @@ class RegisterTable:
             self._put(mr, i, int.from_bytes(buf, self._order), int.from_bytes(lanes, self._order))
 
 
-def _check(regs: list, unknown: object) -> None:
+def _check(regs: list[Register], unknown: object) -> None:
     """Registers must be Register objects with unique names that do not overlap."""
     if not isinstance(unknown, Unknown):
         raise InvalidRangeError(f"register table: unknown-offset policy {unknown!r} is not an Unknown member")

@@ -17,14 +17,17 @@ import itertools
 import logging
 import threading
 import weakref
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import TYPE_CHECKING, Any
 
 from .errors import CrossSystemError, TransactionError
+from .listener import listener_order
 from .ops import MemTxResult
 
 if TYPE_CHECKING:
     from .address_space import AddressSpace
+    from .flatview import FlatView
     from .listener import MemoryListener
     from .region import MemoryRegion
 
@@ -38,15 +41,16 @@ class MemorySystem:
         self.name = name
         self.lock = threading.RLock()
         self.depth = 0
+        self._owner = 0  # while depth > 0: the thread (threading.get_ident) whose transaction is open
         self.update_pending = False
         self.ioeventfd_pending = False
         self.global_dirty_tracking = 0
         self.dirty_log_stopping = False  # the last global stop's commit is collecting bits
-        self.listeners_sorted: list["MemoryListener"] = []
+        self.listeners_sorted: list[MemoryListener] = []
         #: Accesses the re-entrancy guard refused (a device reached itself from its own callback).
         self.blocked_reentrant = 0
-        self._spaces: list[weakref.ref["AddressSpace"]] = []
-        self._flushers: list[Callable[[], None]] = []
+        self._spaces: list[weakref.ref[AddressSpace]] = []
+        self._flushers: list[Callable[[], object]] = []
         self._listener_seq = itertools.count()
         #: id() of the owners inside one of their callbacks (taken and dropped under ``lock``).
         self._engaged: set[int] = set()
@@ -55,7 +59,7 @@ class MemorySystem:
         return f"<MemorySystem {self.name!r} spaces={len(self._spaces)} depth={self.depth}>"
 
     # ------------------------------------------------------------ members
-    def address_spaces(self) -> list["AddressSpace"]:
+    def address_spaces(self) -> list[AddressSpace]:
         """Live address spaces in creation order (the system holds them weakly)."""
         alive = [s for s in (ref() for ref in self._spaces) if s is not None]
         if len(alive) != len(self._spaces):
@@ -63,22 +67,22 @@ class MemorySystem:
             self.refresh_listeners()
         return alive
 
-    def add_address_space(self, space: "AddressSpace") -> None:
+    def add_address_space(self, space: AddressSpace) -> None:
         self._spaces.append(weakref.ref(space))
 
-    def remove_address_space(self, space: "AddressSpace") -> None:
+    def remove_address_space(self, space: AddressSpace) -> None:
         self._spaces = [r for r in self._spaces if r() is not None and r() is not space]
         self.refresh_listeners()
 
     def refresh_listeners(self) -> None:
         """The system's listener list: by priority, ties in registration order."""
-        listeners = [l for ref in self._spaces if (s := ref()) is not None for l in s.listeners]
-        self.listeners_sorted = sorted(listeners, key=lambda l: (l.priority, l._seq))
+        listeners = [listener for ref in self._spaces if (s := ref()) is not None for listener in s.listeners]
+        self.listeners_sorted = sorted(listeners, key=listener_order)
 
     def next_listener_seq(self) -> int:
         return next(self._listener_seq)
 
-    def adopt(self, *regions: "MemoryRegion") -> None:
+    def adopt(self, *regions: MemoryRegion) -> None:
         """Bind floating regions (and everything they reach) to this system explicitly."""
         for mr in regions:
             bind(mr, self)
@@ -92,11 +96,13 @@ class MemorySystem:
         except BaseException:
             self.lock.release()
             raise
+        if self.depth == 0:
+            self._owner = threading.get_ident()
         self.depth += 1
 
     def commit(self) -> None:
         """memory_region_transaction_commit: at depth 0, re-render and notify listeners."""
-        if self.depth == 0 or not self.lock._is_owned():  # type: ignore[attr-defined]
+        if self.depth == 0 or self._owner != threading.get_ident():
             raise TransactionError(
                 f"memory system {self.name!r}: transaction_commit without a matching transaction_begin "
                 "in this thread")
@@ -145,15 +151,15 @@ class MemorySystem:
         for flusher in list(self._flushers):
             flusher()
 
-    def add_coalesced_flusher(self, fn: Callable[[], None]) -> None:
+    def add_coalesced_flusher(self, fn: Callable[[], object]) -> None:
         self._flushers.append(fn)
 
-    def remove_coalesced_flusher(self, fn: Callable[[], None]) -> None:
+    def remove_coalesced_flusher(self, fn: Callable[[], object]) -> None:
         if fn in self._flushers:
             self._flushers.remove(fn)
 
     # ------------------------------------------------------------ devices
-    def forget_exit_paths(self, mr: "MemoryRegion") -> None:
+    def forget_exit_paths(self, mr: MemoryRegion) -> None:
         """Drop what the exit path worked out for ``mr``'s ranges (memapi/exit_path.py) after a
         change no render shows, such as its coalesced-flush flag."""
         for space in self.address_spaces():
@@ -161,7 +167,7 @@ class MemorySystem:
                 if fr.mr is mr:
                     fr.store_path = fr.load_path = None
 
-    def blocked(self, mr: "MemoryRegion", offset: int, size: int, is_write: bool) -> int:
+    def blocked(self, mr: MemoryRegion, offset: int, size: int, is_write: bool) -> int:
         """QEMU's per-device re-entrancy guard refused an access: ``mr``'s owner is already inside one
         of its own callbacks on this thread. Counted, logged as QEMU logs it; ACCESS_ERROR."""
         self.blocked_reentrant += 1
@@ -206,12 +212,12 @@ def default_system() -> MemorySystem:
     return _DEFAULT
 
 
-def core_of(mr: "MemoryRegion") -> MemorySystem:
+def core_of(mr: MemoryRegion) -> MemorySystem:
     """The system ``mr`` belongs to; the default one while it floats."""
     return mr.system or _DEFAULT
 
 
-def bindable(mr: "MemoryRegion", system: MemorySystem, into: Optional["MemoryRegion"] = None) -> list["MemoryRegion"]:
+def bindable(mr: MemoryRegion, system: MemorySystem, into: MemoryRegion | None = None) -> list[MemoryRegion]:
     """The floating regions that join ``system`` when ``mr`` does (it and everything it reaches through
     subregions and alias targets); CrossSystemError, naming both regions and both systems, if any
     region in reach belongs to another system. Changes nothing."""
@@ -228,13 +234,13 @@ def bindable(mr: "MemoryRegion", system: MemorySystem, into: Optional["MemoryReg
     return floating
 
 
-def bind(mr: "MemoryRegion", system: MemorySystem) -> None:
+def bind(mr: MemoryRegion, system: MemorySystem) -> None:
     """Bind ``mr`` and every floating region it reaches to ``system`` (all or nothing)."""
     for region in bindable(mr, system):
         region.system = system
 
 
-def _reach(mr: "MemoryRegion") -> Iterable["MemoryRegion"]:
+def _reach(mr: MemoryRegion) -> Iterable[MemoryRegion]:
     stack, seen = [mr], set()
     while stack:
         node = stack.pop()
@@ -247,12 +253,12 @@ def _reach(mr: "MemoryRegion") -> Iterable["MemoryRegion"]:
             stack.append(node.alias_target)
 
 
-def _render_all(spaces: list["AddressSpace"]) -> dict:
+def _render_all(spaces: list[AddressSpace]) -> dict[int, FlatView]:
     """One new FlatView per distinct flatview root, shared by the spaces that resolve to it."""
     from .flatview import render
 
-    by_root: dict = {}
-    views = {}
+    by_root: dict[int | None, FlatView] = {}
+    views: dict[int, FlatView] = {}
     for space in spaces:
         root = flatview_root(space.root)
         key = id(root) if root is not None else None
@@ -263,7 +269,7 @@ def _render_all(spaces: list["AddressSpace"]) -> dict:
     return views
 
 
-def flatview_root(mr: "MemoryRegion") -> Optional["MemoryRegion"]:
+def flatview_root(mr: MemoryRegion) -> MemoryRegion | None:
     """QEMU's memory_region_get_flatview_root: skip whole-target aliases and single-child containers."""
     while mr.enabled:
         if mr.alias_target is not None:
@@ -282,7 +288,7 @@ def flatview_root(mr: "MemoryRegion") -> Optional["MemoryRegion"]:
 
 
 # The default system's API, so short scripts need no MemorySystem of their own.
-def transaction():
+def transaction() -> AbstractContextManager[None]:
     """``with memapi.transaction():`` on the default system."""
     return _DEFAULT.transaction()
 
@@ -295,11 +301,11 @@ def transaction_commit() -> None:
     _DEFAULT.commit()
 
 
-def add_coalesced_flusher(fn: Callable[[], None]) -> None:
+def add_coalesced_flusher(fn: Callable[[], object]) -> None:
     _DEFAULT.add_coalesced_flusher(fn)
 
 
-def remove_coalesced_flusher(fn: Callable[[], None]) -> None:
+def remove_coalesced_flusher(fn: Callable[[], object]) -> None:
     _DEFAULT.remove_coalesced_flusher(fn)
 
 

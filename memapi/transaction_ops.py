@@ -6,8 +6,9 @@ handler sees exactly the sub-accesses a read/write pair would see.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from .ops import UNSPECIFIED, AccessRules, Endianness, MemoryRegionOps, MemTxAttrs, MemTxResult
 
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
 class MemoryTransaction:
     """One access as the device sees it; a read's handler sets ``data`` (and ``result`` on failure)."""
 
-    mr: "MemoryRegion"
+    mr: MemoryRegion
     address: int  # offset in ``mr``
     size: int
     is_write: bool
@@ -35,12 +36,12 @@ def transaction_ops(handler: Handler, *, endianness: Endianness = Endianness.NAT
                     valid: AccessRules = AccessRules(), impl: AccessRules = AccessRules()) -> MemoryRegionOps:
     """MemoryRegionOps that hand every (sub-)access to ``handler`` as a MemoryTransaction."""
 
-    def read(mr: "MemoryRegion", offset: int, size: int, attrs: MemTxAttrs) -> tuple[int, MemTxResult]:
+    def read(mr: MemoryRegion, offset: int, size: int, attrs: MemTxAttrs) -> tuple[int, MemTxResult]:
         tx = MemoryTransaction(mr, offset, size, False, 0, attrs)
         handler(tx)
         return tx.data, tx.result
 
-    def write(mr: "MemoryRegion", offset: int, value: int, size: int, attrs: MemTxAttrs) -> MemTxResult:
+    def write(mr: MemoryRegion, offset: int, value: int, size: int, attrs: MemTxAttrs) -> MemTxResult:
         tx = MemoryTransaction(mr, offset, size, True, value, attrs)
         handler(tx)
         return tx.result

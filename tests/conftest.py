@@ -29,8 +29,10 @@ class Recorder(memapi.MemoryListener):
     def region_nop(self, s): self._rec("region_nop", *span(s))
     def log_start(self, s, old, new): self._rec("log_start", *span(s), old, new)
     def log_stop(self, s, old, new): self._rec("log_stop", *span(s), old, new)
-    def eventfd_add(self, s, match, data, e): self._rec("eventfd_add", s.offset_within_address_space, s.size, match, data)
-    def eventfd_del(self, s, match, data, e): self._rec("eventfd_del", s.offset_within_address_space, s.size, match, data)
+    def eventfd_add(self, s, match, data, e):
+        self._rec("eventfd_add", s.offset_within_address_space, s.size, match, data)
+    def eventfd_del(self, s, match, data, e):
+        self._rec("eventfd_del", s.offset_within_address_space, s.size, match, data)
     def coalesced_io_add(self, s, addr, size): self._rec("coalesced_io_add", addr, size)
     def coalesced_io_del(self, s, addr, size): self._rec("coalesced_io_del", addr, size)
 

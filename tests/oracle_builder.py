@@ -9,9 +9,9 @@ the address spaces were created (the order of a FlatView's AS lines).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Iterator, Optional
 
 from memapi import AddressSpace, MemoryRegion, MemoryRegionOps, info_mtree, transaction
 
@@ -45,9 +45,9 @@ class Node:
     kind: str
     nonvolatile: bool
     enabled: bool
-    alias: Optional[str] = None
+    alias: str | None = None
     alias_offset: int = 0
-    children: list["Node"] = field(default_factory=list)
+    children: list[Node] = field(default_factory=list)
 
     @cached_property
     def key(self) -> tuple:
@@ -55,7 +55,7 @@ class Node:
         return (self.name, self.addr, self.size, self.priority, self.kind, self.nonvolatile, self.enabled,
                 self.alias, self.alias_offset, tuple(c.key for c in self.children))
 
-    def walk(self) -> Iterator["Node"]:
+    def walk(self) -> Iterator[Node]:
         yield self
         for child in self.children:
             yield from child.walk()
@@ -119,7 +119,7 @@ def _trees_and_targets(as_roots: list[Node], sections: dict[str, Node]) -> tuple
     return trees, targets
 
 
-def _new_region(node: Node, target: Optional[MemoryRegion], terminating: set[str]) -> MemoryRegion:
+def _new_region(node: Node, target: MemoryRegion | None, terminating: set[str]) -> MemoryRegion:
     if target is not None:
         mr = MemoryRegion.alias(node.name, target, node.alias_offset, node.size)
         mr.set_readonly(node.name in READONLY_ALIASES)

@@ -4,8 +4,9 @@ The model keeps its own shadow copy of every region (``Node``): it never reads
 memapi's region objects, sibling lists or FlatViews, so it can judge them.
 
 * Sibling order is recomputed from (priority, add sequence number): descending
-  priority, and among equal priorities the most recently added first (spec
-  §2.2; ``set_address`` to a new address inside a container is a re-add).
+  priority, and among equal priorities the most recently added first (QEMU's
+  memory_region_update_container_subregions; ``set_address`` to a new address
+  inside a container is a re-add, docs/memory.md "Regions").
 * ``resolve(root, addr)`` applies the per-address "Visibility" rule of QEMU's
   docs/devel/memory.rst to ONE address: start at the root; try each subregion
   in descending priority order (newest first among equals); if the address
@@ -14,18 +15,18 @@ memapi's region objects, sibling lists or FlatViews, so it can judge them.
   translated address); the first match wins; a container or alias with no
   match inside falls back to itself only if it terminates. Disabled regions
   are skipped entirely.
-* ``flatview_root`` is the §2.4 shortcut (memory_region_get_flatview_root) that
-  QEMU applies to an AddressSpace's root before rendering. The spec documents
-  its consequences (flags on skipped aliases/containers are lost, and the
-  chosen region is rendered at its own ``addr``), so the reference applies it
-  too, and then resolves addresses from the region it picks.
-* ``pending`` follows the §3 table of which calls make the outermost commit a
-  topology update (and so give listeners one begin/commit pair).
+* ``flatview_root`` is the shortcut (memory_region_get_flatview_root) that
+  QEMU applies to an AddressSpace's root before rendering (docs/memory.md
+  "Rendering"). It has consequences (flags on skipped aliases/containers are
+  lost, and the chosen region is rendered at its own ``addr``), so the
+  reference applies it too, and then resolves addresses from the region it picks.
+* ``pending`` follows which calls set QEMU's memory_region_update_pending, i.e.
+  make the outermost commit a topology update (and so give listeners one
+  begin/commit pair; docs/memory.md "Transactions and listeners").
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 ADDR_END = 1 << 64
 UINT64_MAX = ADDR_END - 1
@@ -55,7 +56,7 @@ def norm_size(size: int) -> int:
 class Node:
     """Shadow of one MemoryRegion."""
 
-    def __init__(self, name: str, kind: str, size: int, *, target: Optional["Node"] = None,
+    def __init__(self, name: str, kind: str, size: int, *, target: Node | None = None,
                  alias_offset: int = 0) -> None:
         assert kind in ("container", "ram", "rom", "io", "alias")
         self.name = name
@@ -67,7 +68,7 @@ class Node:
         self.unmergeable = False
         self.alias = target
         self.alias_offset = alias_offset
-        self.container: Optional[Node] = None
+        self.container: Node | None = None
         self.addr = 0
         self.priority = 0
         self.seq = 0              # add order among siblings: larger = newer
@@ -99,7 +100,8 @@ class Hit:
 
 
 class Model:
-    """Shadow tree + global state, with the spec's rules for errors, pending updates and visibility."""
+    """Shadow tree + global state, with memapi's rules for errors (docs/reliability.md), pending updates and
+    visibility."""
 
     def __init__(self) -> None:
         self.nodes: dict[str, Node] = {}
@@ -110,7 +112,7 @@ class Model:
         self._order: dict[int, list[Node]] = {}   # id(node) -> ordered children (cleared on link/unlink)
 
     # ------------------------------------------------------------ building
-    def new(self, name: str, kind: str, size: int, target: Optional[Node] = None, alias_offset: int = 0) -> Node:
+    def new(self, name: str, kind: str, size: int, target: Node | None = None, alias_offset: int = 0) -> Node:
         node = Node(name, kind, size, target=target, alias_offset=alias_offset)
         self.nodes[name] = node
         return node
@@ -260,8 +262,8 @@ class Model:
             mask |= MIGRATION_BIT
         return mask
 
-    def flatview_root(self, node: Optional[Node]) -> Optional[Node]:
-        """§2.4 memory_region_get_flatview_root."""
+    def flatview_root(self, node: Node | None) -> Node | None:
+        """QEMU's memory_region_get_flatview_root."""
         while node is not None and node.enabled:
             if node.alias is not None:
                 if node.alias_offset == 0 and node.size >= node.alias.size:
@@ -277,19 +279,19 @@ class Model:
             return node
         return None
 
-    def resolve(self, root: Node, addr: int) -> Optional[Hit]:
-        """The per-address Visibility rule, from the AddressSpace root (after the §2.4 shortcut)."""
+    def resolve(self, root: Node, addr: int) -> Hit | None:
+        """The per-address Visibility rule, from the AddressSpace root (after the flatview-root shortcut)."""
         return self.resolver(root)(addr)
 
     def resolver(self, root: Node):
-        """``resolve`` for many addresses of one unchanged tree (the §2.4 shortcut taken once)."""
+        """``resolve`` for many addresses of one unchanged tree (the flatview-root shortcut taken once)."""
         start = self.flatview_root(root)
         if start is None:
             return lambda addr: None
         return lambda addr: self._visit(start, 0, 0, ADDR_END, addr, False, False, False, ())
 
     def _visit(self, n: Node, base: int, lo: int, hi: int, addr: int,
-               ro: bool, nv: bool, um: bool, path: tuple) -> Optional[Hit]:
+               ro: bool, nv: bool, um: bool, path: tuple) -> Hit | None:
         if not n.enabled:
             return None                      # skipped entirely: hides nothing
         base += n.addr                       # where n's offset 0 sits

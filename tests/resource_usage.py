@@ -6,6 +6,7 @@ while fds, threads and anything KVM must come back exactly.
 """
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import threading
@@ -42,10 +43,8 @@ def usage() -> Usage:
     proc = psutil.Process()
     links = []
     for fd in os.listdir("/proc/self/fd"):
-        try:
+        with contextlib.suppress(OSError):  # the fd listdir itself used
             links.append(os.readlink(f"/proc/self/fd/{fd}"))
-        except OSError:  # the fd listdir itself used
-            pass
     maps = proc.memory_maps(grouped=False)
     memory = proc.memory_info()
     return Usage(proc.num_fds(), sum(map(_is_kvm, links)), len(maps), sum(_is_kvm(m.path) for m in maps),

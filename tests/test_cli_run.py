@@ -35,7 +35,7 @@ def cli_options(options: dict) -> list[str]:
 
 @pytest.mark.kvm
 @pytest.mark.parametrize("case", RUNS)
-def test_each_format_runs_from_the_command_line(case, files, tmp_path):  # noqa: F811 - the fixture
+def test_each_format_runs_from_the_command_line(case, files, tmp_path):
     guest, options, output, status, _ = RUNS[case]
     path = files.get(guest, DATA / guest)
     (tmp_path / INITRD.cmdline.split()[0]).write_bytes(INITRD.data)
@@ -74,7 +74,7 @@ def test_same_named_sources_alternate_with_the_stock_hello(tmp_path):
                        f'msg: .asciz "hello from {folder}\\n"\n')
         sources.append(str(src))
     order = [sources[0], "hello", sources[1], "hello", sources[0], sources[1]]
-    seen = [(done.returncode, done.stdout) for done in map(lambda guest: kvmshim("run", guest), order)]
+    seen = [(done.returncode, done.stdout) for done in (kvmshim("run", guest) for guest in order)]
     assert seen == [(3, b"hello from one\n"), (0, HELLO), (3, b"hello from two\n"), (0, HELLO),
                     (3, b"hello from one\n"), (3, b"hello from two\n")]
 
@@ -100,7 +100,8 @@ def test_trace_exits_names_the_region_of_each_exit():
 
 def test_commands_version_and_help():
     bare = kvmshim()
-    assert bare.returncode == 0 and re.search(rb"commands:\n  COMMAND\n    run .*\n    qemu .*\n    mtree .*\n    trace ", bare.stdout)
+    assert bare.returncode == 0
+    assert re.search(rb"commands:\n  COMMAND\n    run .*\n    qemu .*\n    mtree .*\n    trace ", bare.stdout)
     assert b"125      kvmshim itself failed" in bare.stdout and bare.stdout == kvmshim("--help").stdout
     version = kvmshim("--version")
     assert version.returncode == 0 and re.fullmatch(rb"kvmshim \d+\.\d+\.\d+\n", version.stdout)
@@ -148,7 +149,8 @@ def test_trace_lines_stay_whole_in_a_pipe_shared_with_the_guest():
 
 def test_pc_only_options_are_refused_for_the_test_machine():
     done = kvmshim("run", "hello", "--smp", "2", "--disk", "x.img")
-    assert done.returncode == EXIT_ERROR and done.stderr.strip() == b"kvmshim: error: --disk --smp: only with --machine pc"
+    assert done.returncode == EXIT_ERROR
+    assert done.stderr.strip() == b"kvmshim: error: --disk --smp: only with --machine pc"
 
 
 def test_trace_exits_names_the_regions_of_the_pc_machine():

@@ -5,7 +5,6 @@ import time
 
 import pytest
 
-import memapi
 from kvm import COALESCED_RING_ENTRIES, Cap
 from kvm_helpers import requires_kvm
 from kvmshim.machine import Machine

@@ -115,7 +115,7 @@ def test_pause_holds_every_vcpu_and_nests_across_threads():
         assert counters(m) == frozen, "one pause ended while another still holds"
         second_out.set()
         helper.join(10)
-        wait_until(lambda: all(a > b for a, b in zip(counters(m), frozen)))
+        wait_until(lambda: all(a > b for a, b in zip(counters(m), frozen, strict=True)))
         for thread in threads:
             assert thread.stop().reason == "stopped"
 

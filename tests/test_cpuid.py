@@ -19,7 +19,8 @@ LEAVES = [(0, 0), (1, 0), (7, 0), (0x40000000, 0), (0x40000001, 0), (0x80000000,
 REGS = ("eax", "ebx", "ecx", "edx")
 #: KVM_GET_SUPPORTED_CPUID of a host that offers everything: shows the model's own bits.
 EVERYTHING = [CpuidEntry(f, i, eax=0xFFFFFFFF, ebx=0x756E6547, ecx=0x6C65746E, edx=0x49656E69)
-              if f in (0, 0x80000000) else CpuidEntry(f, i, eax=0xFFFFFFFF, ebx=0xFFFFFFFF, ecx=0xFFFFFFFF, edx=0xFFFFFFFF)
+              if f in (0, 0x80000000)
+              else CpuidEntry(f, i, eax=0xFFFFFFFF, ebx=0xFFFFFFFF, ecx=0xFFFFFFFF, edx=0xFFFFFFFF)
               for f, i in LEAVES]
 
 
@@ -61,7 +62,7 @@ def test_errors_name_the_model_or_feature(option, message):
 
 
 @requires_kvm
-def test_features_kvm_lacks_are_dropped_with_qemus_warning(system):  # noqa: F811
+def test_features_kvm_lacks_are_dropped_with_qemus_warning(system):
     supported = system.supported_cpuid()
     table = cpu_model_table(supported, "qemu64,+vmx")
     sse3 = supported[1].ecx & 1  # kvm-here.md: this kernel's leaf 1 ECX lacks SSE3
@@ -71,7 +72,7 @@ def test_features_kvm_lacks_are_dropped_with_qemus_warning(system):  # noqa: F81
 
 
 @requires_kvm
-def test_guest_sees_the_table(system):  # noqa: F811
+def test_guest_sees_the_table(system):
     table = cpu_model_table(system.supported_cpuid(), "qemu64,+popcnt")
     spec, image = guests.spec(GUEST), guests.build(GUEST).read_bytes()
     ram = mmap.mmap(-1, RAM_SIZE)
@@ -91,6 +92,6 @@ def test_guest_sees_the_table(system):  # noqa: F811
         assert seen[leaf] == tuple(getattr(effective[leaf], r) for r in REGS), f"leaf {leaf[0]:#x}"
         ours = regs(table, *leaf)
         # The kernel may only add bits (kvm_pvm shows host bits it cannot hide), never drop ours.
-        assert all(s & o == o for s, o in zip(seen[leaf], ours)), f"leaf {leaf[0]:#x}"
+        assert all(s & o == o for s, o in zip(seen[leaf], ours, strict=True)), f"leaf {leaf[0]:#x}"
     assert seen[(1, 0)][0] == 0x60FB1 and seen[(1, 0)][2] >> 23 & 1  # family/model/stepping, +popcnt
     assert seen[(0x80000001, 0)][3] == regs(table, 0x80000001)[3]

@@ -82,7 +82,7 @@ def test_no_dirty_bit_is_lost_while_the_slot_changes(mode):
                     rng.choice(ops)()
                     if rng.random() < 0.3:
                         epoch |= dirty_pages(r)
-                _wait_for(lambda: port.ticks > start + 20)
+                _wait_for(lambda start=start: port.ticks > start + 20)
                 with m.runner.paused():
                     r.set_log(False)  # collects what the kernel still holds
                     epoch |= dirty_pages(r)

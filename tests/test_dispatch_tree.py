@@ -1,6 +1,8 @@
-"""`info mtree -f -d`: memapi.dispatch_tree against QEMU 7.2's physmem.c (reference §10, scenario 40)."""
+"""`info mtree -f -d`: memapi.dispatch_tree against QEMU 7.2's physmem.c (flatview_add_to_dispatch,
+phys_page_find)."""
 from __future__ import annotations
 
+import itertools
 import random
 from pathlib import Path
 
@@ -24,7 +26,7 @@ def container(*children, size: int = 1 << 64) -> MemoryRegion:
 
 
 def pc_512m() -> MemoryRegion:
-    """The `pc` memory map of reference §2.5 E4 (QEMU 7.2, 512M, PAM mapping PCI)."""
+    """The `pc` memory map of QEMU 7.2's `info mtree -f` (512M, before the firmware ran: PAM maps PCI)."""
     system = MemoryRegion.container("system", 1 << 64)
     ram = MemoryRegion.ram("pc.ram", 512 * M)
     bios = MemoryRegion.rom("pc.bios", 0x40000)
@@ -47,10 +49,10 @@ def dump(root: MemoryRegion, **kwargs) -> str:
 
 def sections(text: str) -> list[str]:
     lines = text.splitlines()
-    return lines[2:lines.index(next(l for l in lines if l.startswith("    Nodes")))]
+    return lines[2:lines.index(next(line for line in lines if line.startswith("    Nodes")))]
 
 
-# The real dump of reference §10 (pc, 512M, `info mtree -f -d`), in order; the lookups QEMU had done
+# A real dump of QEMU 7.2 (pc, 512M, `info mtree -f -d`), in order; the lookups QEMU had done
 # by then left pc.ram's low section as the MRU, which mru_addr=0 reproduces.
 REAL_EXCERPT = """\
   Dispatch
@@ -159,7 +161,7 @@ def test_whole_address_space_range_leaves_at_the_top_level():
 def test_mru_only_when_a_lookup_is_modelled():
     root = container((0xfed00000, MemoryRegion.io("hpet", 0x400)), (0x10000, MemoryRegion.ram("r", 0x2000)))
     assert "[MRU]" not in dump(root)
-    assert [l for l in dump(root, mru_addr=0x11fff).splitlines() if "[MRU]" in l] == [
+    assert [line for line in dump(root, mru_addr=0x11fff).splitlines() if "[MRU]" in line] == [
         "      #1 @0000000000010000..0000000000011fff r [not dirty] [MRU]"]
     # A lookup that lands on a subpage leaves the subpage section (not the piece) as MRU; a hole leaves #0.
     assert "#2 @00000000fed00000..00000000fed00fff (noname) [ROM] [MRU]" in dump(root, mru_addr=0xfed00800)
@@ -214,7 +216,7 @@ def test_section_bytes_add_up(start, size):
     d = Dispatch(render(container((start, MemoryRegion.io("x", size)))))
     pieces = sorted((s.start, s.size) for s in d.sections[1:] if not s.subpage)
     assert pieces[0][0] == start and sum(n for _, n in pieces) == size
-    assert all(a + n == b for (a, n), (b, _) in zip(pieces, pieces[1:]))
+    assert all(a + n == b for (a, n), (b, _) in itertools.pairwise(pieces))
 
 
 def test_info_mtree_d_appends_the_dispatch_after_the_ranges():

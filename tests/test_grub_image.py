@@ -4,7 +4,7 @@ from __future__ import annotations
 from grub_image import DRIVE_CHECK, IMAGE_SIZE, NOPS, SECTOR, grub_image  # noqa: F401
 
 
-def test_image_layout(grub_image):  # noqa: F811
+def test_image_layout(grub_image):
     data = grub_image.read_bytes()
     assert len(data) == IMAGE_SIZE
     assert data[510:512] == b"\x55\xaa" and data[DRIVE_CHECK:DRIVE_CHECK + 2] == NOPS

@@ -16,8 +16,15 @@ from kvm import ExitReason
 from kvm_helpers import requires_kvm
 from kvmshim.devices import TESTDEV_ID
 from kvmshim.machine import TESTDEV_GPA, Machine
-from listeners.vcpu_runner import (DeviceError, EntryFailure, GuestFault, GuestTimeout, InternalError, TripleFault,
-                                   UnassignedAccess)
+from listeners.vcpu_runner import (
+    DeviceError,
+    EntryFailure,
+    GuestFault,
+    GuestTimeout,
+    InternalError,
+    TripleFault,
+    UnassignedAccess,
+)
 from memapi import MemoryRegion, MemoryRegionOps
 
 pytestmark = requires_kvm

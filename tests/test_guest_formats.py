@@ -98,8 +98,8 @@ def test_same_named_sources_alternate_with_the_stock_hello(tmp_path):
     for folder in ("one", "two"):
         (tmp_path / folder).mkdir()
         src = tmp_path / folder / "hello.S"
-        src.write_text(f'# kvmshim: kind=flat\n.include "common.inc"\n.code16\n.globl _start\n_start:\n    PUTS msg\n    EXIT 0\n'
-                       f'msg: .asciz "hello from {folder}\\n"\n')
+        src.write_text('# kvmshim: kind=flat\n.include "common.inc"\n.code16\n.globl _start\n_start:\n'
+                       f'    PUTS msg\n    EXIT 0\nmsg: .asciz "hello from {folder}\\n"\n')
         sources.append(src)
     order = [sources[0], "hello", sources[1], "hello", sources[0], sources[1]]
     expected = [b"hello from one\n", b"Hello from kvmshim guest!\n", b"hello from two\n",
@@ -116,7 +116,8 @@ def test_same_named_sources_alternate_with_the_stock_hello(tmp_path):
 
 SMALL = {
     "flat in 16 KiB": ("hello", 16 * KiB, ["hello.S: flat guests need at least 32 KiB of RAM here (",
-                                           "image at 0x1000-", "stack at 0x8000); this machine has 16 KiB (0x0-0x3fff)"]),
+                                           "image at 0x1000-",
+                                           "stack at 0x8000); this machine has 16 KiB (0x0-0x3fff)"]),
     "boot sector in 16 KiB": ("boot.img", 16 * KiB, ["boot sector guests need at least 32 KiB", "image at 0x7c00-"]),
     ".COM in 64 KiB": ("prog.com", 64 * KiB, ["DOS .COM guests need at least 68 KiB", "stack at 0x10ffe"]),
     "ELF32 at 0x8048000 in 16 MiB": ("elf32-default", 16 * MiB, ["ELF32 guests need at least 129 MiB",
@@ -252,6 +253,13 @@ def test_overlaps_are_named(tmp_path):
         "image at 0x400-0x7bff"]
 
 
+def test_a_services_source_is_no_guest_of_its_own(tmp_path):
+    src = tmp_path / "svc.S"
+    src.write_text("# kvmshim: kind=services\n.code16\n    hlt\n")
+    with pytest.raises(GuestFormatError, match=r"svc.S: kind=services is part of other guests, not one of its own"):
+        guests.plan(src, services=False)
+
+
 def test_bad_elf_files_are_named(tmp_path, files):
     garbage = tmp_path / "garbage.bin"
     garbage.write_bytes(b"\x7fELF\xff\xfe\x00\x89PNG\r\n" + bytes(range(256)))
@@ -260,7 +268,7 @@ def test_bad_elf_files_are_named(tmp_path, files):
     pie = bytearray(files["elf32"].read_bytes())
     pie[16:18] = (3).to_bytes(2, "little")  # ET_DYN
     (tmp_path / "pie").write_bytes(pie)
-    with pytest.raises(GuestFormatError, match="type 3 .ET_EXEC expected"):
+    with pytest.raises(GuestFormatError, match=r"type 3 \(ET_EXEC expected"):
         guests.plan(tmp_path / "pie")
     with pytest.raises(GuestFormatError, match="a SEG:OFF entry applies to real-mode guests"):
         guests.plan(files["elf32"], entry=(0, 0x1000))
@@ -315,12 +323,12 @@ def test_multiboot_header_errors(tmp_path, files):
     memory = [MemoryRange(0, 16 * MiB)]
     with pytest.raises(GuestFormatError, match="requires features 0x8 this loader does not know"):
         multiboot.plan(header(0x8), memory_map=memory)
-    with pytest.raises(GuestFormatError, match="without address fields .flag 16. must be an ELF file"):
+    with pytest.raises(GuestFormatError, match=r"without address fields \(flag 16\) must be an ELF file"):
         multiboot.plan(header(0x3).ljust(64, b"\0"), memory_map=memory)
     with pytest.raises(GuestFormatError, match="address fields do not fit the file"):
         multiboot.plan(header(0x10000, 0x100000, 0x100100, 0, 0, 0x100000), memory_map=memory)
     elf64 = bytearray(files["elf64"].read_bytes())
     elf64[0x100:0x10C] = header(0x3)  # after the program headers, within the first 8 KiB
-    with pytest.raises(GuestFormatError, match="must be ELF32 .QEMU: Cannot load x86-64 image"):
+    with pytest.raises(GuestFormatError, match=r"must be ELF32 \(QEMU: Cannot load x86-64 image"):
         multiboot.plan(bytes(elf64), memory_map=memory)
     assert multiboot.find_header(b"\0" * 8192 + header(0x3)) is None  # past the first 8 KiB

@@ -152,7 +152,7 @@ def test_an_unwritable_cache_is_one_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
     src = tmp_path / "t.S"
     src.write_text(FLAT + "    hlt\n")
-    with pytest.raises(guests.GuestBuildError, match="cannot write the guest cache .*XDG_CACHE_HOME"):
+    with pytest.raises(guests.GuestBuildError, match=r"cannot write the guest cache .*XDG_CACHE_HOME"):
         guests.build(src)
 
 
@@ -213,7 +213,7 @@ def test_missing_tool_is_reported(cache, tmp_path, monkeypatch):
     src = tmp_path / "tool.s"
     src.write_text(".code16\nhlt\n")
     monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(guests.GuestBuildError, match="as not found on PATH .*install binutils"):
+    with pytest.raises(guests.GuestBuildError, match=r"as not found on PATH .*install binutils"):
         guests.build(src)
 
 

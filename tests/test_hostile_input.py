@@ -73,8 +73,9 @@ CASES = {
     "trace of a missing program": (["trace", "--", "{dir}/missing"], "cannot run", False),
 }
 #: The cases whose error is a tool's: its whole output follows the line that names the cause.
-TOOL_OUTPUT = {"source that fails to assemble": ["{dir}/hostile-broken.S: Assembler messages:",
-                                                 "{dir}/hostile-broken.S:6: Error: no such instruction: `movx %ax,%bx'"]}
+TOOL_OUTPUT = {"source that fails to assemble": [
+    "{dir}/hostile-broken.S: Assembler messages:",
+    "{dir}/hostile-broken.S:6: Error: no such instruction: `movx %ax,%bx'"]}
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,8 @@ transaction and dirty-tracking state are exactly as before. Any other exception 
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -93,7 +94,7 @@ class HostileMemApi(RuleBasedStateMachine):
             assert self.state() == before, "an invalid call changed state before raising"
             return False, None
 
-    def pick(self, data, items: list, garbage: bool = True, prefer: Callable[[Any], bool] = None) -> Any:
+    def pick(self, data, items: list, garbage: bool = True, prefer: Callable[[Any], bool] | None = None) -> Any:
         """One of ``items``, usually one that ``prefer`` likes; with ``garbage``, now and then something else."""
         liked = [item for item in items if prefer is None or prefer(item)] or items
         choice = usually(st.sampled_from(liked), st.sampled_from(items))

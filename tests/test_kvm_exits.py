@@ -5,9 +5,21 @@ import mmap
 
 import pytest
 
-from kvm import (COALESCED_RING_ENTRIES, Cap, CoalescedEntry, CoalescedMmioRing, DirtyRing,
-                 ExitReason, ExitRecord, InternalError, InternalErrorExit, IoDirection, IoExit,
-                 MemFlag, MmioExit)
+from kvm import (
+    COALESCED_RING_ENTRIES,
+    Cap,
+    CoalescedEntry,
+    CoalescedMmioRing,
+    DirtyRing,
+    ExitReason,
+    ExitRecord,
+    InternalError,
+    InternalErrorExit,
+    IoDirection,
+    IoExit,
+    MemFlag,
+    MmioExit,
+)
 from kvm_helpers import requires_kvm
 from test_kvm_binding import RAM_SIZE, host_addr, load_flat, machine, system  # noqa: F401 (fixtures)
 
@@ -73,7 +85,7 @@ def test_coalesced_ring_entries_in_order(machine):
     assert len(ring) == 0 and list(ring.drain()) == []
 
 
-def test_dirty_ring_harvest_then_reset(system):  # noqa: F811
+def test_dirty_ring_harvest_then_reset(system):
     cap = Cap.DIRTY_LOG_RING_ACQ_REL if system.check_extension(Cap.DIRTY_LOG_RING_ACQ_REL) else Cap.DIRTY_LOG_RING
     ram = mmap.mmap(-1, RAM_SIZE)
     with system.create_vm() as vm:

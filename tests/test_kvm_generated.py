@@ -11,8 +11,19 @@ from pathlib import Path
 import pytest
 
 import kvm
-from kvm import (Cap, ExitReason, InternalError, IoDirection, KvmError, KvmUnavailableError,
-                 MpState, SystemEventType, X86Quirk, _header, lib)
+from kvm import (
+    Cap,
+    ExitReason,
+    InternalError,
+    IoDirection,
+    KvmError,
+    KvmUnavailableError,
+    MpState,
+    SystemEventType,
+    X86Quirk,
+    _header,
+    lib,
+)
 from kvm_helpers import requires_kvm
 from test_kvm_binding import machine, system  # noqa: F401 (fixtures)
 

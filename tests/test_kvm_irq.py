@@ -43,7 +43,7 @@ class PicGuest:
 
 
 @pytest.fixture
-def pic_guest(system):  # noqa: F811
+def pic_guest(system):
     spec = guests.spec(GUEST)
     image = guests.build(GUEST).read_bytes()
     ram = mmap.mmap(-1, RAM_SIZE)
@@ -103,7 +103,7 @@ def test_gsi_routing_sends_a_new_gsi_to_the_pic(pic_guest, eventfds):
     assert pic_guest.report() == ("count", 1)
 
 
-def test_irqfd_errors(pic_guest, eventfds, system):  # noqa: F811
+def test_irqfd_errors(pic_guest, eventfds, system):
     trigger, _ = eventfds
     pic_guest.vm.assign_irqfd(trigger, IRQ)
     with pytest.raises(KvmError, match=rf"KVM_IRQFD: EBUSY .*fd={trigger} gsi=6 flags=0\]"):
@@ -112,7 +112,7 @@ def test_irqfd_errors(pic_guest, eventfds, system):  # noqa: F811
         vm.assign_irqfd(trigger, IRQ)  # no irqchip
 
 
-def test_routing_and_msi_errors(pic_guest, system):  # noqa: F811
+def test_routing_and_msi_errors(pic_guest, system):
     vm = pic_guest.vm
     with pytest.raises(KvmError, match=r"KVM_SET_GSI_ROUTING: EINVAL .*nr=1 gsi=0->IOAPIC:99"):
         vm.set_gsi_routing([IrqchipRoute(0, IrqchipId.IOAPIC, 99)])

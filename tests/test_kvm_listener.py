@@ -1,4 +1,5 @@
-"""KVMMemoryListener on a real VM: §12 scenarios 27 and 31-37, slot-table invariants, limits."""
+"""KVMMemoryListener on a real VM: scenarios 27 and 31-37 (the number in ``test_NN_``; QEMU's
+kvm_set_phys_mem and kvm_region_commit), slot-table invariants, limits."""
 from __future__ import annotations
 
 import os
@@ -103,7 +104,7 @@ def test_35_readonly_flip_on_existing_slot_resets_it_first(kvm_space):
     alias = MR.alias("window", ram, 0, 2 * MiB)
     alias.set_readonly(True)
     root.add_subregion(0, alias)
-    root.add_subregion(0x10000000, MR.ram("other", 0x1000))  # no flatview-root shortcut past the alias (§2.4)
+    root.add_subregion(0x10000000, MR.ram("other", 0x1000))  # no flatview-root shortcut past the alias
     assert kml.lookup(0, 2 * MiB).flags == MemFlag.READONLY
     calls.clear()
     # The section stays readonly (the alias), so only the flag-update path sees the region's own flag go away:
@@ -180,10 +181,10 @@ def test_memslot_exhaustion_at_the_kernel_limit(kvm_space):
     root, space, kml, calls = kvm_space
     limit = kml.nr_slots
     ram = MR.ram("many", (limit + 1) * 0x2000)
-    with pytest.raises(MemslotExhaustedError, match=f"no free slot available: all {limit} KVM_CAP_NR_MEMSLOTS"):
-        with memapi.transaction():
-            for i in range(limit + 1):
-                root.add_subregion(i * 0x2000, MR.alias(f"p{i}", ram, i * 0x2000, 0x1000))
+    exhausted = pytest.raises(MemslotExhaustedError, match=f"no free slot available: all {limit} KVM_CAP_NR_MEMSLOTS")
+    with exhausted, memapi.transaction():
+        for i in range(limit + 1):
+            root.add_subregion(i * 0x2000, MR.alias(f"p{i}", ram, i * 0x2000, 0x1000))
     assert len(kml.slots) == limit
     # The unslotted page still works: its accesses exit and are served from the FlatView.
     assert space.write(limit * 0x2000, b"z") == memapi.MemTxResult.OK

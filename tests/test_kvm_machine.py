@@ -177,9 +177,9 @@ def test_set_params_patches_the_image_where_the_plan_put_it(kvm_machine):
     assert guest.image_gpa == 0x2000 and guest.ip == 0x2000
     kvm_machine.set_params("doorbell", COUNT=3)
     assert kvm_machine.memory.read_int(0x2000 + 4, 4) == 3  # COUNT is the first dword after PARAMS_BLOCK's jmp
-    with pytest.raises(KeyError, match="guest 'doorbell' has no parameter 'SPEED' \\(it has COUNT, "):
+    with pytest.raises(KeyError, match=r"guest 'doorbell' has no parameter 'SPEED' \(it has COUNT, "):
         kvm_machine.set_params("doorbell", SPEED=1)
-    with pytest.raises(KeyError, match="guest hello.S is not loaded on this machine"):
+    with pytest.raises(KeyError, match=r"guest hello\.S is not loaded on this machine"):
         kvm_machine.set_params("hello", COUNT=1)
 
 

@@ -9,9 +9,25 @@ import errno
 
 import pytest
 
-from kvm import (Cap, ClockData, CpuidEntry, DebugRegs, Fpu, IrqchipId, Irqchip, KvmError,
-                 Lapic, MpState, MsrAccessError, PitState, Registers, Segment, VcpuEvents, Xcrs,
-                 Xsave)
+from kvm import (
+    Cap,
+    ClockData,
+    CpuidEntry,
+    DebugRegs,
+    Fpu,
+    Irqchip,
+    IrqchipId,
+    KvmError,
+    Lapic,
+    MpState,
+    MsrAccessError,
+    PitState,
+    Registers,
+    Segment,
+    VcpuEvents,
+    Xcrs,
+    Xsave,
+)
 from kvm_helpers import requires_kvm
 from test_kvm_binding import machine, system  # noqa: F401 (fixtures)
 
@@ -21,7 +37,7 @@ NO_SUCH_MSR = 0xDEADBEEF
 
 
 @pytest.fixture
-def chip_vm(system):  # noqa: F811
+def chip_vm(system):
     """A VM with the in-kernel irqchip and PIT, and vCPU 0 (created after them, as KVM needs)."""
     with system.create_vm() as vm:
         vm.create_irqchip()
@@ -106,7 +122,8 @@ def test_kernel_rejects_invalid_state(chip_vm):
     clock.c.flags = 0xFF
     chip = vm.get_irqchip(IrqchipId.PIC_MASTER)
     chip.c.chip_id = 7
-    for call, state, name in ((vcpu.set_xcrs, xcrs, "KVM_SET_XCRS"), (vcpu.set_vcpu_events, events, "KVM_SET_VCPU_EVENTS"),
+    for call, state, name in ((vcpu.set_xcrs, xcrs, "KVM_SET_XCRS"),
+                              (vcpu.set_vcpu_events, events, "KVM_SET_VCPU_EVENTS"),
                               (vcpu.set_debugregs, debugregs, "KVM_SET_DEBUGREGS"),
                               (vcpu.set_xsave, Xsave.from_bytes(raw), "KVM_SET_XSAVE"),
                               (vm.set_clock, clock, "KVM_SET_CLOCK"), (vm.set_irqchip, chip, "KVM_SET_IRQCHIP")):
@@ -167,7 +184,7 @@ def test_registers_as_plain_ints(machine):
     assert vcpu.registers().rip == 0x1234  # unchanged by the refused calls
 
 
-def test_msrs_get_set_and_partial_success(system, machine):  # noqa: F811
+def test_msrs_get_set_and_partial_success(system, machine):
     vm, vcpu, _ = machine
     index_list = system.msr_index_list()
     assert {IA32_TSC, IA32_SYSENTER_CS} <= set(index_list)  # APIC_BASE travels in sregs
@@ -184,14 +201,14 @@ def test_msrs_get_set_and_partial_success(system, machine):  # noqa: F811
     assert vcpu.get_msrs([IA32_SYSENTER_CS]) == {IA32_SYSENTER_CS: 0x8}  # the write before it took effect
 
 
-def test_feature_msrs(system):  # noqa: F811
+def test_feature_msrs(system):
     features = system.msr_feature_index_list()
     assert features and set(system.get_feature_msrs(features)) == set(features)
     with pytest.raises(MsrAccessError, match="MSR 0xdeadbeef refused after 1 of 2"):
         system.get_feature_msrs([features[0], NO_SUCH_MSR])
 
 
-def test_cpuid_tables(system, machine):  # noqa: F811
+def test_cpuid_tables(system, machine):
     vm, vcpu, _ = machine
     supported = system.supported_cpuid()
     assert system.check_extension(Cap.EXT_CPUID) and len(supported) > 30

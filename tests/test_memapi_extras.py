@@ -165,7 +165,7 @@ def test_growing_a_mirror_past_the_repeat_limit_changes_nothing(root, space):
     mirror = MR.mirror("m", MR.ram("bank", 0x10), 0x100)
     root.add_subregion(0, mirror)
     before = flat(space)
-    with pytest.raises(memapi.InvalidRangeError, match="'m'.*MAX_MASK_REPEATS"):
+    with pytest.raises(memapi.InvalidRangeError, match=r"'m'.*MAX_MASK_REPEATS"):
         mirror.set_size(0x10 * (memapi.MAX_MASK_REPEATS + 1))
     assert mirror.size == 0x100 and flat(space) == before
 
@@ -249,7 +249,7 @@ def test_bad_resizes_change_nothing(resizeable, root, space, region, size, error
 
 
 def test_resizeable_ram_needs_max_at_least_size():
-    with pytest.raises(memapi.InvalidRangeError, match="'big'.*exceeds max_size"):
+    with pytest.raises(memapi.InvalidRangeError, match=r"'big'.*exceeds max_size"):
         MR.resizeable_ram("big", 0x2000, 0x1000)
 
 

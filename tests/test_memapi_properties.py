@@ -7,7 +7,8 @@ call on a shadow model that never looks at memapi's own sibling lists or FlatVie
    aliases, overlaps with negative and positive priorities, disabled and readonly regions, 2**64-sized
    regions, nested transactions mixing add/del/set_address/set_enabled/set_size/set_alias_offset/
    set_readonly/.../priority changes, VGA logging and global dirty tracking. After every outermost
-   commit with a pending change (§3; other commits must leave every view untouched), every
+   commit with a pending change (memory_region_transaction_commit; other commits must leave every
+   view untouched), every
    AddressSpace's FlatView must serve each address exactly as the per-address Visibility rule says
    (region, offset, readonly/nonvolatile/unmergeable, dirty mask) over the whole 2**64 space (checked
    once per elementary interval of the reference, which is equivalent), must be sorted,
@@ -16,9 +17,11 @@ call on a shadow model that never looks at memapi's own sibling lists or FlatVie
    each example every address below ``SMALL`` is also resolved one by one.
 2. ``test_listener_stream_rebuilds_flatview``: replica listeners (one fixed, two that come and go on
    two address spaces) rebuild the FlatView from the callback stream; the stream is checked against
-   §3/§4: one begin/commit pair per outermost commit with a pending change and no callbacks
-   otherwise, dels before adds per AS, ASes in creation order, listener order forward/reverse per
-   callback, exact del/add/nop sets, log_start/log_stop masks, register/unregister replays.
+   docs/memory.md "Transactions and listeners" (QEMU's memory_region_transaction_commit and
+   address_space_update_topology_pass): one begin/commit pair per outermost commit with a pending
+   change and no callbacks otherwise, dels before adds per AS, ASes in creation order, listener order
+   forward/reverse per callback, exact del/add/nop sets, log_start/log_stop masks, register/unregister
+   replays.
 3. ``test_invalid_calls_change_nothing``: the same programs with many invalid calls mixed in; each one
    must raise the right MemApiError subclass and leave views, regions, listeners and the
    transaction state exactly as they were.
@@ -32,7 +35,9 @@ spaces destroyed. On a failure the shrunk program is printed as plain memapi cal
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import itertools
 
 import pytest
 from hypothesis import HealthCheck, given, note, settings
@@ -104,7 +109,8 @@ class ReplicaListener(memapi.MemoryListener):
                 assert other[0] + other[1] <= start or start + size <= other[0], \
                     f"{self.name}: region_add {s!r} overlaps replica range {other!r}"
         self.replica[k[0]] = k
-        # §4.2: a new range gets no log_start; the listener reads the mask from the region (like KVM).
+        # QEMU's flatrange_equal ignores the mask: a new range gets no log_start; the listener reads the
+        # mask from the region (like KVM).
         # The registration replay, by contrast, sends log_start(0, mask) after the add.
         self.masks[k[0]] = 0 if self.replaying else s.mr.effective_dirty_log_mask
         self.last_section = ("add", k[0])
@@ -178,7 +184,7 @@ PRIORITIES = mostly(st.integers(-3, 3), st.sampled_from([INT32_MAX, INT32_MIN]),
 OPTIONAL_PRIORITY = st.one_of(st.none(), PRIORITIES)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def numbers(limit: int, huge: tuple) -> st.SearchStrategy:
     """0..limit, often a multiple of 0x40 or 0x10 (so ranges meet and merge); 1 in 24 from ``huge``."""
     small = st.one_of(st.integers(0, limit), st.integers(0, limit // 0x40).map(lambda n: n * 0x40),
@@ -212,7 +218,7 @@ class Run:
         self.max_ops = max_ops
         self.ops = TOPOLOGY_OPS + (LISTENER_OPS if listeners else []) + (INVALID_OPS if invalid else [])
         self.listeners: list[ReplicaListener] = []
-        self.order: list[ReplicaListener] = []     # registered listeners, global order (§4.1)
+        self.order: list[ReplicaListener] = []     # registered listeners, global order (memory_listener_register)
         self.where: dict[str, int] = {}            # listener name -> index of its AS in self.spaces
         self.prev: dict[str, dict] = {}            # listener name -> replica at the last check
         self.counter = 0
@@ -258,7 +264,8 @@ class Run:
         self.create("container", root_size, name="root")
         self.create_space(self.model.nodes["root"])
         if self.use_listeners:
-            # Few priorities, so ties are common: equal priorities keep registration order (§4.1).
+            # Few priorities, so ties are common: equal priorities keep registration order
+            # (memory_listener_register).
             for i in (1, 2, 3):
                 self.listeners.append(ReplicaListener(f"L{i}", self.pick([0, 10]), self.events))
                 self.emit(f"L{i} = MemoryListener(priority={self.listeners[-1].priority})  # a replica listener")
@@ -280,32 +287,28 @@ class Run:
             self.check_every_small_address(space, as_root)
         if self.model.global_dirty:
             self.global_stop(self.model.global_dirty)
-        for l in list(reversed(self.order)):
-            self.unregister(l)
+        for listener in list(reversed(self.order)):
+            self.unregister(listener)
         for space, _ in self.spaces:
             space.destroy()
         self.spaces.clear()
         assert memapi.default_system().global_dirty_tracking == 0
-        assert not any(l in memapi.default_system().listeners_sorted for l in self.listeners)
+        assert not any(listener in memapi.default_system().listeners_sorted for listener in self.listeners)
 
     def abort(self) -> None:
         """Best-effort teardown after a failure, so the next example starts clean."""
         state = memapi.default_system()
-        for l in self.listeners:
-            l.checking = False
+        for listener in self.listeners:
+            listener.checking = False
         state.depth = 0
         state.update_pending = state.ioeventfd_pending = False
         state.global_dirty_tracking = 0
         for space, _ in self.spaces:
-            for l in list(space.listeners):
-                try:
-                    space.unregister_listener(l)
-                except Exception:
-                    pass
-            try:
+            for listener in list(space.listeners):
+                with contextlib.suppress(Exception):
+                    space.unregister_listener(listener)
+            with contextlib.suppress(Exception):
                 space.destroy()
-            except Exception:
-                pass
         self.spaces.clear()
 
     def run(self) -> None:
@@ -342,7 +345,7 @@ class Run:
         self.settle()
 
     # ------------------------------------------------------------ valid ops
-    def create(self, kind: str, size: int, target: Node = None, offset: int = 0, name: str = None) -> Node:
+    def create(self, kind: str, size: int, target: Node = None, offset: int = 0, name: str | None = None) -> Node:
         self.counter += 1
         name = name or f"{KIND_PREFIX[kind]}{self.counter}"
         if kind == "alias":
@@ -369,7 +372,7 @@ class Run:
             self.add_somewhere(node)
 
     def op_alias_pair(self) -> None:
-        """Two aliases of one region, side by side with contiguous offsets: they should merge (§2.3)."""
+        """Two aliases of one region, side by side with contiguous offsets: they should merge (flatview_simplify)."""
         target = self.pick([n for n in self.nodes() if n.terminates] or self.nodes())
         holder = self.pick([n for n in self.connected() if n.alias is None])
         if holder is None or target is None:
@@ -557,37 +560,37 @@ class Run:
 
     # ------------------------------------------------------------ listeners
     def op_register(self) -> None:
-        l = self.pick([l for l in self.listeners if l.address_space is None])
-        if l is not None:
-            self.register(l, self.draw(st.integers(0, len(self.spaces) - 1)))
+        listener = self.pick([listener for listener in self.listeners if listener.address_space is None])
+        if listener is not None:
+            self.register(listener, self.draw(st.integers(0, len(self.spaces) - 1)))
 
     def op_unregister(self) -> None:
-        l = self.pick([l for l in self.order if l is not self.listeners[0]])
-        if l is not None:
-            self.unregister(l)
+        listener = self.pick([listener for listener in self.order if listener is not self.listeners[0]])
+        if listener is not None:
+            self.unregister(listener)
 
-    def register(self, l: ReplicaListener, index: int) -> None:
+    def register(self, listener: ReplicaListener, index: int) -> None:
         space = self.spaces[index][0]
-        self.emit(f"{space.name}.register_listener({l.name})")
-        l.replaying = True
-        space.register_listener(l)
-        l.replaying = False
-        # QEMU inserts a listener after every registered listener of equal priority (§4.1).
-        pos = next((i for i, o in enumerate(self.order) if o.priority > l.priority), len(self.order))
-        self.order.insert(pos, l)
-        self.where[l.name] = index
-        self.settle_replay(l, space, adding=True)
+        self.emit(f"{space.name}.register_listener({listener.name})")
+        listener.replaying = True
+        space.register_listener(listener)
+        listener.replaying = False
+        # QEMU inserts a listener after every registered listener of equal priority (memory_listener_register).
+        pos = next((i for i, o in enumerate(self.order) if o.priority > listener.priority), len(self.order))
+        self.order.insert(pos, listener)
+        self.where[listener.name] = index
+        self.settle_replay(listener, space, adding=True)
 
-    def unregister(self, l: ReplicaListener) -> None:
-        space = self.spaces[self.where[l.name]][0]
-        self.emit(f"{space.name}.unregister_listener({l.name})")
-        l.replaying = True
-        space.unregister_listener(l)
-        l.replaying = False
-        self.order.remove(l)
-        del self.where[l.name]
-        l.global_on = False   # QEMU's unregister sends no log_global_stop
-        self.settle_replay(l, space, adding=False)
+    def unregister(self, listener: ReplicaListener) -> None:
+        space = self.spaces[self.where[listener.name]][0]
+        self.emit(f"{space.name}.unregister_listener({listener.name})")
+        listener.replaying = True
+        space.unregister_listener(listener)
+        listener.replaying = False
+        self.order.remove(listener)
+        del self.where[listener.name]
+        listener.global_on = False   # QEMU's unregister sends no log_global_stop
+        self.settle_replay(listener, space, adding=False)
 
     # ------------------------------------------------------------ invalid ops
     def op_invalid(self) -> None:
@@ -603,7 +606,8 @@ class Run:
             if sub is None:
                 return
             offset = self.draw_addr()
-            self.expect_error(m.errors_add(holder, offset, sub, 0), f"{holder.name}.add_subregion({h(offset)}, {sub.name})",
+            self.expect_error(m.errors_add(holder, offset, sub, 0),
+                              f"{holder.name}.add_subregion({h(offset)}, {sub.name})",
                               lambda: self.mr(holder).add_subregion(offset, self.mr(sub)))
         elif kind == "del_wrong":
             holder = self.pick(nodes)
@@ -625,7 +629,8 @@ class Run:
                 holders = [n for n in nodes if n.alias is None and m.reaches(sub, n)]
             holder = self.pick(holders)
             offset = self.draw_addr()
-            self.expect_error(m.errors_add(holder, offset, sub, 0), f"{holder.name}.add_subregion({h(offset)}, {sub.name})",
+            self.expect_error(m.errors_add(holder, offset, sub, 0),
+                              f"{holder.name}.add_subregion({h(offset)}, {sub.name})",
                               lambda: self.mr(holder).add_subregion(offset, self.mr(sub)))
         elif kind == "add_to_alias":
             holder = self.pick([n for n in nodes if n.alias is not None])
@@ -639,7 +644,8 @@ class Run:
             sub = self.pick([n for n in nodes if n.container is None and n.name != "root"])
             if sub is None:
                 return
-            self.expect_error(m.errors_add(holder, bad_u64, sub, 0), f"{holder.name}.add_subregion({bad_u64}, {sub.name})",
+            self.expect_error(m.errors_add(holder, bad_u64, sub, 0),
+                              f"{holder.name}.add_subregion({bad_u64}, {sub.name})",
                               lambda: self.mr(holder).add_subregion(bad_u64, self.mr(sub)))
         elif kind == "bad_priority":
             holder = self.pick([n for n in nodes if n.alias is None])
@@ -680,12 +686,12 @@ class Run:
                 self.expect_error({"InvalidRangeError"}, f"MemoryRegion.{ctor}('bad', {size})",
                                   lambda: getattr(MR, ctor)("bad", size))
         elif kind == "register_twice":
-            l = self.pick(self.order)
-            if l is None:
+            listener = self.pick(self.order)
+            if listener is None:
                 return
             space = self.spaces[self.draw(st.integers(0, len(self.spaces) - 1))][0]
-            self.expect_error({"ListenerError"}, f"{space.name}.register_listener({l.name})",
-                              lambda: space.register_listener(l))
+            self.expect_error({"ListenerError"}, f"{space.name}.register_listener({listener.name})",
+                              lambda: space.register_listener(listener))
         elif kind == "set_log_off":
             node = self.pick([n for n in nodes if n.has_ram and not n.vga_count])
             if node is None:
@@ -705,21 +711,23 @@ class Run:
         state = memapi.default_system()
         before = (state.depth, state.update_pending, state.global_dirty_tracking,
                   [space.current_map for space, _ in self.spaces],
-                  {l.name: (dict(l.replica), dict(l.masks), l.global_on) for l in self.listeners},
-                  [(l.name, l.address_space) for l in self.listeners])
+                  {listener.name: (dict(listener.replica), dict(listener.masks), listener.global_on)
+                   for listener in self.listeners},
+                  [(listener.name, listener.address_space) for listener in self.listeners])
         mark = len(self.events)
         with pytest.raises(memapi.MemApiError) as info:
             call()
         assert type(info.value).__name__ in errors, f"{line} raised {info.value!r}, expected {errors}"
         after = (state.depth, state.update_pending, state.global_dirty_tracking,
                  [space.current_map for space, _ in self.spaces],
-                 {l.name: (dict(l.replica), dict(l.masks), l.global_on) for l in self.listeners},
-                 [(l.name, l.address_space) for l in self.listeners])
+                 {listener.name: (dict(listener.replica), dict(listener.masks), listener.global_on)
+                  for listener in self.listeners},
+                 [(listener.name, listener.address_space) for listener in self.listeners])
         assert self.events[mark:] == [], f"{line} raised but called listeners: {self.events[mark:]}"
         assert after[0] == before[0], "transaction depth changed"
         assert after[1] == before[1], "update_pending changed"
         assert after[2] == before[2], "global dirty tracking changed"
-        assert all(a is b for a, b in zip(after[3], before[3])), "a FlatView changed"
+        assert all(a is b for a, b in zip(after[3], before[3], strict=True)), "a FlatView changed"
         assert after[4] == before[4], "a listener replica changed"
         assert after[5] == before[5], "listener registration changed"
         self.check_attrs()   # no region attribute, container or sibling order changed
@@ -754,18 +762,19 @@ class Run:
         order = self.registered()
         if gstart:
             n = len(order)
-            assert [e[:2] for e in batch[:n]] == [(l.name, "gstart") for l in order], \
+            assert [e[:2] for e in batch[:n]] == [(listener.name, "gstart") for listener in order], \
                 "log_global_start must reach every listener, forward, before the update"
             batch = batch[n:]
         if gstop and self.model.depth == 0:
             n = len(order)
-            assert [e[:2] for e in batch[len(batch) - n:]] == [(l.name, "gstop") for l in reversed(order)], \
+            stops = [(listener.name, "gstop") for listener in reversed(order)]
+            assert [e[:2] for e in batch[len(batch) - n:]] == stops, \
                 "log_global_stop must reach every listener, in reverse, after the update"
             batch = batch[:len(batch) - n]
         if self.model.depth:
             if gstop:
                 n = len(order)
-                assert [e[:2] for e in batch] == [(l.name, "gstop") for l in reversed(order)]
+                assert [e[:2] for e in batch] == [(listener.name, "gstop") for listener in reversed(order)]
                 batch = []
             assert batch == [], f"callbacks inside a transaction: {batch}"
             for space, _ in self.spaces:
@@ -776,9 +785,10 @@ class Run:
         for space, _ in self.spaces:
             self.committed[id(space)] = space.current_map
         if pending:
-            # Views are re-rendered only by a commit with a pending change (§3). Without one they stay
+            # Views are re-rendered only by a commit with a pending change. Without one they stay
             # the same objects (checked above). That matters for one QEMU quirk: a FlatView root is
-            # rendered at its own ``addr`` (§2.1 step 2, §2.4), and moving an uncontained region, or
+            # rendered at its own ``addr`` (render_memory_region adds it to the base, and
+            # memory_region_get_flatview_root may pick any region), and moving an uncontained region, or
             # adding a region to a disabled container, changes that addr without a pending update.
             self.check_views()
         self.check_replicas()
@@ -792,8 +802,9 @@ class Run:
                     assert space.current_map is self.committed[id(space)], "FlatView replaced without a change"
             return
         n = len(order)
-        assert [e[:2] for e in batch[:n]] == [(l.name, "begin") for l in order], "one begin per listener, forward"
-        assert [e[:2] for e in batch[len(batch) - n:]] == [(l.name, "commit") for l in order], \
+        begins = [(listener.name, "begin") for listener in order]
+        assert [e[:2] for e in batch[:n]] == begins, "one begin per listener, forward"
+        assert [e[:2] for e in batch[len(batch) - n:]] == [(listener.name, "commit") for listener in order], \
             "one commit per listener, forward, after everything"
         body = batch[n:len(batch) - n]
         assert all(e[1] not in ("begin", "commit") for e in body), "exactly one begin/commit pair per commit"
@@ -802,21 +813,22 @@ class Run:
         for index in sorted(set(as_index)):
             self.check_as_segment([e for e in body if self.where[e[0]] == index], index)
         # exact sets: del = old - new, add = new - old, nop = old & new, each once per listener
-        for l in order:
-            space = self.spaces[self.where[l.name]][0]
-            old = set(self.prev[l.name].values())
+        for listener in order:
+            space = self.spaces[self.where[listener.name]][0]
+            old = set(self.prev[listener.name].values())
             new = {view_key(fr) for fr in space.current_map}
-            mine = [e for e in body if e[0] == l.name]
+            mine = [e for e in body if e[0] == listener.name]
             for kind, expected in (("del", old - new), ("add", new - old), ("nop", old & new)):
                 got = [e[2] for e in mine if e[1] == kind]
                 assert len(got) == len(set(got)) and set(got) == expected, \
-                    f"{l.name}: region_{kind} calls {sorted(got, key=str)} != expected {sorted(expected, key=str)}"
+                    f"{listener.name}: region_{kind} calls {sorted(got, key=str)} " \
+                    f"!= expected {sorted(expected, key=str)}"
 
     def check_as_segment(self, seg: list, index: int) -> None:
         kinds = [e[1] for e in seg]
         first_other = next((i for i, k in enumerate(kinds) if k != "del"), len(kinds))
         assert "del" not in kinds[first_other:], "every region_del of an AS must come before its adds/nops"
-        names = [l.name for l in self.order if self.where[l.name] == index]
+        names = [listener.name for listener in self.order if self.where[listener.name] == index]
         groups: list[list] = []
         for e in seg:
             if groups and (groups[-1][0][1], groups[-1][0][2]) == (e[1], e[2]):
@@ -835,45 +847,48 @@ class Run:
                 assert start >= last_other, "region_add/nop calls must go in ascending address order"
                 last_other = start
 
-    def settle_replay(self, l: ReplicaListener, space, adding: bool) -> None:
-        """register/unregister: a replay of the space's current view to that listener only (§4.4)."""
+    def settle_replay(self, listener: ReplicaListener, space, adding: bool) -> None:
+        """register/unregister: a replay of the space's current view to that listener only (memory_listener_register and
+        memory_listener_unregister)."""
         self.check_attrs()
         batch = self.take_batch()
-        expected = [(l.name, "begin")]
+        expected = [(listener.name, "begin")]
         if adding and self.model.global_dirty:
-            expected.append((l.name, "gstart"))
+            expected.append((listener.name, "gstart"))
         for fr in space.current_map:
             if adding:
-                expected.append((l.name, "add", view_key(fr)))
+                expected.append((listener.name, "add", view_key(fr)))
                 if fr.dirty_log_mask:
-                    expected.append((l.name, "log_start", view_key(fr), (0, fr.dirty_log_mask)))
+                    expected.append((listener.name, "log_start", view_key(fr), (0, fr.dirty_log_mask)))
             else:
                 if fr.dirty_log_mask:
-                    expected.append((l.name, "log_stop", view_key(fr), (fr.dirty_log_mask, 0)))
-                expected.append((l.name, "del", view_key(fr)))
-        expected.append((l.name, "commit"))
+                    expected.append((listener.name, "log_stop", view_key(fr), (fr.dirty_log_mask, 0)))
+                expected.append((listener.name, "del", view_key(fr)))
+        expected.append((listener.name, "commit"))
         got = [e[:2] if e[2] is None else e[:3] if e[3] is None else e for e in batch]
-        assert got == expected, f"{'register' if adding else 'unregister'} replay of {l.name}"
+        assert got == expected, f"{'register' if adding else 'unregister'} replay of {listener.name}"
         if adding:
-            self.check_replica(l, space)
+            self.check_replica(listener, space)
         else:
-            assert l.replica == {} and l.masks == {}, "unregister must delete every range"
-        self.prev[l.name] = dict(l.replica)
+            assert listener.replica == {} and listener.masks == {}, "unregister must delete every range"
+        self.prev[listener.name] = dict(listener.replica)
 
-    def check_replica(self, l: ReplicaListener, space) -> None:
+    def check_replica(self, listener: ReplicaListener, space) -> None:
         view = space.current_map
-        assert l.replica == {fr.start: view_key(fr) for fr in view}, f"{l.name}'s replica differs from {space.name}"
-        assert l.masks == {fr.start: fr.dirty_log_mask for fr in view}, f"{l.name}'s dirty-log masks differ"
+        assert listener.replica == {fr.start: view_key(fr) for fr in view}, \
+            f"{listener.name}'s replica differs from {space.name}"
+        assert listener.masks == {fr.start: fr.dirty_log_mask for fr in view}, \
+            f"{listener.name}'s dirty-log masks differ"
 
     def check_replicas(self) -> None:
-        for l in self.order:
-            self.check_replica(l, self.spaces[self.where[l.name]][0])
-            self.prev[l.name] = dict(l.replica)
+        for listener in self.order:
+            self.check_replica(listener, self.spaces[self.where[listener.name]][0])
+            self.prev[listener.name] = dict(listener.replica)
 
     def check_views(self) -> None:
         for space, root in self.spaces:
             self.check_view(space, root)
-        # §2.4: spaces whose roots resolve to the same region share one FlatView
+        # memory_region_get_flatview_root: spaces whose roots resolve to the same region share one FlatView
         for i, (s1, r1) in enumerate(self.spaces):
             for s2, r2 in self.spaces[i + 1:]:
                 f1, f2 = self.model.flatview_root(r1), self.model.flatview_root(r2)
@@ -886,7 +901,8 @@ class Run:
         if hit is None:
             assert fr is None, f"{space.name}: {addr:#x} should be unassigned, FlatView has {fr!r}"
             return None
-        assert fr is not None, f"{space.name}: {addr:#x} should be {hit.node.name} @{hit.offset:#x}, FlatView has a hole"
+        assert fr is not None, \
+            f"{space.name}: {addr:#x} should be {hit.node.name} @{hit.offset:#x}, FlatView has a hole"
         got = (fr.mr.name, fr.offset_in_region + addr - fr.start, fr.readonly, fr.nonvolatile, fr.unmergeable,
                fr.dirty_log_mask, fr.romd_mode)
         want = (hit.node.name, hit.offset, hit.readonly, hit.nonvolatile, hit.unmergeable,
@@ -903,7 +919,8 @@ class Run:
         for fr in ranges:
             assert 0 <= fr.start < fr.end <= ADDR_END, f"bad range {fr!r}"
             assert fr.mr.terminates and fr.mr.alias_target is None, f"{fr!r}: not a terminating region"
-            assert 0 <= fr.offset_in_region and fr.offset_in_region + fr.size <= fr.mr.size, f"{fr!r} exceeds its region"
+            assert 0 <= fr.offset_in_region and fr.offset_in_region + fr.size <= fr.mr.size, \
+                f"{fr!r} exceeds its region"
             if prev is not None:
                 assert prev.end <= fr.start, f"{prev!r} and {fr!r} overlap or are unsorted"
                 if prev.end == fr.start and prev.mr is fr.mr and \
@@ -924,13 +941,13 @@ class Run:
             points.add(fr.start)
             points.add(fr.end)
         points = sorted(p for p in points if 0 <= p <= ADDR_END)
-        for lo, hi in zip(points, points[1:]):
+        for lo, hi in itertools.pairwise(points):
             fr = view.lookup(lo)
             hit = self.compare(space, resolve, lo, fr)
             if hi - 1 != lo:
                 self.compare(space, resolve, hi - 1, view.lookup(hi - 1))
             if fr is not None and fr.unmergeable and lo != fr.start:
-                # an unmergeable range is one render of its region: never merged with another (§2.3)
+                # an unmergeable range is one render of its region: never merged with another (flatview_simplify)
                 assert hit.path == resolve(fr.start).path, f"{fr!r} merges two renders of an unmergeable region"
 
     def check_every_small_address(self, space, root: Node) -> None:
@@ -985,7 +1002,8 @@ class _Order(memapi.MemoryListener):
 
 
 def test_equal_priority_listeners_keep_registration_order():
-    """memapi used to order equal-priority listeners by construction; QEMU uses registration (§4.1)."""
+    """memapi used to order equal-priority listeners by construction; QEMU uses registration
+    (memory_listener_register)."""
     log: list = []
     root = MR.container("root", UINT64_MAX)
     space = memapi.AddressSpace(root, "as")
@@ -1002,6 +1020,6 @@ def test_equal_priority_listeners_keep_registration_order():
         root.del_subregion(ram)
         assert log == [("second", "begin"), ("first", "begin"), ("first", "region_del"), ("second", "region_del")]
     finally:
-        for l in list(space.listeners):
-            space.unregister_listener(l)
+        for listener in list(space.listeners):
+            space.unregister_listener(listener)
         space.destroy()

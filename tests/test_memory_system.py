@@ -23,8 +23,18 @@ from kvm_helpers import requires_kvm
 from kvmshim import BareMachine, Machine
 from kvmshim.tick import TICK_PORT, TickPort
 from listeners.errors import DirtyRingError
-from memapi import (AccessRules, CrossSystemError, DirtyClient, EventNotifier, GlobalDirty, MemoryListener,
-                    MemoryRegion, MemoryRegionOps, MemorySystem, MemTxResult)
+from memapi import (
+    AccessRules,
+    CrossSystemError,
+    DirtyClient,
+    EventNotifier,
+    GlobalDirty,
+    MemoryListener,
+    MemoryRegion,
+    MemoryRegionOps,
+    MemorySystem,
+    MemTxResult,
+)
 from resource_usage import usage
 
 pytestmark = requires_kvm

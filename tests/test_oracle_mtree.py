@@ -35,8 +35,8 @@ def canonical_tree(text: str) -> list[str]:
     is_section = [b.startswith("memory-region: ") for b in parts]
     assert is_section == sorted(is_section), "memory-region sections must follow every address-space group"
     assert all(b.startswith(("address-space: ", "memory-region: ")) for b in parts)
-    groups = sorted(b for b, s in zip(parts, is_section) if not s)
-    sections = sorted(b for b, s in zip(parts, is_section) if s)
+    groups = sorted(b for b, s in zip(parts, is_section, strict=True) if not s)
+    sections = sorted(b for b, s in zip(parts, is_section, strict=True) if s)
     return "\n\n".join(groups + sections).splitlines()
 
 

@@ -10,12 +10,13 @@ for the regions we model.
 """
 from __future__ import annotations
 
+import itertools
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
 
 import pytest
 
@@ -51,7 +52,7 @@ class Boot:
     before: dict[str, str]  # view -> `info mtree` text
     after: str  # `info mtree`
     rom_byte: int
-    read_back: Optional[int]
+    read_back: int | None
     exits: list
     rom_after: int  # the byte at 0xf0000 in RAM after the guest's write
 
@@ -60,7 +61,7 @@ def _maps(machine: PcMachine) -> dict[str, str]:
     return {"tree": machine.mtree(), "treeD": machine.mtree(disabled=True), "flat": machine.mtree(flatview=True)}
 
 
-def _write_shadowed_bios(m: PcMachine) -> tuple[int, Optional[int], list]:
+def _write_shadowed_bios(m: PcMachine) -> tuple[int, int | None, list]:
     """Run ROM_WRITE after POST: (byte at 0xf0000 before, byte the guest read back, exits traced)."""
     rom_byte = m.memory.read(0xF0000, 1)[0][0]
     m.memory.write(0x7C00, ROM_WRITE)
@@ -136,7 +137,7 @@ def flat_ranges(text: str, space: str) -> list[tuple[int, int, tuple]]:
     return out
 
 
-def _at(ranges: list, addr: int) -> Optional[tuple]:
+def _at(ranges: list, addr: int) -> tuple | None:
     for start, end, (prio, kind, name, offset) in ranges:
         if start <= addr < end:
             return prio, kind, name, offset + addr - start
@@ -146,7 +147,7 @@ def _at(ranges: list, addr: int) -> Optional[tuple]:
 def flat_differences(reference: list, ours: list, masked: list[tuple[int, int]]) -> list[str]:
     """Address spans (outside ``masked``) where the two FlatViews map something different."""
     cuts = sorted({a for start, end, _ in reference + ours for a in (start, end)} | {a for s in masked for a in s})
-    return [f"{a:#x}-{b - 1:#x}: QEMU {_at(reference, a)}, ours {_at(ours, a)}" for a, b in zip(cuts, cuts[1:])
+    return [f"{a:#x}-{b - 1:#x}: QEMU {_at(reference, a)}, ours {_at(ours, a)}" for a, b in itertools.pairwise(cuts)
             if not any(s <= a < e for s, e in masked) and _at(reference, a) != _at(ours, a)]
 
 

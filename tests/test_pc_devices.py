@@ -7,8 +7,8 @@ import struct
 import pytest
 
 import memapi
-from kvmshim.pc.cli import bios_file
 from kvmshim.pc.board import PcBoard
+from kvmshim.pc.cli import bios_file
 from kvmshim.pc.machine import seabios_config
 from kvmshim.pc.memmap import E820_RAM, E820_RESERVED, split_ram
 from memapi import AddressSpace, MemoryRegion

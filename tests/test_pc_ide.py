@@ -16,11 +16,23 @@ import pytest
 import memapi
 from kvm_helpers import requires_kvm
 from kvmshim.pc import ata
-from kvmshim.pc.ata import (ABRT, DRDY, DRQ, DSC, ERR, IDNF, TRANSLATION_LARGE, TRANSLATION_LBA, TRANSLATION_NONE,
-                            AtaDisk, DiskImage, guess_geometry)
+from kvmshim.pc.ata import (
+    ABRT,
+    DRDY,
+    DRQ,
+    DSC,
+    ERR,
+    IDNF,
+    TRANSLATION_LARGE,
+    TRANSLATION_LBA,
+    TRANSLATION_NONE,
+    AtaDisk,
+    DiskImage,
+    guess_geometry,
+)
 from kvmshim.pc.cmos import Cmos
-from kvmshim.pc.ide import PiixIde
 from kvmshim.pc.fw_cfg import sercon_port_file
+from kvmshim.pc.ide import PiixIde
 from kvmshim.pc.machine import PcMachine, seabios_config
 from kvmshim.pc.pci import PciHost
 from kvmshim.qemu_config import Boot, Drive, FwCfgFile, IsaDebugExit
@@ -75,7 +87,7 @@ class Channel:
         self.outb(6, device)
 
     def command(self, cmd: int, *, count: int = 0, lba: int = 0, lba48: bool = False, slave: bool = False,
-                feature: int = 0, chs: tuple[int, int, int] = None) -> None:
+                feature: int = 0, chs: tuple[int, int, int] | None = None) -> None:
         dev = 0xB0 if slave else 0xA0
         if chs is not None:
             cyl, head, sector = chs
@@ -87,10 +99,10 @@ class Channel:
         self.select(dev)
         if lba48:
             for reg, value in zip((1, 2, 3, 4, 5), (0, count >> 8, lba >> 24 & 0xFF, lba >> 32 & 0xFF,
-                                                    lba >> 40 & 0xFF)):
+                                                    lba >> 40 & 0xFF), strict=True):
                 self.outb(reg, value)
         self.outb(1, feature)
-        for reg, value in zip((2, 3, 4, 5), regs):
+        for reg, value in zip((2, 3, 4, 5), regs, strict=True):
             self.outb(reg, value)
         self.outb(7, cmd)
 
@@ -228,7 +240,7 @@ def test_interrupt_acknowledged_by_status_not_alt_status(rig):
     assert ch.alt_status & DRQ and rig.irqs[14] == [1]
     ch.read_data(512)
     assert rig.irqs[14] == [1]
-    ch.status
+    ch.inb(7)  # the status register: reading it acknowledges the interrupt
     assert rig.irqs[14] == [1, 0]
     ch.control(0x0A)  # nIEN
     ch.command(ata.IDENTIFY)

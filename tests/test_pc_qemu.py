@@ -64,7 +64,7 @@ class Session:
 
 
 @pytest.fixture(scope="module")
-def grub(grub_image):  # noqa: F811
+def grub(grub_image):
     digest = hashlib.sha256(grub_image.read_bytes()).hexdigest()
     session = Session(["-M", "pc", "-m", "128", "-nodefaults", "-display", "none", "-serial", "stdio",
                        "-drive", f"file={grub_image},format=raw,if=ide", "-boot", "c"])

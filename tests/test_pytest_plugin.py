@@ -78,7 +78,8 @@ def test_failures_name_the_guest_line_and_the_leaked_fd_and_skips_say_why(tmp_pa
     assert re.search(r"E +kvmshim.ucall.GuestAssertionError: \S+/guest1.S:3: guest assertion failed: eax is 41, "
                      r"not 42", out), out
     section = out[out.index(" guest assertion "):]
-    assert re.search(r"guest1.S:3\n  1 \|     mov \$41, %eax\n  2 \|     cmp \$42, %eax\n> 3 \|     ASSERT e, ", section)
+    assert re.search(r"guest1.S:3\n  1 \|     mov \$41, %eax\n  2 \|     cmp \$42, %eax\n> 3 \|     ASSERT e, ",
+                     section)
     assert re.search(r"ERROR at teardown of test_a_leaked_vm.*the test left KVM fds open: \d+ -> anon_inode:kvm-vm",
                      out, re.S), out
     assert "SKIPPED [1] test_user.py:21: this kernel's KVM does not offer KVM_CAP_ARM_PSCI" in out
@@ -98,9 +99,9 @@ def test_the_skip_reason_names_the_device_and_the_error(tmp_path):
 
 
 @pytest.mark.parametrize("syntax, kind, fmt", [
-    ("gas", "flat", guests.Format.FLAT), ("gas", "boot", guests.Format.BOOT_SECTOR), ("gas", "pm32", guests.Format.FLAT),
-    ("nasm", "flat", guests.Format.FLAT), ("nasm", "boot", guests.Format.BOOT_SECTOR),
-    ("nasm", "pm32", guests.Format.FLAT)])
+    ("gas", "flat", guests.Format.FLAT), ("gas", "boot", guests.Format.BOOT_SECTOR),
+    ("gas", "pm32", guests.Format.FLAT), ("nasm", "flat", guests.Format.FLAT),
+    ("nasm", "boot", guests.Format.BOOT_SECTOR), ("nasm", "pm32", guests.Format.FLAT)])
 def test_inline_guests_of_each_syntax_and_kind(kvm_machine, guest_asm, syntax, kind, fmt):
     gas = "    mov $7, %ebx\n    SYNC 1, %ebx\n    PUTS msg\n    DONE\nmsg: .asciz \"hi\\n\"\n"
     nasm = "    mov ebx, 7\n    SYNC 1, ebx\n    PUTS msg\n    DONE\nmsg: db \"hi\", 10, 0\n"

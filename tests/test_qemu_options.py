@@ -8,9 +8,22 @@ from pathlib import Path
 
 import pytest
 
-from kvmshim.qemu_options import (Boot, Chardev, Cpu, Drive, IsaDebugcon, IsaDebugExit, PciTestdev, PcTestdev,
-                                  QemuConfig, QemuInfo, QemuOptionError, Smp, UnsupportedOptionError,
-                                  parse_command_line)
+from kvmshim.qemu_options import (
+    Boot,
+    Chardev,
+    Cpu,
+    Drive,
+    IsaDebugcon,
+    IsaDebugExit,
+    PciTestdev,
+    PcTestdev,
+    QemuConfig,
+    QemuInfo,
+    QemuOptionError,
+    Smp,
+    UnsupportedOptionError,
+    parse_command_line,
+)
 from kvmshim.qemu_syntax import parse_number, parse_size, split_opts
 
 MiB, GiB = 1 << 20, 1 << 30

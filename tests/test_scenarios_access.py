@@ -1,10 +1,12 @@
-"""§12 acceptance scenarios 22-26: unassigned memory, valid rules, splitting, widening, ROM writes."""
+"""Scenarios 22-26 (the number in ``test_NN_``): unassigned memory, valid rules, splitting, widening, ROM
+writes, as docs/memory.md "Accesses" describes them (QEMU's access_with_adjusted_size)."""
 from __future__ import annotations
 
 import pytest
 
 import memapi
-from memapi import AccessRules, Endianness, MemoryRegion as MR, MemTxResult
+from memapi import AccessRules, Endianness, MemTxResult
+from memapi import MemoryRegion as MR
 
 OK, DECODE = MemTxResult.OK, MemTxResult.DECODE_ERROR
 
@@ -86,7 +88,8 @@ def test_24_big_endian_widened_read_takes_high_half():
 @pytest.mark.parametrize("endian, impl, size, value, calls", [
     (Endianness.LITTLE, AccessRules(min_access_size=4), 1, 0xAB, [("write", 1, 0x000000AB, 4)]),
     (Endianness.BIG, AccessRules(min_access_size=4), 1, 0xAB, [("write", 1, 0xAB000000, 4)]),
-    (Endianness.LITTLE, AccessRules(max_access_size=2), 4, 0xAABBCCDD, [("write", 0, 0xCCDD, 2), ("write", 2, 0xAABB, 2)]),
+    (Endianness.LITTLE, AccessRules(max_access_size=2), 4, 0xAABBCCDD,
+     [("write", 0, 0xCCDD, 2), ("write", 2, 0xAABB, 2)]),
 ])
 def test_24_write_split_and_widen(endian, impl, size, value, calls):
     dev = Device(endianness=endian, valid=AccessRules(unaligned=True), impl=impl)

@@ -1,9 +1,10 @@
-"""§12 acceptance scenarios 16-21 and 27-30, 38-39: transactions, listeners, ioeventfd, coalescing, mtree."""
+"""Scenarios 16-21, 27-30 and 38-39 (the number in ``test_NN_``): transactions, listeners, ioeventfd,
+coalescing, mtree, as docs/memory.md "Transactions and listeners" describes them."""
 from __future__ import annotations
 
 import memapi
+from conftest import PlainRecorder, Recorder
 from memapi import MemoryRegion as MR
-from conftest import PlainRecorder, Recorder, flat
 
 
 def ops():
@@ -183,7 +184,7 @@ def test_38_mtree_ordering(root, space):
         root.add_subregion(0x1000, alias)
     root.subregions[0].set_enabled(False)
     lines = memapi.info_mtree(spaces=[space], disabled=True).splitlines()
-    assert [l.split("alias ")[1][0] for l in lines if "alias" in l] == list("DCBA")
+    assert [line.split("alias ")[1][0] for line in lines if "alias" in line] == list("DCBA")
     assert "memory-region: target" in lines
 
 

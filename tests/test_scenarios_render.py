@@ -1,9 +1,10 @@
-"""§12 acceptance scenarios 1-15: rendering, priorities, clipping, merging (pure memapi)."""
+"""Scenarios 1-15 (the number in ``test_NN_``): rendering, priorities, clipping, merging, as docs/memory.md
+"Rendering" describes them (pure memapi)."""
 from __future__ import annotations
 
 import memapi
-from memapi import MemoryRegion as MR
 from conftest import flat
+from memapi import MemoryRegion as MR
 
 
 def io(name, size):

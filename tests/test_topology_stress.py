@@ -22,7 +22,6 @@ from pathlib import Path
 
 import pytest
 
-import memapi
 from kvm_helpers import requires_kvm
 from kvmshim.machine import Machine
 from memapi import AccessRules, MemoryRegion, MemoryRegionOps

@@ -48,13 +48,15 @@ def test_json_lines_and_summary_agree(tmp_path):
     assert summary["exits"] == {"IO": len(runs)} and summary["calls"]["KVM_RUN"] == len(runs)
     assert summary["calls"]["KVM_CREATE_VM"] == 1 and summary["errors"] == {}
     # the slots as the guest ran with them, not after the machine deleted them at close
-    assert [(s["guest_phys_addr"], s["flags"]) for s in summary["memslots"]["0"]][0] == (0, "0")
+    first = summary["memslots"]["0"][0]
+    assert (first["guest_phys_addr"], first["flags"]) == (0, "0")
 
 
 @requires_kvm
 def test_summary_shows_the_slots_left_at_exit(tmp_path):
     report = tmp_path / "report.json"
-    status, lines = _trace_cli(tmp_path, "--summary", command=[sys.executable, str(SCENARIOS / "overlay.py"), str(report)])
+    status, lines = _trace_cli(tmp_path, "--summary",
+                               command=[sys.executable, str(SCENARIOS / "overlay.py"), str(report)])
     assert status == 0
     table = lines[lines.index("memslots of vm 0:") + 1:]
     assert table[0].split() == ["as", "slot", "guest_phys_addr", "memory_size", "userspace_addr", "flags"]

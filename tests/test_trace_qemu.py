@@ -74,7 +74,7 @@ def test_qemu_seabios_boot_is_decoded_by_name(tmp_path):
     result = tracer.run(command, timeout=120)
     assert b"No bootable device" in log and not result.timed_out
     lines = [format_event(e, tracer.main_pid) for e in result.events]
-    undecoded = [line for line, e in zip(lines, result.events) if e.request.startswith("_IOC(")
+    undecoded = [line for line, e in zip(lines, result.events, strict=True) if e.request.startswith("_IOC(")
                  or (ioc_size(request_number(e.request)) and isinstance(e.arg, Hex))]
     assert undecoded == [] and not any("_IOC(" in line for line in lines)
     numeric_caps = [line for line in lines if re.search(r"KVM_CHECK_EXTENSION, \d|[{ ]cap=\d", line)]

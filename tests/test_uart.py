@@ -203,17 +203,16 @@ def test_stdin_console_raw_mode_escapes_and_restore():
     try:
         before = termios.tcgetattr(slave)
         uart = Uart16550()
-        with pytest.raises(RuntimeError):
-            with StdinConsole(on_quit=lambda: quits.append(1), fd=slave) as console:
-                console.attach(uart)
-                uart.receive(b"")  # nothing yet
-                assert termios.tcgetattr(slave) == raw_mode(before)
-                os.write(master, b"ab\x01\x01c\x01x")
-                for _ in range(200):
-                    if quits:
-                        break
-                    threading.Event().wait(0.01)
-                raise RuntimeError("the block ends with an exception")
+        with pytest.raises(RuntimeError), StdinConsole(on_quit=lambda: quits.append(1), fd=slave) as console:
+            console.attach(uart)
+            uart.receive(b"")  # nothing yet
+            assert termios.tcgetattr(slave) == raw_mode(before)
+            os.write(master, b"ab\x01\x01c\x01x")
+            for _ in range(200):
+                if quits:
+                    break
+                threading.Event().wait(0.01)
+            raise RuntimeError("the block ends with an exception")
         assert termios.tcgetattr(slave) == before
         assert quits == [1] and console.quit_requested
         assert bytes([uart.rbr]) == b"a" and console.pending() == 3  # "b", Ctrl-A, "c" still waiting

@@ -10,9 +10,23 @@ import pytest
 import guests
 from kvm_helpers import requires_kvm
 from kvmshim import loader
-from kvmshim.machine import Machine
-from kvmshim.ucall import (AssertFailed, BadCall, Done, GuestAssertionError, Print, Stopped, Sync, UcallDevice,
-                           UcallError, printf, register, run_until_call, run_until_done, stop_runners)
+from kvmshim.machine import BareMachine, Machine
+from kvmshim.ucall import (
+    AssertFailed,
+    BadCall,
+    Done,
+    GuestAssertionError,
+    Print,
+    Stopped,
+    Sync,
+    UcallDevice,
+    UcallError,
+    printf,
+    register,
+    run_until_call,
+    run_until_done,
+    stop_runners,
+)
 
 DATA = Path(__file__).parent / "data" / "guests"
 CALLS = [Sync(1), Sync(2, (7, 0x1234)), Print("real mode: bx=7 cx=0x1234\n"), Sync(3, (7,)),
@@ -51,9 +65,8 @@ def test_run_until_done_collects_the_calls():
 def test_a_failed_assert_names_the_guest_file_and_line(guest, line, message):
     source = (DATA / guest).resolve()
     m, device = machine_with_ucall(source)
-    with m:
-        with pytest.raises(GuestAssertionError) as err:
-            run_until_done(m, 30, device)
+    with m, pytest.raises(GuestAssertionError) as err:
+        run_until_done(m, 30, device)
     assert err.value.failed == AssertFailed(str(source), line, message)
     assert str(err.value) == f"{source}:{line}: guest assertion failed: {message}"
 
@@ -81,6 +94,12 @@ def test_an_out_without_a_record_is_a_bad_call_not_a_host_error(tmp_path):
     with m:
         call = run_until_call(m, 30, device)
         assert isinstance(call, BadCall) and "jump over a ucall record" in call.reason and call.address == 0x1000
+
+
+@requires_kvm
+def test_a_machine_without_a_ucall_device_needs_one_passed():
+    with BareMachine() as m, pytest.raises(UcallError, match="has no ucall device: pass one as device"):
+        run_until_call(m, 30)
 
 
 def test_assert_without_the_preprocessor_stops_the_build(tmp_path):

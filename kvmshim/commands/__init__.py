@@ -1,6 +1,13 @@
 """One module per `kvmshim` subcommand: ``add_parser(subparsers)`` and ``run(args) -> int``."""
 import argparse
-from typing import Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    #: What ``add_parser`` is given: the result of ``ArgumentParser.add_subparsers()``.
+    Subparsers: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
 
 SIZE_SUFFIXES = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 

@@ -14,20 +14,28 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Optional, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from ..pc.vga import COLS, ROWS, TEXT_BASE, TEXT_SIZE
 from ..plots import bin_size, format_size
 from . import parse_size, positive
 
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
+
+    from . import Subparsers
+
 PAGE = 4096
-LOG_MODES = {"clear": {}, "get": {"manual_protect": False}, "ring": {"dirty_ring": 1 << 16}}
+#: Machine keyword arguments per --log-mode.
+LOG_MODES: dict[str, dict[str, Any]] = {"clear": {}, "get": {"manual_protect": False},
+                                        "ring": {"dirty_ring": 1 << 16}}
 #: Heatmap categories: index 0, 1, 2 of a cell.
 CATEGORIES = (("clean", "#141428"), ("dirty", "#ffd228"), ("dirty text-screen page", "#50c8ff"))
 _SPARK = " ▁▂▃▄▅▆▇█"
 
 
-def add_parser(sub) -> argparse.ArgumentParser:
+def add_parser(sub: Subparsers) -> argparse.ArgumentParser:
     p = sub.add_parser("dirty-demo", help="run a guest and show, live, the pages it dirties")
     p.add_argument("guest", nargs="?", default="screen",
                    help="screen (a text-mode counter, default), sweeper, or a .S path")
@@ -147,7 +155,7 @@ class DirtyDemo:
         elif len(self.columns) % max(1, round(1000 / self.args.interval)) == 0:
             print(self._stats(), file=self.out, flush=True)
 
-    def heatmap_cells(self):
+    def heatmap_cells(self) -> tuple[NDArray[np.uint8], int]:
         """(cells, pages per row): one row per bin of pages (address order), one column per interval;
         a cell is 0 (clean), 1 (a page dirtied) or 2 (a text-screen page dirtied)."""
         import numpy as np
@@ -167,13 +175,14 @@ class DirtyDemo:
         """(name, start, end) of each run of the memory flat view served by one region."""
         runs: list[tuple[str, int, int]] = []
         for fr in self.machine.memory.current_map.ranges:
-            if runs and runs[-1][0] == fr.mr.name and runs[-1][2] == fr.start:
-                runs[-1] = (fr.mr.name, runs[-1][1], fr.end)
+            name = fr.mr.name if fr.mr.name is not None else "(null)"  # as QEMU prints a NULL name
+            if runs and runs[-1][0] == name and runs[-1][2] == fr.start:
+                runs[-1] = (name, runs[-1][1], fr.end)
             else:
-                runs.append((fr.mr.name, fr.start, fr.end))
+                runs.append((name, fr.start, fr.end))
         return runs
 
-    def summary(self, png: Optional[Path], screenshot: Optional[Path]) -> str:
+    def summary(self, png: Path | None, screenshot: Path | None) -> str:
         line = f"dirty-demo: {self._stats()}"
         if png is not None:
             from ..plots import heatmap
@@ -194,7 +203,7 @@ class DirtyDemo:
         return line
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     out = sys.stdout
     demo = DirtyDemo(args, out)
     try:

@@ -3,12 +3,17 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING
 
 from ..pc import cli as pc_cli
 from . import parse_size
 
+if TYPE_CHECKING:
+    from ..machine import Machine
+    from . import Subparsers
 
-def add_parser(sub) -> argparse.ArgumentParser:
+
+def add_parser(sub: Subparsers) -> argparse.ArgumentParser:
     p = sub.add_parser("mtree", help="print the machine's memory map like QEMU's `info mtree`")
     p.add_argument("guest", nargs="?", default="hello",
                    help="the guest loaded first: a bundled name or a file of any format `run` takes (default hello)")
@@ -20,7 +25,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     from ..machine import Machine
 
     if args.machine == "pc":
@@ -31,14 +36,11 @@ def run(args) -> int:
     return 0
 
 
-def output(machine, args) -> str:
+def output(machine: Machine, args: argparse.Namespace) -> str:
     """What to print for a machine: `info mtree` text, or with --json memapi.mtree_json as JSON."""
     if not args.json:
         return machine.mtree(flatview=args.flatview, disabled=args.disabled)
     import memapi
 
-    def has_memory(space, start: int, size: int) -> bool:
-        return space is machine.memory and machine.kvm_memory.has_memory(start, size)
-
-    doc = memapi.mtree_json([machine.memory, machine.io_space], accel=has_memory)
+    doc = memapi.mtree_json([machine.memory, machine.io_space], accel=machine.kvm_maps)
     return json.dumps(doc, indent=2) + "\n"

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from contextlib import ExitStack
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from . import Subparsers
 
 PROG = "kvmshim qemu"
 
 
-def add_parser(sub) -> argparse.ArgumentParser:
+def add_parser(sub: Subparsers) -> argparse.ArgumentParser:
     p = sub.add_parser("qemu", help="run the pc machine from a qemu-system-x86_64 command line",
                        add_help=False, prefix_chars="\0")
     p.add_argument("args", nargs=argparse.REMAINDER, help="QEMU's options (kvmshim qemu -h lists them)")
@@ -26,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     return qemu(args.args)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """The `kvmshim-qemu` console script."""
     return qemu(sys.argv[1:] if argv is None else argv)
 

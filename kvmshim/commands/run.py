@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Optional
+from typing import TYPE_CHECKING
 
 from ..errors import UsageError
 from ..pc import cli as pc_cli
@@ -90,7 +91,7 @@ class ExitTrace:
     """--trace-exits: a line on stderr per PIO/MMIO exit, naming the region the access reached (looked
     up in the space's current FlatView as the line is printed)."""
 
-    def __init__(self, spaces: Mapping[str, "AddressSpace"]) -> None:
+    def __init__(self, spaces: Mapping[str, AddressSpace]) -> None:
         self.spaces = spaces
 
     def __call__(self, kind: str, addr: int, value: int, size: int, is_write: bool) -> None:
@@ -112,7 +113,7 @@ def exit_trace(machine) -> ExitTrace:
     return ExitTrace({"pio": machine.io_space, "mmio": machine.memory})
 
 
-def modules(text: Optional[str]) -> list:
+def modules(text: str | None) -> list:
     """--initrd 'FILE ARGS,FILE2': each module's data from its file, its command line as written."""
     from guests import Module
 

@@ -10,10 +10,14 @@ import io
 import json
 import os
 import sys
-from typing import Optional, TextIO
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from ..trace import IoctlEvent
+    from . import Subparsers
 
 
-def add_parser(sub) -> argparse.ArgumentParser:
+def add_parser(sub: Subparsers) -> argparse.ArgumentParser:
     p = sub.add_parser("trace", help="run a command and print its KVM ioctls, decoded (like strace)",
                        description="Run COMMAND under ptrace (threads, forks and execs followed) and "
                                    "print every ioctl on /dev/kvm, VM and vCPU fds, one per line.")
@@ -36,14 +40,14 @@ class StreamLines:
         self.stream.flush()
 
 
-def _stderr_fd() -> Optional[int]:
+def _stderr_fd() -> int | None:
     try:
         return sys.stderr.fileno()
     except (AttributeError, io.UnsupportedOperation):
         return None
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     from ..trace import LineWriter, Summary, Tracer, format_event, format_summary
 
     sys.stderr.flush()  # what kvmshim wrote before goes out before the first trace line
@@ -54,7 +58,7 @@ def run(args) -> int:
         summary = Summary()
         tracer = Tracer(keep_events=False)
 
-        def show(event) -> None:
+        def show(event: IoctlEvent) -> None:
             out.line(event.to_json() if args.json else format_event(event, tracer.main_pid))
 
         tracer.on_event = summary.add if args.summary else show
@@ -65,6 +69,6 @@ def run(args) -> int:
             for line in format_summary(summary).splitlines():
                 out.line(line)
     finally:
-        if args.output:
+        if args.output and fd is not None:
             os.close(fd)
     return status

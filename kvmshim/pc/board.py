@@ -13,12 +13,15 @@ their input, and each ``debugcons[i].on_output`` (kvmshim.chardev opens QEMU's b
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
+from functools import partial
 
 from memapi import MemoryRegion
 
-from ..qemu_config import IsaDebugcon, IsaDebugExit as DebugExitConfig, PciTestdev as PciTestdevConfig
-from ..qemu_config import PcTestdev as PcTestdevConfig, QemuConfig
+from ..qemu_config import IsaDebugcon, QemuConfig
+from ..qemu_config import IsaDebugExit as DebugExitConfig
+from ..qemu_config import PciTestdev as PciTestdevConfig
+from ..qemu_config import PcTestdev as PcTestdevConfig
 from ..uart import Uart16550
 from .ata import AtaDisk, DiskImage
 from .cmos import Cmos
@@ -30,7 +33,7 @@ from .memmap import E820_RESERVED, PcMemoryMap
 from .pci import PciHost, devfn
 from .piix import Piix3, Piix4Pm
 from .port92 import Port92
-from .testdev import IsaDebugExit, PcTestdev, PciTestdev
+from .testdev import IsaDebugExit, PciTestdev, PcTestdev
 from .vga import VgaText
 
 #: QEMU's kvm_arch_init: one identity-map page, then three TSS pages, reserved in the e820 map.
@@ -59,8 +62,7 @@ class PcBoard:
             self.i440fx = I440FX(system, self.map.pci, self.map.ram)
             self.piix3 = Piix3(request_reset)
             self.pm = Piix4Pm()
-            self.ide = PiixIde(_disks(config), [lambda level, line=line: set_irq(line, level)
-                                                for _, _, line in LEGACY_CHANNELS])
+            self.ide = PiixIde(_disks(config), [partial(set_irq, line) for _, _, line in LEGACY_CHANNELS])
             self.pci_host = PciHost((self.i440fx, self.piix3, self.pm, self.ide), memory=self.map.pci)
             self.fw_cfg = FwCfg(config.ram_size, cpus)
             self.fw_cfg.add_file("etc/e820", e820_table(self.e820()))
@@ -74,13 +76,13 @@ class PcBoard:
             self.cmos.set_boot_order(config.boot.order)
             self.cmos.set_disks(self.ide.disks())
             self.port92 = Port92(request_reset)
-            self.serials = [Uart16550(lambda level, irq=irq: set_irq(irq, level), name="serial")
-                            for _, (_, irq) in zip(config.serial, SERIAL_PORTS)]
+            serial_ports = SERIAL_PORTS[:len(config.serial)]  # a fifth -serial gets no ISA port, as in QEMU
+            self.serials = [Uart16550(partial(set_irq, irq), name="serial") for _, irq in serial_ports]
             for device in (self.pci_host, self.piix3, self.pm, self.ide, self.fw_cfg, self.cmos, self.port92):
                 device.map(io)
-            for uart, (port, _) in zip(self.serials, SERIAL_PORTS):
+            for uart, (port, _) in zip(self.serials, serial_ports, strict=True):
                 uart.map(io, port)
-            self.vga: Optional[VgaText] = None
+            self.vga: VgaText | None = None
             slot = FIRST_FREE_SLOT
             if config.vga == "std":
                 self.vga = VgaText()
@@ -114,9 +116,9 @@ class PcBoard:
         self.ide.close()
 
 
-def _disks(config: QemuConfig) -> list[Optional[AtaDisk]]:
+def _disks(config: QemuConfig) -> list[AtaDisk | None]:
     """The four IDE units, from the config's drives (index = 2 * bus + unit)."""
-    disks: list[Optional[AtaDisk]] = [None] * 4
+    disks: list[AtaDisk | None] = [None] * 4
     for drive in config.drives:
         disks[drive.index] = AtaDisk(DiskImage(drive.file, readonly=drive.readonly))
     return disks

@@ -10,18 +10,22 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING
 
 from ..qemu_config import Boot, Chardev, Cpu, Drive, FwCfgFile, IsaDebugcon, IsaDebugExit, QemuConfig, Smp
 from .fw_cfg import sercon_port_file
 from .memmap import BIOS_ALIGN
 
+if TYPE_CHECKING:
+    from .machine import PcMachine
+
 Trace = Callable[[str, int, int, int, bool], None]
 #: The options only --machine pc takes, and their defaults.
-PC_ONLY = {"bios": None, "disk": [], "boot": None, "kernel": None, "smp": 1, "cpu": "qemu64", "sercon": False,
-           "screen": False, "screenshot": None, "bios_log": None}
+PC_ONLY: dict[str, object] = {"bios": None, "disk": [], "boot": None, "kernel": None, "smp": 1, "cpu": "qemu64",
+                              "sercon": False, "screen": False, "screenshot": None, "bios_log": None}
 
 
 def bios_file(text: str) -> Path:
@@ -85,7 +89,7 @@ def pc_only_given(args: argparse.Namespace) -> list[str]:
     return [f"--{name.replace('_', '-')}" for name, default in PC_ONLY.items() if getattr(args, name) != default]
 
 
-def run(args: argparse.Namespace, trace: Optional[Callable[..., Trace]] = None) -> int:
+def run(args: argparse.Namespace, trace: Callable[..., Trace] | None = None) -> int:
     """Boot; COM1 is the terminal (Ctrl-A x quits); the status is isa-debug-exit's, else 0.
     ``trace(machine)`` makes the --trace-exits hook once the machine exists."""
     from ..chardev import open_chardevs
@@ -110,10 +114,11 @@ def run(args: argparse.Namespace, trace: Optional[Callable[..., Trace]] = None) 
     return machine.exit_status
 
 
-def _show_screen(stack: ExitStack, machine) -> None:
+def _show_screen(stack: ExitStack, machine: PcMachine) -> None:
     """Redraw the text screen on the terminal from its dirty pages (COM1's output is not shown)."""
     from ..screen import TerminalScreen
 
+    assert machine.board.vga is not None  # --screen gives the machine a VGA
     machine.board.serials[0].on_output = None
     stack.enter_context(TerminalScreen(machine.board.vga, sys.stdout))
 

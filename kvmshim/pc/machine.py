@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Any
 
 import guests.multiboot
 from guests import MemoryRange, Module
@@ -22,11 +22,14 @@ from kvm import Cap, Vcpu, Vm
 from listeners.vcpu_runner import RunOutcome
 
 from .. import loader
-from ..base import MachineBase, VcpuThread
+from ..base import MachineBase, MemoryOptions, VcpuThread
 from ..qemu_config import Chardev, IsaDebugcon, QemuConfig
 from .board import IDENTITY_MAP_ADDR, TSS_ADDR, PcBoard
 from .debugcon import SEABIOS_DEBUG_IOPORT
 from .memmap import MiB
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 DEFAULT_BIOS = Path("/usr/share/seabios/bios-256k.bin")
 DEFAULT_RAM = 128 * MiB
@@ -35,7 +38,7 @@ POST_DONE = b"No bootable device"
 BOOT_TIMEOUT = 60.0
 
 
-def seabios_config(ram_size: int = DEFAULT_RAM, bios: Optional[Path] = None, **fields) -> QemuConfig:
+def seabios_config(ram_size: int = DEFAULT_RAM, bios: Path | None = None, **fields: Any) -> QemuConfig:
     """A QemuConfig for watching SeaBIOS: no defaults, COM1, and SeaBIOS's debug console at 0x402."""
     debugcon = IsaDebugcon(Chardev("null"), iobase=SEABIOS_DEBUG_IOPORT)
     return replace(QemuConfig(ram_size=ram_size, bios=bios, vga="none", nodefaults=True,
@@ -52,7 +55,8 @@ class PcMachine(MachineBase):
 
     name = "pc"
 
-    def __init__(self, config: Optional[QemuConfig] = None, *, stop_at_post_end: bool = False, **options) -> None:
+    def __init__(self, config: QemuConfig | None = None, *, stop_at_post_end: bool = False,
+                 **options: Unpack[MemoryOptions]) -> None:
         self.config = config = config or seabios_config()
         bios = config.bios or DEFAULT_BIOS
         if config.bios is None and not bios.exists():
@@ -99,7 +103,7 @@ class PcMachine(MachineBase):
         loader.apply(self, plan, [r for r in layout if r.type == E820_RAM], vcpus=[self.vcpu])
 
     # ------------------------------------------------------------ running
-    def boot(self, timeout: Optional[float] = BOOT_TIMEOUT) -> RunOutcome:
+    def boot(self, timeout: float | None = BOOT_TIMEOUT) -> RunOutcome:
         """Run every vCPU (vCPU 0 here, the others in threads) until a stop: isa-debug-exit, a
         reset request, the end of POST if asked, or ``timeout`` seconds (GuestTimeout)."""
         aps = [self.start(index, timeout) for index in range(1, len(self.vcpus))]
@@ -146,7 +150,7 @@ class PcMachine(MachineBase):
                 self.board.close()
 
 
-def _read_kernel(config: QemuConfig) -> Optional[tuple[str, bytes, list[Module]]]:
+def _read_kernel(config: QemuConfig) -> tuple[str, bytes, list[Module]] | None:
     """``-kernel`` and its ``-initrd`` modules, read before any fd opens (QEMU's wording on failure)."""
     if config.kernel is None:
         return None

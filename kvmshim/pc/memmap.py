@@ -60,4 +60,5 @@ class PcMemoryMap:
     def close(self) -> None:
         """Unmap the RAM blocks (after the address spaces are gone)."""
         for region in (self.ram, self.bios, self.rom):
-            region.ram_block.close()
+            if region.ram_block is not None:  # RAM and ROMs: always
+                region.ram_block.close()

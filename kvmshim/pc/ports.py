@@ -1,7 +1,7 @@
 """A port-I/O region from two callbacks: the shape every pc device here shares."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from memapi import AccessRules, Endianness, MemoryRegion, MemoryRegionOps
 

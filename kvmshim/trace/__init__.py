@@ -7,10 +7,10 @@ every ioctl it made on /dev/kvm, VM and vCPU fds as decoded ``IoctlEvent``s;
 from .events import IoctlEvent
 from .format import format_event, format_summary
 from .output import LineWriter
+from .spawn import TraceError
 from .state import Memslot
 from .summary import Summary
-from .spawn import TraceError
-from .tracer import TraceResult, Tracer, trace
+from .tracer import Tracer, TraceResult, trace
 
 __all__ = ["IoctlEvent", "LineWriter", "Memslot", "Summary", "TraceError", "TraceResult", "Tracer",
            "format_event", "format_summary", "trace"]

@@ -6,7 +6,8 @@ page ranges, while both stay ordinary ints and lists for JSON and comparisons.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 from kvm import HAVE_SET_USER_MEMORY_REGION2, Cap, ExitReason, IoDirection, IoeventfdFlag, MemFlag, ffi
 from kvm.constants import enum_name, flag_names
@@ -14,7 +15,8 @@ from kvm.constants import enum_name, flag_names
 from .decode_state import STATE_DECODERS
 from .decode_tables import TABLES, Reader, decode_table
 from .requests import ioc_size
-from .values import Hex, PageList, fields as _fields
+from .values import Hex, PageList
+from .values import fields as _fields
 
 __all__ = ["Hex", "PageList", "UnreadableMemory", "decode_arg", "decode_exit", "set_bits", "struct"]
 
@@ -116,7 +118,7 @@ VALUE_DECODERS: dict[str, Callable[[int], Any]] = {
 }
 
 
-def _irq_line_status(before: CData, after: Optional[CData]) -> dict[str, Any]:
+def _irq_line_status(before: CData, after: CData | None) -> dict[str, Any]:
     """KVM_IRQ_LINE_STATUS: the kernel overwrites ``irq`` with the delivery ``status``."""
     out: dict[str, Any] = _fields(before, "irq", "level")
     if after is not None:
@@ -124,8 +126,8 @@ def _irq_line_status(before: CData, after: Optional[CData]) -> dict[str, Any]:
     return out
 
 
-def decode_arg(name: str, request: int, arg: int, data: Optional[bytes], *,
-               entry: Optional[bytes] = None, read: Optional[Reader] = None) -> Any:
+def decode_arg(name: str, request: int, arg: int, data: bytes | None, *,
+               entry: bytes | None = None, read: Reader | None = None) -> Any:
     """The decoded argument; a pointer (Hex) when its struct is unknown or unreadable.
 
     *data* is the struct as the call left it (or as it was passed, for a struct the kernel

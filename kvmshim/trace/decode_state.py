@@ -7,7 +7,8 @@ and the LAPIC page are the Intel SDM's (architectural), not KVM's.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from kvm import ClockFlag, IrqchipId, MpState, VcpuEventValid, ffi, to_python
 from kvm.constants import enum_name, flag_names
@@ -69,7 +70,8 @@ def _lapic(a: CData) -> dict[str, Any]:
 def _irqchip(c: CData) -> dict[str, Any]:
     out: dict[str, Any] = {"chip_id": enum_name(IrqchipId, c.chip_id)}
     if c.chip_id in (IrqchipId.PIC_MASTER, IrqchipId.PIC_SLAVE):
-        out.update(fields(c.chip.pic, "irr", "imr", "isr", "irq_base", "elcr", hex_=("irr", "imr", "isr", "irq_base", "elcr")))
+        pic = ("irr", "imr", "isr", "irq_base", "elcr")
+        out.update(fields(c.chip.pic, *pic, hex_=pic))
     elif c.chip_id == IrqchipId.IOAPIC:
         io = c.chip.ioapic
         out.update(fields(io, "base_address", "id", "irr", hex_=("base_address", "irr")))
@@ -97,7 +99,7 @@ STATE_DECODERS: dict[str, tuple[str, Callable[[CData], Any]]] = {
     **{f"KVM_{op}_SREGS2": ("struct kvm_sregs2", _sregs2) for op in ("GET", "SET")},
     **{f"KVM_{op}_VCPU_EVENTS": ("struct kvm_vcpu_events", _vcpu_events) for op in ("GET", "SET")},
     **{f"KVM_{op}_FPU": ("struct kvm_fpu", _fpu) for op in ("GET", "SET")},
-    **{name: ("struct kvm_xsave", _xsave) for name in ("KVM_GET_XSAVE", "KVM_SET_XSAVE", "KVM_GET_XSAVE2")},
+    **dict.fromkeys(("KVM_GET_XSAVE", "KVM_SET_XSAVE", "KVM_GET_XSAVE2"), ("struct kvm_xsave", _xsave)),
     **{f"KVM_{op}_XCRS": ("struct kvm_xcrs", _xcrs) for op in ("GET", "SET")},
     **{f"KVM_{op}_LAPIC": ("struct kvm_lapic_state", _lapic) for op in ("GET", "SET")},
     **{f"KVM_{op}_DEBUGREGS": ("struct kvm_debugregs", lambda d: hexed(to_python(d[0]))) for op in ("GET", "SET")},
@@ -106,7 +108,8 @@ STATE_DECODERS: dict[str, tuple[str, Callable[[CData], Any]]] = {
     **{f"KVM_{op}_IRQCHIP": ("struct kvm_irqchip", _irqchip) for op in ("GET", "SET")},
     **{f"KVM_{op}_PIT2": ("struct kvm_pit_state2", _pit) for op in ("GET", "SET")},
     **{f"KVM_{op}_CLOCK": ("struct kvm_clock_data", _clock) for op in ("GET", "SET")},
-    **{f"KVM_{op}_DEVICE_ATTR": ("struct kvm_device_attr", lambda a: fields(a, "flags", "group", "attr", "addr", hex_=("attr", "addr")))
+    **{f"KVM_{op}_DEVICE_ATTR": ("struct kvm_device_attr",
+                                 lambda a: fields(a, "flags", "group", "attr", "addr", hex_=("attr", "addr")))
        for op in ("GET", "SET", "HAS")},
     "KVM_TPR_ACCESS_REPORTING": ("struct kvm_tpr_access_ctl", lambda t: fields(t, "enabled", "flags")),
     "KVM_SET_VAPIC_ADDR": ("struct kvm_vapic_addr", lambda v: {"vapic_addr": Hex(v.vapic_addr)}),

@@ -3,8 +3,9 @@ lists and values, GSI routes. The fixed header is in the ioctl's size; the entri
 are read from the tracee as the header's count says (at most MAX_ENTRIES)."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any
 
 from kvm import IrqchipId, IrqRoutingType, ffi
 from kvm.constants import enum_name
@@ -56,7 +57,7 @@ TABLES: dict[str, Table] = {
 }
 
 
-def decode_table(table: Table, header: CData, arg: int, read: Optional[Reader]) -> dict[str, Any]:
+def decode_table(table: Table, header: CData, arg: int, read: Reader | None) -> dict[str, Any]:
     """``{count: n, entries: [...]}``; without *read* (a failed call) only the count."""
     count = getattr(header, table.count)
     out: dict[str, Any] = {table.count: count}

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from typing import Any, Optional
+from typing import Any
 
 
 @dataclass
@@ -15,13 +15,13 @@ class IoctlEvent:
     pid: int  # the thread that made the call
     fd: int
     kind: str  # "kvm" (/dev/kvm), "vm" or "vcpu"
-    vm: Optional[int]  # serial number of the VM in this trace (0 for the first)
-    vcpu: Optional[int]
+    vm: int | None  # serial number of the VM in this trace (0 for the first)
+    vcpu: int | None
     request: str
     arg: Any
-    result: Optional[int]
-    errno: Optional[str] = None
-    exit: Optional[dict[str, Any]] = None
+    result: int | None
+    errno: str | None = None
+    exit: dict[str, Any] | None = None
 
     @property
     def label(self) -> str:
@@ -32,5 +32,5 @@ class IoctlEvent:
         return json.dumps(asdict(self))
 
     @classmethod
-    def from_json(cls, line: str) -> "IoctlEvent":
+    def from_json(cls, line: str) -> IoctlEvent:
         return cls(**json.loads(line))

@@ -3,7 +3,8 @@ what the call left in tracee memory (dirty bitmaps, the kvm_run exit)."""
 from __future__ import annotations
 
 import mmap
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from kvm import dirty_bitmap_bytes
 
@@ -15,20 +16,22 @@ if TYPE_CHECKING:
     from .tracer import Call, Task
 
 
-def _created_vm(objects: KvmObjects, task: "Task", call: "Call", event: IoctlEvent) -> None:
+def _created_vm(objects: KvmObjects, task: Task, call: Call, event: IoctlEvent) -> None:
+    assert event.result is not None  # follow-ups run for calls that returned a result
     task.fds.set(event.result, KvmFd("vm", objects.new_vm()))
 
 
-def _created_vcpu(objects: KvmObjects, task: "Task", call: "Call", event: IoctlEvent) -> None:
+def _created_vcpu(objects: KvmObjects, task: Task, call: Call, event: IoctlEvent) -> None:
+    assert event.result is not None
     task.fds.set(event.result, KvmFd("vcpu", call.target.vm, VcpuState(call.arg)))
 
 
-def _set_region(objects: KvmObjects, task: "Task", call: "Call", event: IoctlEvent) -> None:
+def _set_region(objects: KvmObjects, task: Task, call: Call, event: IoctlEvent) -> None:
     if call.target.vm is not None and isinstance(event.arg, dict):
         call.target.vm.slots.apply(event.arg)
 
 
-def _dirty_log(objects: KvmObjects, task: "Task", call: "Call", event: IoctlEvent) -> None:
+def _dirty_log(objects: KvmObjects, task: Task, call: Call, event: IoctlEvent) -> None:
     """``dirty_pages``: the pages (numbered within the slot) set in the returned bitmap."""
     log, vm = event.arg, call.target.vm
     if vm is None or not isinstance(log, dict):
@@ -39,7 +42,7 @@ def _dirty_log(objects: KvmObjects, task: "Task", call: "Call", event: IoctlEven
         log["dirty_pages"] = set_bits(bitmap, slot.memory_size // mmap.PAGESIZE)
 
 
-def _clear_log(objects: KvmObjects, task: "Task", call: "Call", event: IoctlEvent) -> None:
+def _clear_log(objects: KvmObjects, task: Task, call: Call, event: IoctlEvent) -> None:
     """``pages``: the page numbers whose dirty bits the caller cleared."""
     log = event.arg
     if isinstance(log, dict):
@@ -47,7 +50,7 @@ def _clear_log(objects: KvmObjects, task: "Task", call: "Call", event: IoctlEven
         log["pages"] = set_bits(bitmap, log["num_pages"], log["first_page"])
 
 
-def _ran(objects: KvmObjects, task: "Task", call: "Call", event: IoctlEvent) -> None:
+def _ran(objects: KvmObjects, task: Task, call: Call, event: IoctlEvent) -> None:
     """``exit``: the exit reason and its details, from the vCPU's kvm_run mapping."""
     vcpu = call.target.vcpu
     if vcpu is not None and vcpu.run_addr is not None:
@@ -55,7 +58,7 @@ def _ran(objects: KvmObjects, task: "Task", call: "Call", event: IoctlEvent) -> 
         event.exit = decode_exit(lambda offset, size: task.read(base + offset, size))
 
 
-FOLLOW_UPS: dict[str, Callable[[KvmObjects, "Task", "Call", IoctlEvent], None]] = {
+FOLLOW_UPS: dict[str, Callable[[KvmObjects, Task, Call, IoctlEvent], None]] = {
     "KVM_CREATE_VM": _created_vm,
     "KVM_CREATE_VCPU": _created_vcpu,
     "KVM_SET_USER_MEMORY_REGION": _set_region,

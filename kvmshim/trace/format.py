@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import errno as _errno
 import os
-from typing import Any, Optional
+from typing import Any
 
 from .decode import PageList
 from .events import IoctlEvent
@@ -32,7 +32,7 @@ def _result(event: IoctlEvent) -> str:
     return str(event.result)
 
 
-def format_event(event: IoctlEvent, main_pid: Optional[int] = None) -> str:
+def format_event(event: IoctlEvent, main_pid: int | None = None) -> str:
     """``ioctl(5<vm>, KVM_SET_USER_MEMORY_REGION, {...}) = 0``, prefixed ``[pid N]`` unless
     *pid* is *main_pid*; KVM_RUN adds ``(KVM_EXIT_IO {...})``."""
     prefix = "" if event.pid == main_pid else f"[pid {event.pid}] "

@@ -2,16 +2,16 @@
 from __future__ import annotations
 
 import os
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
-from ptrace.binding import ptrace_traceme
+from ptrace.binding import ptrace_traceme  # type: ignore[import-untyped]  # python-ptrace ships no type hints
 
 
 class TraceError(OSError):
     """The command could not be started or traced."""
 
 
-def spawn_traced(argv: Sequence[str], env: Optional[dict[str, str]] = None) -> int:
+def spawn_traced(argv: Sequence[str], env: dict[str, str] | None = None) -> int:
     """Fork a child that asks to be traced and execs *argv* (searched on PATH); returns its pid.
 
     The child stops with SIGTRAP after its exec. If the exec fails, the child exits at once

@@ -8,8 +8,9 @@ from __future__ import annotations
 import itertools
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
+from typing import Any
 
 _VCPU_LINK = re.compile(r"anon_inode:kvm-vcpu:(\d+)")
 
@@ -41,7 +42,7 @@ class SlotTable:
         else:
             self._slots.pop(key, None)
 
-    def get(self, as_id: int, slot: int) -> Optional[Memslot]:
+    def get(self, as_id: int, slot: int) -> Memslot | None:
         return self._slots.get((as_id, slot))
 
     def table(self) -> list[Memslot]:
@@ -58,7 +59,7 @@ class VmState:
 @dataclass(eq=False)
 class VcpuState:
     id: int
-    run_addr: Optional[int] = None  # the tracee's mapping of its struct kvm_run
+    run_addr: int | None = None  # the tracee's mapping of its struct kvm_run
 
 
 @dataclass(frozen=True)
@@ -67,8 +68,8 @@ class KvmFd:
     is None when its fd predates the trace."""
 
     kind: str
-    vm: Optional[VmState] = None
-    vcpu: Optional[VcpuState] = None
+    vm: VmState | None = None
+    vcpu: VcpuState | None = None
 
 
 class KvmObjects:
@@ -80,17 +81,18 @@ class KvmObjects:
     def new_vm(self) -> VmState:
         return VmState(next(self._serials))
 
-    def from_link(self, target: str) -> Optional[KvmFd]:
+    def from_link(self, target: str) -> KvmFd | None:
         """The KvmFd for a /proc/PID/fd link target, None if it is no KVM fd."""
+        vcpu = _VCPU_LINK.fullmatch(target)
+        if vcpu is not None:
+            return KvmFd("vcpu", None, VcpuState(int(vcpu[1])))
         kind = link_kind(target)
         if kind == "vm":
             return KvmFd("vm", self.new_vm())
-        if kind == "vcpu":
-            return KvmFd("vcpu", None, VcpuState(int(_VCPU_LINK.fullmatch(target)[1])))
         return KvmFd(kind) if kind else None
 
 
-def link_kind(target: str) -> Optional[str]:
+def link_kind(target: str) -> str | None:
     """"kvm", "vm" or "vcpu" for the /proc/PID/fd link of a KVM fd, else None."""
     if target == "/dev/kvm":
         return "kvm"
@@ -102,23 +104,23 @@ def link_kind(target: str) -> Optional[str]:
 class FdTable:
     """The KVM fds of one process (threads share it, a fork gets a copy)."""
 
-    def __init__(self, objects: KvmObjects, fds: Optional[dict[int, KvmFd]] = None) -> None:
+    def __init__(self, objects: KvmObjects, fds: dict[int, KvmFd] | None = None) -> None:
         self.objects = objects
         self.fds: dict[int, KvmFd] = dict(fds or {})
 
-    def copy(self) -> "FdTable":
+    def copy(self) -> FdTable:
         return FdTable(self.objects, self.fds)
 
-    def get(self, fd: int) -> Optional[KvmFd]:
+    def get(self, fd: int) -> KvmFd | None:
         return self.fds.get(fd)
 
-    def set(self, fd: int, kvm_fd: Optional[KvmFd]) -> None:
+    def set(self, fd: int, kvm_fd: KvmFd | None) -> None:
         if kvm_fd is None:
             self.fds.pop(fd, None)
         else:
             self.fds[fd] = kvm_fd
 
-    def resolve(self, pid: int, fd: int) -> Optional[KvmFd]:
+    def resolve(self, pid: int, fd: int) -> KvmFd | None:
         """The fd from its /proc link when the syscalls did not show where it came from."""
         kvm_fd = self.objects.from_link(_readlink(pid, fd))
         self.set(fd, kvm_fd)

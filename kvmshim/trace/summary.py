@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import asdict
-from typing import Any, Iterable
+from typing import Any
 
 from .decode import MEMORY_REGION_REQUESTS
 from .events import IoctlEvent
@@ -21,7 +22,7 @@ class Summary:
         self._before_teardown: dict[int, list[Memslot]] = {}  # VM serial -> its slots before teardown
 
     @classmethod
-    def of(cls, events: Iterable[IoctlEvent]) -> "Summary":
+    def of(cls, events: Iterable[IoctlEvent]) -> Summary:
         summary = cls()
         for event in events:
             summary.add(event)
@@ -41,7 +42,7 @@ class Summary:
             table.apply(event.arg)
             if not event.arg["memory_size"]:
                 return  # a delete: teardown, unless the VM adds a slot or runs again
-        if event.request in MEMORY_REGION_REQUESTS or event.request == "KVM_RUN" or event.vm not in self._before_teardown:
+        if event.request in (*MEMORY_REGION_REQUESTS, "KVM_RUN") or event.vm not in self._before_teardown:
             self._before_teardown[event.vm] = table.table()
 
     @property

@@ -8,16 +8,21 @@ import fcntl
 import os
 import signal
 import threading
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional, Sequence
 
-from ptrace import PtraceError
-from ptrace.binding import (PTRACE_EVENT_CLONE, PTRACE_EVENT_EXEC, PTRACE_EVENT_FORK,
-                            PTRACE_EVENT_VFORK, ptrace_geteventmsg)
-from ptrace.binding.func import THREAD_TRACE_FLAGS
-from ptrace.debugger import PtraceDebugger, PtraceProcess
-from ptrace.syscall import SYSCALL_NAMES
+from ptrace import PtraceError  # type: ignore[import-untyped]  # python-ptrace ships no type hints
+from ptrace.binding import (  # type: ignore[import-untyped]  # python-ptrace ships no type hints
+    PTRACE_EVENT_CLONE,
+    PTRACE_EVENT_EXEC,
+    PTRACE_EVENT_FORK,
+    PTRACE_EVENT_VFORK,
+    ptrace_geteventmsg,
+)
+from ptrace.binding.func import THREAD_TRACE_FLAGS  # type: ignore[import-untyped]  # python-ptrace ships no type hints
+from ptrace.debugger import PtraceDebugger, PtraceProcess  # type: ignore[import-untyped]  # python-ptrace ships no type hints
+from ptrace.syscall import SYSCALL_NAMES  # type: ignore[import-untyped]  # python-ptrace ships no type hints
 
 from .decode import UnreadableMemory, decode_arg
 from .events import IoctlEvent
@@ -50,15 +55,15 @@ class Call:
     target: KvmFd
     request: int
     arg: int
-    data: Optional[bytes]  # the argument struct (read at entry if the kernel reads it, at exit if it writes it)
-    entry: Optional[bytes] = None  # the struct as passed, when the kernel also writes it
+    data: bytes | None  # the argument struct (read at entry if the kernel reads it, at exit if it writes it)
+    entry: bytes | None = None  # the struct as passed, when the kernel also writes it
 
 
 @dataclass
 class _Pending:
     nr: int
     args: tuple[int, ...]
-    call: Optional[Call]
+    call: Call | None
 
 
 @dataclass(eq=False)
@@ -67,17 +72,17 @@ class Task:
 
     proc: PtraceProcess
     fds: FdTable
-    pending: Optional[_Pending] = None  # set between syscall entry and exit
+    pending: _Pending | None = None  # set between syscall entry and exit
     fresh: bool = False  # made by a fork/clone event: its first SIGSTOP is the attach
 
     @property
     def pid(self) -> int:
-        return self.proc.pid
+        return int(self.proc.pid)
 
     def read(self, addr: int, size: int) -> bytes:
         """*size* bytes of tracee memory; raises UnreadableMemory."""
         try:
-            data = self.proc.readBytes(addr, size)
+            data: bytes = self.proc.readBytes(addr, size)
         except (PtraceError, OSError) as err:
             raise UnreadableMemory(f"{size} bytes at {addr:#x}") from err
         if len(data) != size:
@@ -85,8 +90,8 @@ class Task:
         return data
 
 
-def trace(argv: Sequence[str], on_event: Optional[Callable[[IoctlEvent], None]] = None,
-          env: Optional[dict[str, str]] = None, timeout: Optional[float] = None) -> TraceResult:
+def trace(argv: Sequence[str], on_event: Callable[[IoctlEvent], None] | None = None,
+          env: dict[str, str] | None = None, timeout: float | None = None) -> TraceResult:
     """Run *argv* under the tracer; *on_event* sees each event once its ioctl has returned.
 
     When *timeout* (seconds) expires every traced task is killed (``timed_out`` is set).
@@ -98,7 +103,7 @@ class Tracer:
     """One run of one command; see ``trace()``. With ``keep_events=False`` the events only
     go to ``on_event`` (for long runs)."""
 
-    def __init__(self, on_event: Optional[Callable[[IoctlEvent], None]] = None, keep_events: bool = True) -> None:
+    def __init__(self, on_event: Callable[[IoctlEvent], None] | None = None, keep_events: bool = True) -> None:
         self.on_event = on_event
         self.keep_events = keep_events
         self.events: list[IoctlEvent] = []
@@ -107,14 +112,14 @@ class Tracer:
         self._early: set[int] = set()  # new tasks that stopped before their creator's event
         self._timed_out = False
         self._returncode = 0
-        self.main_pid: Optional[int] = None  # the command's pid, once started
+        self.main_pid: int | None = None  # the command's pid, once started
         self._debugger = PtraceDebugger()
         self._debugger.traceFork()
         self._debugger.traceClone()
         self._debugger.traceExec()
 
-    def run(self, argv: Sequence[str], env: Optional[dict[str, str]] = None,
-            timeout: Optional[float] = None) -> TraceResult:
+    def run(self, argv: Sequence[str], env: dict[str, str] | None = None,
+            timeout: float | None = None) -> TraceResult:
         pid = spawn_traced(argv, env)
         self.main_pid = pid
         task = Task(self._debugger.addProcess(pid, is_attached=True), FdTable(self.objects))
@@ -163,10 +168,8 @@ class Tracer:
     def stop(self) -> None:
         """Kill the command and every task it made (from any thread, e.g. in ``on_event``)."""
         for pid in list(self._tasks):
-            try:
+            with suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
     # ------------------------------------------------------------ task events
     def _loop(self) -> None:
@@ -182,10 +185,8 @@ class Tracer:
             elif os.WIFEXITED(status) or os.WIFSIGNALED(status):
                 self._exited(task, status)
             else:
-                try:
+                with suppress(PtraceError):  # killed meanwhile: its exit status follows
                     task.proc.syscall(self._stopped(task, status))
-                except PtraceError:
-                    pass  # killed meanwhile: its exit status follows
 
     def _exited(self, task: Task, status: int) -> None:
         if task.pending is not None and task.pending.call is not None:
@@ -245,7 +246,7 @@ class Tracer:
         elif result >= 0:
             self._track_fds(task, SYSCALL_NAMES.get(pending.nr), pending.args, result)
 
-    def _track_fds(self, task: Task, name: Optional[str], args: tuple[int, ...], result: int) -> None:
+    def _track_fds(self, task: Task, name: str | None, args: tuple[int, ...], result: int) -> None:
         """Keep the fd table current across open, close, dup, fcntl, close_range and mmap."""
         fds = task.fds
         if name in ("open", "openat", "openat2", "creat"):
@@ -261,7 +262,7 @@ class Tracer:
             if target is not None and target.vcpu is not None and args[5] == 0:
                 target.vcpu.run_addr = result
 
-    def _call(self, task: Task, nr: int, args: tuple[int, ...]) -> Optional[Call]:
+    def _call(self, task: Task, nr: int, args: tuple[int, ...]) -> Call | None:
         """At syscall entry: a Call if this is an ioctl on a KVM fd."""
         if SYSCALL_NAMES.get(nr) != "ioctl":
             return None
@@ -281,25 +282,23 @@ class Tracer:
         event = self._event(task, call, result)
         follow_up = FOLLOW_UPS.get(event.request)
         if result >= 0 and follow_up is not None:
-            try:
+            with suppress(UnreadableMemory):  # the event keeps what was readable
                 follow_up(self.objects, task, call, event)
-            except UnreadableMemory:
-                pass  # the event keeps what was readable
         self._publish(event)
 
-    def _event(self, task: Task, call: Call, result: Optional[int]) -> IoctlEvent:
+    def _event(self, task: Task, call: Call, result: int | None) -> IoctlEvent:
         """The event; the tables of a call that succeeded are read from the task's memory."""
         name = request_name(call.request)
-        failed = result is not None and -_MAX_ERRNO <= result < 0
-        read = task.read if result is not None and not failed else None
+        err = -result if result is not None and -_MAX_ERRNO <= result < 0 else None
+        read = task.read if result is not None and err is None else None
         target = call.target
         return IoctlEvent(
             pid=task.pid, fd=call.fd, kind=target.kind,
             vm=target.vm.serial if target.vm else None,
             vcpu=target.vcpu.id if target.vcpu else None, request=name,
             arg=_decode(name, call, read),
-            result=-1 if failed else result,
-            errno=_errno.errorcode.get(-result, str(-result)) if failed else None)
+            result=-1 if err is not None else result,
+            errno=None if err is None else _errno.errorcode.get(err, str(err)))
 
     def _publish(self, event: IoctlEvent) -> None:
         if self.keep_events:
@@ -308,7 +307,7 @@ class Tracer:
             self.on_event(event)
 
 
-def _decode(name: str, call: Call, read: Optional[Callable[[int, int], bytes]]) -> object:
+def _decode(name: str, call: Call, read: Callable[[int, int], bytes] | None) -> object:
     """The decoded argument; a table whose entries cannot be read shows its header only."""
     try:
         return decode_arg(name, call.request, call.arg, call.data, entry=call.entry, read=read)
@@ -316,7 +315,7 @@ def _decode(name: str, call: Call, read: Optional[Callable[[int, int], bytes]]) 
         return decode_arg(name, call.request, call.arg, call.data, entry=call.entry)
 
 
-def _try_read(task: Task, addr: int, size: int) -> Optional[bytes]:
+def _try_read(task: Task, addr: int, size: int) -> bytes | None:
     try:
         return task.read(addr, size)
     except UnreadableMemory:
@@ -329,7 +328,7 @@ def _int32(value: int) -> int:
     return value - (1 << 32) if value >> 31 else value
 
 
-def _tgid(pid: int) -> Optional[int]:
+def _tgid(pid: int) -> int | None:
     try:
         with open(f"/proc/{pid}/status") as status:
             return next(int(line.split()[1]) for line in status if line.startswith("Tgid:"))

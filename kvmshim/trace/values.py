@@ -15,7 +15,7 @@ class Hex(int):
     __str__ = __repr__
 
 
-class PageList(list):
+class PageList(list[int]):
     """Page numbers, shown as ranges: ``[0-3, 7]``."""
 
     def __str__(self) -> str:

@@ -1,6 +1,7 @@
 """Two of three BARs move in one commit: setup | move | teardown."""
-import memapi
 from _scenario import MiB, Spaces, mark
+
+import memapi
 from kvm import Kvm
 
 kvm = Kvm()

@@ -1,6 +1,7 @@
 """Coalesced zones registered and unregistered: MMIO | PIO."""
-import memapi
 from _scenario import NO_OPS, Spaces, mark
+
+import memapi
 from kvm import Kvm
 
 kvm = Kvm()

@@ -1,7 +1,8 @@
 """Dirty logging on a RAM slot: log_start | guest writes pages 3 and 5, snapshot | log_stop |
 log_start again | delete the logged slot."""
-import memapi
 from _scenario import MiB, Spaces, mark, report
+
+import memapi
 from kvm import ExitReason, Kvm
 
 # Real mode at 0:1000: mov [0x3000], al; mov [0x5000], al; hlt

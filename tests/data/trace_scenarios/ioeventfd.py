@@ -1,6 +1,7 @@
 """ioeventfds assigned and deassigned: MMIO (32-bit datamatch) | PIO (16-bit datamatch)."""
-import memapi
 from _scenario import NO_OPS, Notifier, Spaces, mark, report
+
+import memapi
 from kvm import Kvm
 
 kvm = Kvm()

@@ -2,6 +2,7 @@
 import mmap
 
 from _scenario import mark, report
+
 from kvm import Kvm, KvmError, ffi
 
 kvm = Kvm()

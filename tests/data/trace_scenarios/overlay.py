@@ -1,6 +1,8 @@
-"""§12 scenario 33: slots {0: RAM [0,512M), 1: bios}; one commit maps an overlay at a0000-bffff."""
+"""Slot reuse (test_kvm_listener.py's test_33): slots {0: RAM [0,512M), 1: bios}; one commit maps an overlay
+at a0000-bffff."""
+from _scenario import NO_OPS, MiB, Spaces, mark
+
 import memapi
-from _scenario import MiB, NO_OPS, Spaces, mark
 from kvm import Kvm
 
 kvm = Kvm()

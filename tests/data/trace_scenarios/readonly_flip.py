@@ -1,6 +1,7 @@
 """The flag-update path turns a READONLY slot writable (as tests/test_kvm_listener.py::test_35)."""
-import memapi
 from _scenario import MiB, Spaces, mark
+
+import memapi
 from kvm import Kvm
 
 kvm = Kvm()
