@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
             throttle = max(round["throttle"] for round in r["per_round"])
             print(f"{size:>5} {rate:>5} {r['rounds']:6d} {r['bytes_sent'] / r['ram_bytes']:8.2f} "
                   f"{r['downtime_ms']:11.1f} {r['total_ms']:9.0f} {r['link_rate'] / MiB:7.0f} {throttle:7d}% "
-                  f"{str(r['verified']):>8} {r['guest_exit_status']!s:>5}", flush=True)
+                  f"{r['verified']!s:>8} {r['guest_exit_status']!s:>5}", flush=True)
     print("\nthe pc machine idle after SeaBIOS's POST, migrated into a file (kvmshim vs QEMU 7.2):")
     print(f"{'RAM':>6} {'':>8} {'total ms':>9} {'downtime ms':>11} {'bytes':>10}   total time kvmshim/QEMU")
     with tempfile.TemporaryDirectory(prefix="bench-migration-") as directory:

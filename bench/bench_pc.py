@@ -16,7 +16,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Optional
 
 HERE = Path(__file__).resolve().parent
 BUILD = HERE / "build"
@@ -27,7 +26,7 @@ KVMSHIM_QEMU = str(Path(sys.executable).with_name("kvmshim-qemu"))
 TIMEOUT = 300.0
 
 
-def time_until(argv: list[str], text: bytes, log: Optional[Path] = None, keys: tuple[bytes, bytes] = (b"", b"")) -> float:
+def time_until(argv: list[str], text: bytes, log: Path | None = None, keys: tuple[bytes, bytes] = (b"", b"")) -> float:
     """Seconds from starting ``argv`` until ``text`` shows in ``log`` (or stdout); ``keys`` is
     (after this, type that) on stdin first, as GRUB's menu needs."""
     start = time.monotonic()

@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import NoReturn, Optional, Sequence
+from collections.abc import Sequence
+from typing import NoReturn
 
 from .errors import EXIT_ERROR, EXIT_INTERRUPTED
 
@@ -75,7 +76,7 @@ def report(err: BaseException) -> None:
     print(f"kvmshim: error: {first}" + (f"\n{rest.rstrip()}" if rest.strip() else ""), file=sys.stderr)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Parse, run the subcommand, and turn each layer's errors into a report and EXIT_ERROR."""
     parser = _parser()
     args = parser.parse_args(argv)

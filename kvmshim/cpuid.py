@@ -93,6 +93,8 @@ QEMU64 = CpuModel(
         "pni", "cx16", "syscall", "nx", "lm", "lahf-lm",
         "x2apic", "hypervisor"}))
 MODELS = {model.name: model for model in (QEMU64,)}
+#: QEMU's ``host`` and ``max`` under KVM: the table KVM_GET_SUPPORTED_CPUID offers, as it is.
+PASSTHROUGH_MODELS = ("host", "max")
 
 
 @dataclass
@@ -126,14 +128,15 @@ def feature_name(name: str) -> str:
     return canonical
 
 
-def parse_cpu_option(option: str) -> tuple[CpuModel, frozenset[str]]:
-    """``qemu64,+feat,-feat,feat=on|off`` -> (model, enabled features). As in QEMU, ``feat=on|off``
-    apply first, then every ``+feat``, then every ``-feat`` (``-`` wins over ``+``)."""
+def parse_cpu_option(option: str) -> tuple[Optional[CpuModel], frozenset[str], frozenset[str]]:
+    """``MODEL,+feat,-feat,feat=on|off`` -> (model, features on, features off). As in QEMU,
+    ``feat=on|off`` apply first, then every ``+feat``, then every ``-feat`` (``-`` wins over ``+``).
+    The model is None for ``host`` and ``max``: every feature KVM offers, QEMU's meaning under KVM."""
     name, *items = option.split(",")
-    if name not in MODELS:
-        raise CpuModelError(f"unable to find CPU model {name!r} (known: {', '.join(MODELS)})")
-    model = MODELS[name]
-    features, plus, minus = set(model.features), set[str](), set[str]()
+    if name not in MODELS and name not in PASSTHROUGH_MODELS:
+        raise CpuModelError(f"unable to find CPU model {name!r} (known: {', '.join((*MODELS, *PASSTHROUGH_MODELS))})")
+    model = MODELS.get(name)
+    on, off, plus, minus = set(model.features if model else ()), set(), set(), set()
     for item in filter(None, items):
         if item[0] in "+-":
             (plus if item[0] == "+" else minus).add(feature_name(item[1:]))
@@ -141,10 +144,12 @@ def parse_cpu_option(option: str) -> tuple[CpuModel, frozenset[str]]:
             key, value = item.split("=", 1)
             if value not in ("on", "off"):
                 raise CpuModelError(f"-cpu {item!r}: a feature is 'on' or 'off', not {value!r}")
-            (features.add if value == "on" else features.discard)(feature_name(key))
+            feature = feature_name(key)
+            (on if value == "on" else off).add(feature)
+            (off if value == "on" else on).discard(feature)
         else:
             raise CpuModelError(f"-cpu {item!r}: expected +feat, -feat or feat=on|off")
-    return model, frozenset((features | plus) - minus)
+    return model, frozenset((on | plus) - minus), frozenset((off - plus) | minus)
 
 
 def _word(features: frozenset[str], word: tuple[int, int, str]) -> int:
@@ -158,7 +163,9 @@ def _regs(text: bytes) -> dict[str, int]:
 
 def cpu_model_table(supported: list[CpuidEntry], option: str = "qemu64", vcpu_index: int = 0) -> CpuidTable:
     """The CPUID table of the model *option* on top of KVM's *supported* table."""
-    model, features = parse_cpu_option(option)
+    model, features, removed = parse_cpu_option(option)
+    if model is None:
+        return _passthrough(supported, features, removed, vcpu_index)
     offered = {(e.function, e.index): e for e in supported}
     vendor = offered[(0, 0)]
     signature = {"ebx": vendor.ebx, "ecx": vendor.ecx, "edx": vendor.edx}
@@ -198,5 +205,32 @@ def cpu_model_table(supported: list[CpuidEntry], option: str = "qemu64", vcpu_in
     return CpuidTable(entries, missing)
 
 
-__all__ = ["ALIASES", "FEATURES", "FEATURE_WORDS", "MODELS", "QEMU64", "CpuModel", "CpuModelError",
+def _passthrough(supported: list[CpuidEntry], features: frozenset[str], removed: frozenset[str],
+                 vcpu_index: int) -> CpuidTable:
+    """``-cpu host``/``max``: KVM's supported table with this vCPU's APIC ID (leaf 1 EBX, the x2APIC
+    ID of leaves 0xb and 0x1f), less the features turned off; features turned on that KVM does not
+    offer are the missing ones."""
+    offered = {(e.function, e.index): e for e in supported}
+    missing = []
+    for name in sorted(features):
+        (function, index, reg), bit = FEATURES[name]
+        if not getattr(offered.get((function, index), CpuidEntry(function, index)), reg) >> bit & 1:
+            missing.append(name)
+    cleared: dict[tuple[int, int, str], int] = {}
+    for name in removed:
+        word, bit = FEATURES[name]
+        cleared[word] = cleared.get(word, 0) | 1 << bit
+    entries = []
+    for e in supported:
+        regs = {reg: getattr(e, reg) & ~cleared.get((e.function, e.index, reg), 0)
+                for reg in ("eax", "ebx", "ecx", "edx")}
+        if e.function == 1:
+            regs["ebx"] = regs["ebx"] & 0x00FFFFFF | (vcpu_index & 0xFF) << 24
+        elif e.function in (0xB, 0x1F):
+            regs["edx"] = vcpu_index
+        entries.append(CpuidEntry(e.function, e.index, e.flags, **regs))
+    return CpuidTable(entries, missing)
+
+
+__all__ = ["ALIASES", "FEATURES", "FEATURE_WORDS", "MODELS", "PASSTHROUGH_MODELS", "QEMU64", "CpuModel", "CpuModelError",
            "CpuidTable", "cpu_model_table", "feature_name", "parse_cpu_option"]

@@ -8,7 +8,7 @@ what a guest could see, not what the host collected (``output``, ``accesses``, `
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from memapi import AccessRules, Endianness, MemoryRegion, MemoryRegionOps
 
@@ -23,7 +23,7 @@ class Serial:
 
     vmstate = VMStateDescription("kvmshim-serial")  # nothing a guest can read back
 
-    def __init__(self, on_output: Optional[Callable[[bytes], None]] = None) -> None:
+    def __init__(self, on_output: Callable[[bytes], None] | None = None) -> None:
         self.output = bytearray()
         self.on_output = on_output
         ops = MemoryRegionOps(read=self._read, write=self._write, endianness=Endianness.LITTLE,
@@ -46,7 +46,7 @@ class DebugExit:
     vmstate = VMStateDescription("kvmshim-debug-exit", fields=("status",))
 
     def __init__(self, on_exit: Callable[[int], None]) -> None:
-        self.status: Optional[int] = None
+        self.status: int | None = None
         self._on_exit = on_exit
         self.region = MemoryRegion.io("debug-exit", 1, MemoryRegionOps(
             read=lambda mr, offset, size: 0, write=self._write, endianness=Endianness.LITTLE))

@@ -6,7 +6,7 @@ migrates with the guest; the handler is the host's and stays behind.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from memapi import AccessRules, Endianness, MemoryRegion, MemoryRegionOps
 

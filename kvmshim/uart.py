@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from typing import Callable, Optional, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 from memapi import AccessRules, Endianness, MemoryRegion, MemoryRegionOps
 
@@ -54,11 +55,11 @@ class Uart16550:
         "rbr", "ier", "iir", "lcr", "mcr", "lsr", "msr", "scr", "fcr", "divisor", "rx", "trigger",
         "thr_ipending", "timeout_ipending", "_irq_level"))
 
-    def __init__(self, set_irq: Optional[Callable[[int], None]] = None,
-                 on_output: Optional[Callable[[bytes], None]] = None, *, name: str = "serial") -> None:
+    def __init__(self, set_irq: Callable[[int], None] | None = None,
+                 on_output: Callable[[bytes], None] | None = None, *, name: str = "serial") -> None:
         self.set_irq = set_irq
         self.on_output = on_output
-        self.input: Optional[InputSource] = None
+        self.input: InputSource | None = None
         self.output = bytearray()
         self.lock = threading.RLock()
         self._irq_level = 0

@@ -46,13 +46,13 @@ def test_features_on_and_off_like_qemu():
     assert ecx >> 23 & 1 and ecx >> 20 & 1 and not ecx >> 21 & 1  # popcnt, sse4.2, no x2apic
     assert regs(table, 7)[1] == 1 << 5  # avx2
     assert regs(table, 0x80000001)[3] == 0x20000800  # no nx; +lm after lm=off
-    _, features = parse_cpu_option("qemu64,+nx,-nx")
+    _, features, _ = parse_cpu_option("qemu64,+nx,-nx")
     assert "nx" not in features  # "-feat" wins over "+feat", whatever the order
     assert feature_name("sse3") == "pni" and feature_name("lahf_lm") == "lahf-lm" and feature_name("xd") == "nx"
 
 
 @pytest.mark.parametrize("option, message", [
-    ("qemu65", "unable to find CPU model 'qemu65' (known: qemu64)"),
+    ("qemu65", "unable to find CPU model 'qemu65' (known: qemu64, host, max)"),
     ("qemu64,+sse5", "unknown CPU feature 'sse5'"),
     ("qemu64,nx=yes", "a feature is 'on' or 'off', not 'yes'"),
     ("qemu64,nx", "expected +feat, -feat or feat=on|off")])
@@ -95,3 +95,14 @@ def test_guest_sees_the_table(system):
         assert all(s & o == o for s, o in zip(seen[leaf], ours, strict=True)), f"leaf {leaf[0]:#x}"
     assert seen[(1, 0)][0] == 0x60FB1 and seen[(1, 0)][2] >> 23 & 1  # family/model/stepping, +popcnt
     assert seen[(0x80000001, 0)][3] == regs(table, 0x80000001)[3]
+
+
+@requires_kvm
+def test_host_and_max_are_kvms_table_with_each_vcpus_apic_id(system):
+    supported = system.supported_cpuid()
+    for option in ("host", "max"):
+        table = cpu_model_table(supported, option, vcpu_index=3)
+        assert [(e.function, e.index) for e in table.entries] == [(e.function, e.index) for e in supported]
+        assert table.entry(1).ebx >> 24 == 3 and table.entry(1).ecx == supported[1].ecx
+    assert not cpu_model_table(supported, "max,-x2apic").entry(1).ecx >> 21 & 1
+    assert "vmx" in cpu_model_table(supported, "max,+vmx").missing

@@ -12,17 +12,26 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Optional
 
 import pytest
 
 from kvm_helpers import requires_kvm
 from kvmshim import BareMachine, Machine
 from kvmshim.commands.migrate import FIRST_PAGE, load_guest
-from kvmshim.migration import (ConfigMismatch, LinkError, Listener, MigrationError, TruncatedStream, UnknownSection,
-                               incoming, migrate, resume)
+from kvmshim.migration import (
+    ConfigMismatch,
+    LinkError,
+    Listener,
+    MigrationError,
+    TruncatedStream,
+    UnknownSection,
+    incoming,
+    migrate,
+    resume,
+)
 from kvmshim.migration.stream import Kind
 from kvmshim.tick import TICK_PORT, TickPort
 from test_dirty_log import MODES
@@ -62,7 +71,7 @@ def finish(machine, stats, timeout: float = 60) -> None:
         thread.join(timeout)
 
 
-def ticking(m: Machine, ticks: int, on_tick: Optional[Callable[[int], None]] = None) -> TickPort:
+def ticking(m: Machine, ticks: int, on_tick: Callable[[int], None] | None = None) -> TickPort:
     """The sweeper, one page per tick in order (page FIRST+i gets tick i+1), ``ticks`` ticks of ~1 ms."""
     def tick() -> int:
         if port.ticks > ticks:
@@ -101,7 +110,7 @@ class CutLink:
     at the byte ``where(sections)`` says, given the sections whose headers it has seen so far
     (None: not yet); with ``reply`` it forwards the whole stream and cuts the destination's answer."""
 
-    def __init__(self, directory: Path, target: str, where: Callable[[list], Optional[int]] = lambda s: None,
+    def __init__(self, directory: Path, target: str, where: Callable[[list], int | None] = lambda s: None,
                  reply: bool = False) -> None:
         self.where, self.reply, self.target = where, reply, target.removeprefix("unix:")
         self.path = str(directory / "relay.sock")
@@ -110,7 +119,7 @@ class CutLink:
         self.server.bind(self.path)
         self.server.listen(1)
         self.uri = f"unix:{self.path}"
-        self.cut_at: Optional[int] = None
+        self.cut_at: int | None = None
         self.thread = threading.Thread(target=self._relay, daemon=True)
         self.thread.start()
 
@@ -166,7 +175,7 @@ class CutLink:
         return min(len(data), at) if len(data) >= 12 else 0
 
 
-def nth(kind: Kind, n: int = 0, name: Optional[str] = None):
+def nth(kind: Kind, n: int = 0, name: str | None = None):
     def pick(sections):
         matching = [s for s in sections if s[0] == kind and (name is None or s[1] == name)]
         return matching[n] if len(matching) > n else None

@@ -17,9 +17,17 @@ from hypothesis import strategies as st
 
 from kvm_helpers import requires_kvm
 from kvmshim import Machine
-from kvmshim.migration import (ChecksumError, MigrationError, StateError, StreamError, TruncatedStream, UnknownSection,
-                               incoming, migrate)
-from kvmshim.migration import codec
+from kvmshim.migration import (
+    ChecksumError,
+    MigrationError,
+    StateError,
+    StreamError,
+    TruncatedStream,
+    UnknownSection,
+    codec,
+    incoming,
+    migrate,
+)
 from kvmshim.migration.layout import MachineLayout
 from kvmshim.migration.stream import MAGIC, MAX_PAYLOAD, Kind, StreamWriter
 from kvmshim.migration.transport import connect

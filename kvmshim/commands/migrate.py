@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from ..errors import UsageError
 from ..plots import format_size
@@ -133,7 +133,7 @@ def _print_round(r) -> None:
           f"{throttle:>8}", flush=True)
 
 
-def _summary(args, stats, status: Optional[int], source_output: bytes, destination_output: str) -> None:
+def _summary(args, stats, status: int | None, source_output: bytes, destination_output: str) -> None:
     ratio = stats.bytes_sent / stats.ram_bytes
     print(f"downtime {stats.downtime_ms:.1f} ms, total {stats.total_ms:.0f} ms, {format_size(stats.bytes_sent)} sent "
           f"({ratio:.2f}x RAM), link {stats.link_rate / MiB:.0f} MiB/s, "
@@ -151,7 +151,7 @@ def _summary(args, stats, status: Optional[int], source_output: bytes, destinati
     print(f"guest exit status on the destination: {status}")
 
 
-def report(stats, status: Optional[int]) -> dict[str, Any]:
+def report(stats, status: int | None) -> dict[str, Any]:
     return {**stats.to_dict(), "guest_exit_status": status}
 
 

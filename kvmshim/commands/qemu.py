@@ -39,6 +39,7 @@ def qemu(argv: Sequence[str]) -> int:
     from listeners.vcpu_runner import TripleFault
 
     from ..chardev import open_chardevs
+    from ..errors import KvmshimError
     from ..pc.machine import PcMachine
     from ..qemu_config import QemuInfo
     from ..qemu_options import QemuOptionError, parse_command_line
@@ -55,8 +56,11 @@ def qemu(argv: Sequence[str]) -> int:
         print(f"{PROG}: {warning}", file=sys.stderr)
     try:
         machine = PcMachine(config)
-    except OSError as err:
+    except OSError as err:  # QEMU's wording: "could not open kernel file ..."
         print(f"{PROG}: {err.strerror or err}", file=sys.stderr)
+        return 1
+    except KvmshimError as err:  # an unknown CPU model or feature, a disk it cannot use, ...
+        print(f"{PROG}: {err}", file=sys.stderr)
         return 1
     with machine, ExitStack() as stack:
         for warning in machine.warnings:

@@ -5,11 +5,20 @@ loads into a machine built the same way; ``Snapshots(machine).save(path[, diff=T
 ``restore(machine, *paths)`` do the same through files. URIs: ``unix:PATH``, ``tcp:HOST:PORT``,
 ``file:PATH``. Device models take part by declaring a ``vmstate`` (``VMStateDescription``).
 """
-from .errors import (ChecksumError, ConfigMismatch, LinkError, MigrationBlocked, MigrationError, StateError,
-                     StreamError, TruncatedStream, UnknownSection)
+from .errors import (
+                     ChecksumError,
+                     ConfigMismatch,
+                     LinkError,
+                     MigrationBlocked,
+                     MigrationError,
+                     StateError,
+                     StreamError,
+                     TruncatedStream,
+                     UnknownSection,
+)
 from .incoming import incoming, resume
 from .precopy import migrate
-from .snapshot import SnapshotStats, Snapshots, read_snapshot_config, restore
+from .snapshot import Snapshots, SnapshotStats, read_snapshot_config, restore
 from .stats import IncomingStats, MigrationStats, RoundStats
 from .transport import Listener, UriError
 from .vmstate import VMStateDescription

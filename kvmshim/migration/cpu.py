@@ -11,11 +11,30 @@ from __future__ import annotations
 
 import errno
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
-from kvm import (Cap, ClockData, DebugRegs, ExitReason, Fpu, Irqchip, IrqchipId, Kvm, KvmError, Lapic,
-                 MsrAccessError, PitState, Vcpu, VcpuEvents, Vm, Xcrs, Xsave, ffi)
+from kvm import (
+    Cap,
+    ClockData,
+    DebugRegs,
+    ExitReason,
+    Fpu,
+    Irqchip,
+    IrqchipId,
+    Kvm,
+    KvmError,
+    Lapic,
+    MsrAccessError,
+    PitState,
+    Vcpu,
+    VcpuEvents,
+    Vm,
+    Xcrs,
+    Xsave,
+    ffi,
+)
 
 from .errors import MigrationBlocked, StateError
 
@@ -40,7 +59,7 @@ class StateCaps:
     pit: bool
 
     @classmethod
-    def of(cls, vm: Vm) -> "StateCaps":
+    def of(cls, vm: Vm) -> StateCaps:
         return cls(bool(vm.check_extension(Cap.XSAVE)), bool(vm.check_extension(Cap.XCRS)),
                    _present(lambda: vm.get_irqchip(IrqchipId.PIC_MASTER)), _present(vm.get_pit2))
 

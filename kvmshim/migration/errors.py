@@ -1,8 +1,6 @@
 """The typed errors of migration and snapshots: each message names the section, region or rule."""
 from __future__ import annotations
 
-from typing import Optional
-
 from ..errors import KvmshimError
 
 
@@ -17,7 +15,7 @@ class LinkError(MigrationError):
 class StreamError(MigrationError):
     """The stream is not a valid one; ``section`` names where it broke (None: in the header)."""
 
-    def __init__(self, message: str, section: Optional[str] = None) -> None:
+    def __init__(self, message: str, section: str | None = None) -> None:
         super().__init__(message)
         self.section = section
 

@@ -8,7 +8,8 @@ is then half-loaded and must not be run.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable, Optional, Union
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from . import codec
 from .errors import LinkError, MigrationError, StreamError
@@ -22,8 +23,8 @@ if TYPE_CHECKING:
     from ..base import MachineBase, VcpuThread
 
 
-def incoming(machine: "MachineBase", uri: Union[str, Listener], *, devices: Iterable[object] = (),
-             timeout: Optional[float] = None) -> IncomingStats:
+def incoming(machine: MachineBase, uri: str | Listener, *, devices: Iterable[object] = (),
+             timeout: float | None = None) -> IncomingStats:
     """Wait (up to ``timeout`` s) for a source at ``uri`` (or on a Listener already bound) and load
     its stream into ``machine``; returns once the source has committed, the vCPUs still stopped."""
     layout = destination(machine, devices)
@@ -41,7 +42,7 @@ def incoming(machine: "MachineBase", uri: Union[str, Listener], *, devices: Iter
     return stats
 
 
-def destination(machine: "MachineBase", devices: Iterable[object] = ()) -> MachineLayout:
+def destination(machine: MachineBase, devices: Iterable[object] = ()) -> MachineLayout:
     if any(runner.running for runner in machine.runners):
         raise MigrationError(f"{machine!r}: stop its vCPUs before loading a stream into it")
     return MachineLayout(machine, devices)
@@ -60,7 +61,7 @@ def read_config(reader: StreamReader, layout: MachineLayout) -> dict[str, Any]:
 
 
 def load_stream(layout: MachineLayout, reader: StreamReader, uri: str,
-                config: Optional[dict[str, Any]] = None) -> IncomingStats:
+                config: dict[str, Any] | None = None) -> IncomingStats:
     """Read (unless given) and check CONFIG, then apply sections up to END."""
     if config is None:
         config = read_config(reader, layout)
@@ -103,7 +104,7 @@ def _verify(layout: MachineLayout, reader: StreamReader, writer: StreamWriter, s
         stats.verified = None
 
 
-def resume(machine: "MachineBase", stats: IncomingStats, timeout: Optional[float] = None) -> list["VcpuThread"]:
+def resume(machine: MachineBase, stats: IncomingStats, timeout: float | None = None) -> list[VcpuThread]:
     """Start the vCPUs that ran on the source (``machine.start``); returns their VcpuThreads."""
     return [machine.start(index, timeout) for index, running in enumerate(stats.running) if running]
 

@@ -8,7 +8,8 @@ UnknownSection), so a wrong destination is refused with its memory and devices a
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable, Optional
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from memapi import PAGE_SIZE
 
@@ -25,7 +26,7 @@ class MachineLayout:
     """A machine's migration sections. ``devices`` are models the caller mapped itself (beyond what
     the machine's attributes reach), in the same order on both sides."""
 
-    def __init__(self, machine: "MachineBase", devices: Iterable[object] = ()) -> None:
+    def __init__(self, machine: MachineBase, devices: Iterable[object] = ()) -> None:
         kvm, vm = machine.kvm, machine.vm
         if machine.closed or kvm is None or vm is None:
             raise MigrationError(f"{machine!r} is closed")
@@ -33,7 +34,7 @@ class MachineLayout:
         self.regions = ram_regions(machine.memory.root)
         self.devices = dict(vmstate.find_devices(machine, devices))
         self.caps = cpu.StateCaps.of(vm)
-        self._msrs: Optional[list[int]] = None
+        self._msrs: list[int] | None = None
 
     @property
     def ram_bytes(self) -> int:
@@ -154,5 +155,5 @@ class StateLoader:
             raise StreamError(f"END before section {sorted(self._wanted)[0]!r}", section.name)
 
 
-def _size(size: Optional[int]) -> str:
+def _size(size: int | None) -> str:
     return "absent" if size is None else f"{size:#x} bytes"

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import ExitStack
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional
+from typing import TYPE_CHECKING, Any
 
 from memapi import PAGE_SIZE, GlobalDirty, MemoryRegion
 
@@ -41,10 +42,10 @@ THROTTLE_TRIGGER = 0.5
 Dirty = dict[MemoryRegion, list[int]]
 
 
-def migrate(machine: "MachineBase", uri: str, *, downtime_ms: float = 50, bandwidth: Optional[float] = None,
+def migrate(machine: MachineBase, uri: str, *, downtime_ms: float = 50, bandwidth: float | None = None,
             max_rounds: int = 30, auto_converge: bool = True, verify: bool = False, devices: Iterable[object] = (),
-            on_round: Optional[Callable[[RoundStats], None]] = None, timeout: float = 10.0,
-            meta: Optional[dict[str, Any]] = None) -> MigrationStats:
+            on_round: Callable[[RoundStats], None] | None = None, timeout: float = 10.0,
+            meta: dict[str, Any] | None = None) -> MigrationStats:
     """Move the running guest of ``machine`` to the destination at ``uri``; returns once it has moved,
     with the source's vCPUs stopped (their threads end with outcome "stopped").
 
@@ -64,7 +65,7 @@ class Precopy:
     """One outgoing migration: the rounds, the stop, the handshake."""
 
     def __init__(self, layout: MachineLayout, downtime_ms: float, auto_converge: bool, max_rounds: int,
-                 on_round: Optional[Callable[[RoundStats], None]]) -> None:
+                 on_round: Callable[[RoundStats], None] | None) -> None:
         self.layout = layout
         self.machine = layout.machine
         self.downtime_ms = downtime_ms
@@ -74,7 +75,7 @@ class Precopy:
         self.send_seconds = 0.0
         self._synced = 0.0  # when the dirty bits were last taken
 
-    def run(self, uri: str, bandwidth: Optional[float], verify: bool, timeout: float,
+    def run(self, uri: str, bandwidth: float | None, verify: bool, timeout: float,
             meta: dict[str, Any]) -> MigrationStats:
         machine, system = self.machine, self.machine.memory_system
         started = time.monotonic()
@@ -131,7 +132,7 @@ class Precopy:
         regions = self.layout.regions
         self._take_dirty()  # bits from before the start: round 0 sends everything anyway
         total = sum(pages_of(mr) for mr in regions)
-        self._round(writer, stats, {mr: None for mr in regions}, total, 0.0)
+        self._round(writer, stats, dict.fromkeys(regions), total, 0.0)
         high = 0
         while True:
             dirty, count, rate = self._take_dirty()
@@ -156,7 +157,7 @@ class Precopy:
         rate, self._synced = count / max(now - self._synced, 1e-6), now
         return dirty, count, rate
 
-    def _round(self, writer: StreamWriter, stats: MigrationStats, dirty: Mapping[MemoryRegion, Optional[list[int]]],
+    def _round(self, writer: StreamWriter, stats: MigrationStats, dirty: Mapping[MemoryRegion, list[int] | None],
                count: int, rate: float, final: bool = False) -> RoundStats:
         """Send ``dirty`` (None: every page of the region) and close the round with a ROUND section."""
         began, before = time.monotonic(), writer.bytes_written
@@ -217,11 +218,11 @@ def _await_loaded(channel: Channel) -> None:
 class Throttle:
     """Auto-converge: a thread that holds every vCPU out of KVM_RUN for ``percent`` of the time."""
 
-    def __init__(self, machine: "MachineBase") -> None:
+    def __init__(self, machine: MachineBase) -> None:
         self.machine = machine
         self.percent = 0
         self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self._thread: threading.Thread | None = None
 
     def increase(self) -> None:
         self.percent = min(THROTTLE_MAX, self.percent + THROTTLE_INCREMENT if self.percent else THROTTLE_INITIAL)

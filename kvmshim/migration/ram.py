@@ -14,7 +14,7 @@ from __future__ import annotations
 import struct
 import zlib
 from array import array
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import memapi
 from memapi import PAGE_SIZE, DirtyClient, MemoryRegion

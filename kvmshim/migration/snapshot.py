@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Optional, Union
+from typing import TYPE_CHECKING, Any, Union
 
 from memapi import GlobalDirty
 
@@ -36,7 +37,7 @@ PathLike = Union[str, Path]
 class SnapshotStats:
     path: str
     id: str
-    parent: Optional[str]
+    parent: str | None
     pages: int
     zero_pages: int
     bytes: int
@@ -50,11 +51,11 @@ class Snapshots:
     """Full and diff snapshots of one machine; ``close()`` (or ``with``) ends the dirty tracking
     that diff snapshots need. ``meta`` goes into every CONFIG section (the CLI records the guest)."""
 
-    def __init__(self, machine: "MachineBase", *, devices: Iterable[object] = (),
-                 meta: Optional[dict[str, Any]] = None) -> None:
+    def __init__(self, machine: MachineBase, *, devices: Iterable[object] = (),
+                 meta: dict[str, Any] | None = None) -> None:
         self.layout = MachineLayout(machine, devices)
         self.meta = meta or {}
-        self.last: Optional[str] = None
+        self.last: str | None = None
         self._tracking = False
 
     def save(self, path: PathLike, *, diff: bool = False) -> SnapshotStats:
@@ -73,7 +74,7 @@ class Snapshots:
         stats.ms = (time.monotonic() - began) * 1000
         return stats
 
-    def _write(self, path: PathLike, snapshot_id: str, parent: Optional[str]) -> SnapshotStats:
+    def _write(self, path: PathLike, snapshot_id: str, parent: str | None) -> SnapshotStats:
         machine, system = self.layout.machine, self.layout.machine.memory_system
         with connect(f"file:{path}") as channel, machine.paused():
             running = cpu.settle(machine.runners)
@@ -104,7 +105,7 @@ class Snapshots:
             self._tracking = False
             self.layout.machine.memory_system.global_dirty_log_stop(GlobalDirty.MIGRATION)
 
-    def __enter__(self) -> "Snapshots":
+    def __enter__(self) -> Snapshots:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -126,7 +127,7 @@ def read_snapshot_config(path: PathLike) -> dict[str, Any]:
     return config
 
 
-def restore(machine: "MachineBase", *paths: PathLike, devices: Iterable[object] = ()) -> IncomingStats:
+def restore(machine: MachineBase, *paths: PathLike, devices: Iterable[object] = ()) -> IncomingStats:
     """Load a full snapshot and the diffs that follow it, in order, into a machine whose vCPUs are
     stopped; the last one's vCPU and device state wins. Returns the last one's figures."""
     if not paths:

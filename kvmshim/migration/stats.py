@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 
 @dataclass
@@ -37,10 +37,10 @@ class MigrationStats:
     #: False when the round limit, not the downtime target, ended pre-copy.
     converged: bool = False
     #: True if every page on the destination matched the source's at the stop (None: not checked).
-    verified: Optional[bool] = None
+    verified: bool | None = None
     mismatched_pages: int = 0
     verify_ms: float = 0.0
-    verify_error: Optional[str] = None
+    verify_error: str | None = None
     link_rate: float = 0.0
 
     @property
@@ -67,7 +67,7 @@ class IncomingStats:
     pages: int = 0
     bytes_received: int = 0
     running: list[bool] = field(default_factory=list)
-    verified: Optional[bool] = None
+    verified: bool | None = None
     mismatched_pages: int = 0
     config: dict[str, Any] = field(default_factory=dict)
 

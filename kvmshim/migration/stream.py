@@ -15,7 +15,6 @@ import struct
 import time
 import zlib
 from dataclasses import dataclass
-from typing import Optional
 
 from .errors import ChecksumError, StreamError, TruncatedStream, UnknownSection
 from .transport import Channel
@@ -67,12 +66,12 @@ class StreamWriter:
     payload goes straight from its parts), no faster than ``bandwidth`` bytes per second (averaged
     since the first write)."""
 
-    def __init__(self, channel: Channel, bandwidth: Optional[float] = None) -> None:
+    def __init__(self, channel: Channel, bandwidth: float | None = None) -> None:
         self.channel = channel
         self.bandwidth = bandwidth
         self.bytes_written = 0
         self._buffer = bytearray()
-        self._started: Optional[float] = None
+        self._started: float | None = None
 
     def header(self) -> None:
         self._buffer += _HEADER.pack(MAGIC, VERSION)
@@ -121,9 +120,9 @@ class StreamReader:
     def __init__(self, channel: Channel) -> None:
         self.channel = channel
         self.bytes_read = 0
-        self.last: Optional[Section] = None
+        self.last: Section | None = None
 
-    def _read(self, count: int, what: str, section: Optional[str] = None) -> bytes:
+    def _read(self, count: int, what: str, section: str | None = None) -> bytes:
         data = self.channel.read(count)
         self.bytes_read += len(data)
         if len(data) < count:

@@ -11,8 +11,9 @@ import errno
 import os
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Optional, Union, cast
+from typing import Any, BinaryIO, cast
 
 from .errors import LinkError, MigrationError
 
@@ -46,8 +47,8 @@ def _tcp_address(uri: str, address: str) -> tuple[str, int]:
 class Channel:
     """One end of a link; ``duplex`` when the other end can answer (a socket, not a file)."""
 
-    def __init__(self, uri: str, reader: Optional[BinaryIO], send: Optional[Callable[[Any], object]],
-                 closers: tuple[Callable[[], None], ...], commit: Optional[Callable[[], None]] = None) -> None:
+    def __init__(self, uri: str, reader: BinaryIO | None, send: Callable[[Any], object] | None,
+                 closers: tuple[Callable[[], None], ...], commit: Callable[[], None] | None = None) -> None:
         self.uri = uri
         self.duplex = reader is not None and send is not None
         self._reader, self._send, self._closers, self._commit = reader, send, closers, commit
@@ -87,7 +88,7 @@ class Channel:
             except OSError:
                 pass
 
-    def __enter__(self) -> "Channel":
+    def __enter__(self) -> Channel:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -124,7 +125,7 @@ def connect(uri: str, timeout: float = 10.0, idle_timeout: float = IDLE_TIMEOUT)
     scheme, address = parse_uri(uri)
     if scheme == "file":
         return _file_writer(uri, Path(address))
-    target: Union[str, tuple[str, int]]
+    target: str | tuple[str, int]
     if scheme == "unix":
         family, target = socket.AF_UNIX, address
     else:
@@ -172,13 +173,13 @@ class Listener:
     def __init__(self, uri: str, idle_timeout: float = IDLE_TIMEOUT) -> None:
         self.scheme, self.address = parse_uri(uri)
         self.idle_timeout = idle_timeout
-        self.sock: Optional[socket.socket] = None
+        self.sock: socket.socket | None = None
         self.uri = uri
         if self.scheme == "file":
             return
         if self.scheme == "unix":
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            target: Union[str, tuple[str, int]] = self.address
+            target: str | tuple[str, int] = self.address
             if Path(self.address).is_socket():
                 os.unlink(self.address)  # a stale socket of an earlier run
         else:
@@ -197,7 +198,7 @@ class Listener:
             host, port = sock.getsockname()[:2]
             self.uri = f"tcp:{host}:{port}"
 
-    def accept(self, timeout: Optional[float] = None) -> Channel:
+    def accept(self, timeout: float | None = None) -> Channel:
         """The first source to connect (a file: opened for reading); LinkError after ``timeout`` s."""
         if self.sock is None:
             try:
@@ -220,7 +221,7 @@ class Listener:
             if self.scheme == "unix" and Path(self.address).is_socket():
                 os.unlink(self.address)
 
-    def __enter__(self) -> "Listener":
+    def __enter__(self) -> Listener:
         return self
 
     def __exit__(self, *exc: object) -> None:

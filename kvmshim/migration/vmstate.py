@@ -20,8 +20,9 @@ A region served by an object with no vmstate blocks migration: its state would b
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Optional
+from typing import Any
 
 from memapi import MemoryRegion
 
@@ -45,7 +46,7 @@ class VMStateDescription:
         return self.minimum_version <= version <= self.version
 
 
-def description(obj: object) -> Optional[VMStateDescription]:
+def description(obj: object) -> VMStateDescription | None:
     found = getattr(type(obj), "vmstate", None)
     return found if isinstance(found, VMStateDescription) else None
 

@@ -16,8 +16,8 @@ as it was; a failing host I/O answers ABRT, never an exception.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional, Union
 
 from memapi import AccessRules, MemoryRegion
 
@@ -59,7 +59,7 @@ TRANSLATION_NONE, TRANSLATION_LBA, TRANSLATION_LARGE = 1, 2, 3
 class DiskImage:
     """A raw image file; ``readonly`` opens it O_RDONLY. Writes go straight to the file, ``flush`` fsyncs."""
 
-    def __init__(self, path: Union[str, Path], *, readonly: bool = False) -> None:
+    def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
         self.path = Path(path)
         self.readonly = readonly
         self.fd = os.open(self.path, (os.O_RDONLY if readonly else os.O_RDWR) | os.O_CLOEXEC)
@@ -96,7 +96,7 @@ class DiskImage:
                 os.close(self.fd)
                 self.fd = -1
 
-    def __enter__(self) -> "DiskImage":
+    def __enter__(self) -> DiskImage:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -135,8 +135,8 @@ def _ata_string(text: str, length: int) -> bytes:
 class AtaDisk:
     """What a drive is: its image, default CHS geometry, BIOS translation and identity strings."""
 
-    def __init__(self, image: DiskImage, *, serial: Optional[str] = None, model: str = DEFAULT_MODEL,
-                 geometry: Optional[tuple[int, int, int]] = None) -> None:
+    def __init__(self, image: DiskImage, *, serial: str | None = None, model: str = DEFAULT_MODEL,
+                 geometry: tuple[int, int, int] | None = None) -> None:
         self.image = image
         self.serial = serial
         self.model = model
@@ -166,7 +166,7 @@ class AtaDevice:
     #: What ``on_end`` may be after a migration (QEMU's end_transfer_fn_idx).
     END_TRANSFERS = ("transfer_stop", "sector_read", "sector_write")
 
-    def __init__(self, bus: "IdeBus", unit: int, disk: Optional[AtaDisk]) -> None:
+    def __init__(self, bus: IdeBus, unit: int, disk: AtaDisk | None) -> None:
         self.bus, self.unit, self.disk = bus, unit, disk
         self.buffer = bytearray(MAX_MULT_SECTORS * SECTOR)
         # The data port's views of the buffer (x86 hosts: native order is the guest's little-endian).
@@ -502,13 +502,12 @@ _C = AtaDevice
 COMMANDS: dict[int, tuple[Callable[[AtaDevice, int], bool], bool]] = {
     RECALIBRATE: (_C.cmd_nop, True), SEEK: (_C.cmd_nop, True), DIAGNOSE: (_C.cmd_diagnose, False),
     INITIALIZE_PARAMETERS: (_C.cmd_initialize_parameters, True),
-    **{c: (_C.cmd_read, False) for c in (READ, READ_RETRY, READ_EXT, READ_MULTIPLE, READ_MULTIPLE_EXT)},
-    **{c: (_C.cmd_write, False) for c in (WRITE, WRITE_RETRY, WRITE_EXT, WRITE_VERIFY, WRITE_MULTIPLE,
-                                          WRITE_MULTIPLE_EXT)},
-    **{c: (_C.cmd_verify, True) for c in (VERIFY, VERIFY_RETRY, VERIFY_EXT)},
-    **{c: (_C.cmd_read_native_max, True) for c in (READ_NATIVE_MAX, READ_NATIVE_MAX_EXT)},
-    **{c: (_C.cmd_check_power_mode, True) for c in (CHECK_POWER_MODE, CHECK_POWER_MODE_OLD)},
-    **{c: (_C.cmd_nop, False) for c in POWER_COMMANDS},
+    **dict.fromkeys((READ, READ_RETRY, READ_EXT, READ_MULTIPLE, READ_MULTIPLE_EXT), (_C.cmd_read, False)),
+    **dict.fromkeys((WRITE, WRITE_RETRY, WRITE_EXT, WRITE_VERIFY, WRITE_MULTIPLE, WRITE_MULTIPLE_EXT), (_C.cmd_write, False)),
+    **dict.fromkeys((VERIFY, VERIFY_RETRY, VERIFY_EXT), (_C.cmd_verify, True)),
+    **dict.fromkeys((READ_NATIVE_MAX, READ_NATIVE_MAX_EXT), (_C.cmd_read_native_max, True)),
+    **dict.fromkeys((CHECK_POWER_MODE, CHECK_POWER_MODE_OLD), (_C.cmd_check_power_mode, True)),
+    **dict.fromkeys(POWER_COMMANDS, (_C.cmd_nop, False)),
     SET_MULTIPLE: (_C.cmd_set_multiple, True), FLUSH_CACHE: (_C.cmd_flush, False),
     FLUSH_CACHE_EXT: (_C.cmd_flush, False), IDENTIFY: (_C.cmd_identify, False),
     SET_FEATURES: (_C.cmd_set_features, True), SECURITY_FREEZE_LOCK: (_C.cmd_freeze_lock, True),
@@ -528,8 +527,8 @@ class IdeBus:
 
     vmstate = VMStateDescription("ide_bus", fields=("cmd", "irq_level", "units", "active_unit"))
 
-    def __init__(self, index: int, disks: tuple[Optional[AtaDisk], Optional[AtaDisk]] = (None, None),
-                 set_irq: Optional[Callable[[int], None]] = None) -> None:
+    def __init__(self, index: int, disks: tuple[AtaDisk | None, AtaDisk | None] = (None, None),
+                 set_irq: Callable[[int], None] | None = None) -> None:
         self.index = index
         self.set_irq = set_irq
         self.irq_level = 0

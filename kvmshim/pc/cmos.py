@@ -8,7 +8,8 @@ equipment, boot order (``set_boot_order``) and IDE disk types and geometry (``se
 from __future__ import annotations
 
 import time
-from typing import Optional, Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 from memapi import MemoryRegion
 
@@ -66,7 +67,7 @@ def boot_bytes(cmos: bytearray, order: str, floppy_signature_check: bool = True)
     cmos[BOOT_FLAG1] = nibbles[2] << 4 | (0 if floppy_signature_check else 1)
 
 
-def disk_bytes(cmos: bytearray, disks: Sequence[Optional[DiskGeometry]]) -> None:
+def disk_bytes(cmos: bytearray, disks: Sequence[DiskGeometry | None]) -> None:
     """pc_cmos_init_late: type 47 and parameter blocks for the primary channel's two disks, and the
     translation (BIOS_ATA_TRANSLATION_* - 1) of all four in 0x39."""
     types = translation = 0
@@ -111,7 +112,7 @@ class Cmos:
         """The legacy boot order (QEMU's -boot letters, as QemuConfig.boot.order holds them)."""
         boot_bytes(self.cmos, order)
 
-    def set_disks(self, disks: Sequence[Optional[DiskGeometry]]) -> None:
+    def set_disks(self, disks: Sequence[DiskGeometry | None]) -> None:
         """The IDE disks in QEMU's order: primary master, primary slave, secondary master, slave."""
         disk_bytes(self.cmos, disks)
 

@@ -5,7 +5,7 @@ QEMU's default port, and ``-debugcon``'s, is 0xe9.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from memapi import MemoryRegion
 
@@ -22,7 +22,7 @@ class DebugCon:
 
     vmstate = VMStateDescription("isa-debugcon")  # the log is the host's
 
-    def __init__(self, on_output: Optional[Callable[[bytes], None]] = None, *, iobase: int = DEBUGCON_IOPORT,
+    def __init__(self, on_output: Callable[[bytes], None] | None = None, *, iobase: int = DEBUGCON_IOPORT,
                  readback: int = READBACK) -> None:
         self.output = bytearray()
         self.on_output = on_output

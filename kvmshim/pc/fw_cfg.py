@@ -9,7 +9,7 @@ Any other selector reads as zeros, QEMU's "no such entry".
 from __future__ import annotations
 
 import struct
-from typing import Callable, Iterable, Optional
+from collections.abc import Callable, Iterable
 
 from memapi import AccessRules, MemoryRegion
 
@@ -105,6 +105,6 @@ def bootorder_file(order: str, device_paths: Callable[[str], Iterable[str]]) -> 
     return "\n".join(paths).encode() + b"\0" if paths else b""
 
 
-def sercon_port_file(port: Optional[int]) -> bytes:
+def sercon_port_file(port: int | None) -> bytes:
     """``etc/sercon-port``: the little-endian 16-bit port SeaBIOS mirrors its text screen to (0: none)."""
     return struct.pack("<H", port or 0)

@@ -9,7 +9,7 @@ the disks offer PIO only, which is what SeaBIOS (built without ATA_DMA) uses.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
 
 from memapi import AccessRules, MemoryRegion
 
@@ -80,8 +80,8 @@ class PiixIde(PciDevice):
     #: QEMU's vmstate_ide_pci: the function, its bus masters and both channels with their units.
     vmstate = VMStateDescription("ide", fields=("config", "bus_masters", "buses"))
 
-    def __init__(self, disks: Sequence[Optional[AtaDisk]] = (),
-                 set_irqs: Sequence[Optional[Irq]] = (None, None)) -> None:
+    def __init__(self, disks: Sequence[AtaDisk | None] = (),
+                 set_irqs: Sequence[Irq | None] = (None, None)) -> None:
         super().__init__(PIIX3_IDE_DEVFN, 0x8086, 0x7010, 0x0101)
         if len(disks) > 4:
             raise ValueError(f"PIIX3 IDE: {len(disks)} disks, but two channels take at most four")
@@ -98,7 +98,7 @@ class PiixIde(PciDevice):
         self.register_bar(BMDMA_BAR, BAR_SPACE_IO, self.bmdma)
 
     @staticmethod
-    def _irq(master: BusMaster, line: Optional[Irq]) -> Irq:
+    def _irq(master: BusMaster, line: Irq | None) -> Irq:
         """bmdma_irq: every raise also sets the channel's bus-master INT status bit."""
         def set_irq(level: int) -> None:
             if level:
@@ -116,7 +116,7 @@ class PiixIde(PciDevice):
         """The OpenFirmware path QEMU gives disk ``index`` (0-3) in ``bootorder``; SeaBIOS's build_ata_path."""
         return f"/pci@i0cf8/ide@{self.devfn >> 3:x},{self.devfn & 7:x}/drive@{index // 2:x}/disk@{index % 2:x}"
 
-    def disks(self) -> list[Optional[AtaDisk]]:
+    def disks(self) -> list[AtaDisk | None]:
         return [unit.disk for bus in self.buses for unit in bus.units]
 
     def close(self) -> None:

@@ -23,6 +23,7 @@ from listeners.vcpu_runner import RunOutcome
 
 from .. import loader
 from ..base import MachineBase, MemoryOptions, VcpuThread
+from ..cpuid import parse_cpu_option
 from ..qemu_config import Chardev, IsaDebugcon, QemuConfig
 from .board import IDENTITY_MAP_ADDR, TSS_ADDR, PcBoard
 from .debugcon import SEABIOS_DEBUG_IOPORT
@@ -62,11 +63,13 @@ class PcMachine(MachineBase):
         if config.bios is None and not bios.exists():
             raise FileNotFoundError(f"no {bios}: install Debian's seabios package or pass a BIOS image")
         self.bios_image = bios.read_bytes()
+        cpu = ",".join((config.cpu.model, *config.cpu.features))
+        parse_cpu_option(cpu)  # as QEMU, a bad -cpu fails before the kernel is looked at
         self.kernel = _read_kernel(config)
         self.stop_at_post_end = stop_at_post_end
         self.exit_status = 0
         self.reset_requested = False
-        super().__init__(vcpus=config.smp.cpus, cpu=",".join((config.cpu.model, *config.cpu.features)), **options)
+        super().__init__(vcpus=config.smp.cpus, cpu=cpu, **options)
         if self.kernel is not None:
             try:
                 self._load_kernel(*self.kernel)

@@ -9,8 +9,8 @@ del_subregion.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable, Optional
 
 from memapi import AccessRules, MemoryRegion
 
@@ -45,7 +45,7 @@ class PciBar:
 
     region: MemoryRegion
     bar_type: int
-    address: Optional[int] = None
+    address: int | None = None
 
     @property
     def is_io(self) -> bool:
@@ -77,8 +77,8 @@ class PciDevice:
         self.wmask[CACHE_LINE_SIZE] = self.wmask[INTERRUPT_LINE] = 0xFF
         self.wmask[HEADER_SIZE:] = b"\xff" * (CONFIG_SPACE_SIZE - HEADER_SIZE)
         self.bars: dict[int, PciBar] = {}
-        self.bus_memory: Optional[MemoryRegion] = None
-        self.bus_io: Optional[MemoryRegion] = None
+        self.bus_memory: MemoryRegion | None = None
+        self.bus_io: MemoryRegion | None = None
 
     def register_bar(self, index: int, bar_type: int, region: MemoryRegion) -> None:
         """pci_register_bar: BAR ``index`` decodes ``region`` (its size a power of two); ``bar_type`` is
@@ -98,12 +98,12 @@ class PciDevice:
         self.wmask[offset:offset + width] = (~(size - 1) & ((1 << 8 * width) - 1)).to_bytes(width, "little")
         self.bars[index] = PciBar(region, bar_type)
 
-    def attach(self, memory: Optional[MemoryRegion], io: MemoryRegion) -> None:
+    def attach(self, memory: MemoryRegion | None, io: MemoryRegion) -> None:
         """Plug into a bus whose BARs map into ``memory`` (PCI memory space) and ``io``."""
         self.bus_memory, self.bus_io = memory, io
         self.update_mappings()
 
-    def bar_address(self, index: int) -> Optional[int]:
+    def bar_address(self, index: int) -> int | None:
         """pci_bar_address: where BAR ``index`` decodes now; None if disabled, sizing, zero or wrapping."""
         bar = self.bars[index]
         size = bar.region.size
@@ -166,10 +166,10 @@ class PciHost:
     #: The address latch; each function on the bus migrates in its own section.
     vmstate = VMStateDescription("pci-host", fields=("config_reg",))
 
-    def __init__(self, devices: Iterable[PciDevice], memory: Optional[MemoryRegion] = None) -> None:
+    def __init__(self, devices: Iterable[PciDevice], memory: MemoryRegion | None = None) -> None:
         self.devices: dict[int, PciDevice] = {}
         self.memory = memory
-        self.io: Optional[MemoryRegion] = None
+        self.io: MemoryRegion | None = None
         self.config_reg = 0
         self.conf_idx = port_region("pci-conf-idx", 4, self._idx_read, self._idx_write, impl=DWORD)
         self.conf_data = port_region("pci-conf-data", 4, self._data_read, self._data_write, impl=DWORD)
@@ -198,7 +198,7 @@ class PciHost:
         if offset == 0 and size == 4:
             self.config_reg = value
 
-    def _target(self, offset: int, size: int) -> Optional[tuple[PciDevice, int]]:
+    def _target(self, offset: int, size: int) -> tuple[PciDevice, int] | None:
         """(function, config offset) the latch addresses; None if disabled, absent or out of range."""
         reg = self.config_reg
         if not reg & CONFIG_ENABLE or reg >> 16 & 0xFF:

@@ -8,7 +8,7 @@ control) and ``acpi-tmr``, the 24-bit 3.579545 MHz ACPI timer.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from memapi import AccessRules, MemoryRegion
 

@@ -5,7 +5,7 @@ told; ``request_reset`` asks the machine for a reset, the fast reset of PS/2 sys
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from memapi import MemoryRegion
 
@@ -22,7 +22,7 @@ class Port92:
     vmstate = VMStateDescription("port92", fields=("outport",))
 
     def __init__(self, request_reset: Callable[[], None],
-                 set_a20: Optional[Callable[[int], None]] = None) -> None:
+                 set_a20: Callable[[int], None] | None = None) -> None:
         self.request_reset = request_reset
         self.set_a20 = set_a20
         self.outport = 0

@@ -12,12 +12,12 @@ from __future__ import annotations
 import ctypes
 import mmap
 import os
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from memapi import AccessRules, AddressSpace, Endianness, EventNotifier, MemoryRegion, MemoryRegionOps
 
-from .pci import BAR_MEM_PREFETCH, BAR_MEM_TYPE_64, BAR_SPACE_IO, INTERRUPT_PIN, PciDevice, devfn
 from ..migration.vmstate import VMStateDescription, check_index
+from .pci import BAR_MEM_PREFETCH, BAR_MEM_TYPE_64, BAR_SPACE_IO, INTERRUPT_PIN, PciDevice, devfn
 from .ports import port_region
 
 DEBUG_EXIT_IOBASE, DEBUG_EXIT_IOSIZE = 0x501, 0x02
@@ -51,7 +51,7 @@ class IsaDebugExit:
             raise ValueError(f"isa-debug-exit: iobase {iobase:#x} and iosize {iosize:#x} leave the I/O space")
         self.on_exit = on_exit
         self.iobase = iobase
-        self.status: Optional[int] = None
+        self.status: int | None = None
         self.region = port_region("isa-debug-exit", iosize, _reads_zero, self._write,
                                   valid=AccessRules(1, 4), impl=AccessRules(1, 4))
 
@@ -70,8 +70,8 @@ class PcTestdev:
 
     vmstate = VMStateDescription("pc-testdev", fields=("ioport_data", "iomem"))  # ``flushed`` is the host's log
 
-    def __init__(self, set_irq: Optional[Callable[[int, int], None]] = None,
-                 memory: Optional[AddressSpace] = None) -> None:
+    def __init__(self, set_irq: Callable[[int, int], None] | None = None,
+                 memory: AddressSpace | None = None) -> None:
         self.set_irq = set_irq
         self.memory = memory
         self.ioport_data = 0
@@ -197,15 +197,15 @@ class PciTestdev(PciDevice):
             self.membar = MemoryRegion.container("pci-testdev-membar", membar_size)
             self.register_bar(2, BAR_MEM_PREFETCH | BAR_MEM_TYPE_64, self.membar)
         self.tests = [IoTest(i, self.mmio if i < 3 else self.portio, any_length_mmio) for i in range(6)]
-        self.current: Optional[IoTest] = None
+        self.current: IoTest | None = None
 
     @property
-    def current_test(self) -> Optional[int]:
+    def current_test(self) -> int | None:
         """The index of the armed test in ``tests``, None if none is."""
         return None if self.current is None else self.tests.index(self.current)
 
     @current_test.setter
-    def current_test(self, index: Optional[int]) -> None:
+    def current_test(self, index: int | None) -> None:
         self.reset()
         if index is not None:
             check_index("pci-testdev test", index, len(self.tests))

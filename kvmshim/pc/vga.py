@@ -17,7 +17,6 @@ colours the attribute palette and DAC give.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import memapi
 from memapi import AccessRules, DirtyClient, Endianness, MemoryRegion, MemoryRegionOps
@@ -71,7 +70,7 @@ class Screen:
 
     chars: bytes
     attrs: bytes
-    cursor: Optional[tuple[int, int]]
+    cursor: tuple[int, int] | None
     cursor_lines: tuple[int, int]
     palette: tuple[Rgb, ...]
 
@@ -105,7 +104,7 @@ class VgaText:
         self.dac = _ega_dac()
         self.dac_read = self.dac_write = self.dac_sub = self.dac_state = 0
         self.dac_cache = bytearray(3)
-        self._shown: Optional[tuple[Screen, bytes]] = None
+        self._shown: tuple[Screen, bytes] | None = None
 
     def map(self, memory: MemoryRegion, io: MemoryRegion) -> None:
         """The window at 0xa0000 over ``memory`` (QEMU: priority 1 in the PCI space) and the ports in ``io``."""
@@ -140,7 +139,7 @@ class VgaText:
         return Screen(bytes(cells[0::2]), bytes(cells[1::2]), divmod(position, COLS) if visible else None,
                       (top, bottom), tuple(self._colour(i) for i in range(16)))
 
-    def refresh(self) -> Optional[Screen]:
+    def refresh(self) -> Screen | None:
         """A new frame if the guest dirtied the buffer or changed what the registers show, else None.
 
         QEMU's way: take (and clear) the buffer's DIRTY_MEMORY_VGA bits, then test the displayed pages.
