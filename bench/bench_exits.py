@@ -6,7 +6,7 @@ under bench/c/rom_loop.c (raw KVM, exits handled in C), ``qemu-system-x86_64 -bi
 debug-exit port. Each of the three runs the ROM with a short and a long COUNT as a whole process;
 the difference of the wall times over the difference of the counts is the cost of one exit, with
 start-up and teardown cancelled. Runs are interleaved (C, QEMU, kvmshim, C, ...), medians of
-REPEATS. Then the memory core's general path (an owned device, a 4-byte access split into bytes)
+REPEATS; and the floor, a Python loop that calls the exit helper and nothing else. Then the memory core's general path (an owned device, a 4-byte access split into bytes)
 against the exit fast path, in this process. Figures and ratios only; writes bench/build/exits.png.
 """
 from __future__ import annotations
@@ -31,14 +31,14 @@ KINDS = {"PIO": 0, "MMIO": 1}
 QEMU = shutil.which("qemu-system-x86_64")
 
 
-def rom(kind: int, count: int) -> Path:
-    """The ROM for ``kind`` and ``count`` (a source with both set, built through the guest cache)."""
+def rom(kind: int, count: int) -> tuple[Path, Path]:
+    """(source, image) of the ROM for ``kind`` and ``count`` (built through the guest cache)."""
     template = (HERE / "guest_src" / "exit_rom.S").read_text()
     header, rest = template.split("\n", 1)
     source = BUILD / f"exit_rom-{kind}-{count}.S"
     BUILD.mkdir(exist_ok=True)
     source.write_text(f"{header}\n.set COUNT, {count}\n.set KIND, {kind}\n{rest}")
-    return guests.build(source)
+    return source, guests.build(source)
 
 
 def c_loop() -> Path:
@@ -49,10 +49,11 @@ def c_loop() -> Path:
     return exe
 
 
-def commands(image: Path) -> dict[str, list[str]]:
+def commands(rom: tuple[Path, Path]) -> dict[str, list[str]]:
     """How each system runs the ROM (each exits once the ROM writes the debug-exit port)."""
+    source, image = rom
     out = {"C": [str(c_loop()), str(image)],
-           "kvmshim": [str(Path(sys.executable).with_name("kvmshim")), "run", str(image.with_suffix(".S"))]}
+           "kvmshim": [str(Path(sys.executable).with_name("kvmshim")), "run", str(source)]}
     if QEMU is not None:
         out["QEMU"] = [QEMU, "-accel", "kvm", "-M", "pc", "-m", "16", "-nodefaults", "-display", "none",
                        "-bios", str(image), "-device", "isa-debug-exit,iobase=0x501,iosize=1", "-no-reboot"]
@@ -60,8 +61,11 @@ def commands(image: Path) -> dict[str, list[str]]:
 
 
 def wall(argv: list[str]) -> float:
+    """Seconds the command takes; it must end as the ROM ends it (QEMU: isa-debug-exit's 1)."""
     start = time.perf_counter()
-    subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+    done = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=300)
+    if done.returncode != (1 if argv[0] == QEMU else 0):
+        raise RuntimeError(f"{' '.join(argv)}: status {done.returncode}: {done.stderr.decode()[-300:]}")
     return time.perf_counter() - start
 
 
@@ -70,7 +74,7 @@ def exit_costs() -> dict[str, dict[str, float]]:
     results: dict[str, dict[str, float]] = {}
     for kind, code in KINDS.items():
         images = {count: rom(code, count) for count in (SHORT, LONG)}
-        for count, image in images.items():  # build, and warm the caches, before timing
+        for image in images.values():  # build, and warm the caches, before timing
             for argv in commands(image).values():
                 wall(argv)
         samples: dict[str, list[float]] = {}
@@ -80,6 +84,25 @@ def exit_costs() -> dict[str, dict[str, float]]:
                 samples.setdefault(system, []).append((long - short) / (LONG - SHORT))
         results[kind] = {system: statistics.median(values) for system, values in samples.items()}
     return results
+
+
+def python_floor() -> float:
+    """Seconds per exit of the PIO ROM in a Python loop that only calls the C helper and dispatches
+    nothing: what any design that returns to Python for each exit costs at least on this machine."""
+    from kvm.fast_exit import PIO_OUT, run_decoded
+    from kvmshim import Machine
+
+    samples = []
+    for _ in range(REPEATS):
+        with Machine() as m:
+            m.load(rom(KINDS["PIO"], LONG)[0])
+            ctx = m.vcpu.run_ctx
+            with m.vcpu.kickable():
+                start, exits = time.perf_counter(), 0
+                while run_decoded(ctx, 0, 1) & 7 == PIO_OUT:
+                    exits += 1
+                samples.append((time.perf_counter() - start) / exits)
+    return statistics.median(samples)
 
 
 def general_path() -> dict[str, float]:
@@ -111,6 +134,9 @@ def main() -> None:
             ratios += f", kvmshim/QEMU {by_system['QEMU'] / by_system['kvmshim']:.2f}x, " \
                       f"QEMU/C {by_system['C'] / by_system['QEMU']:.2f}x"
         print(f"  {kind:4}: {line}   rate ratios {ratios}")
+    floor = python_floor()
+    print(f"  floor: a Python loop that only calls the C helper, PIO: {floor * 1e6:6.2f} us per exit, "
+          f"{costs['PIO']['C'] / floor:.2f}x the C loop's rate")
     print("general access path (in this process, best of 5)")
     for name, micros in general_path().items():
         print(f"  {name:28} {micros:5.2f} us")
