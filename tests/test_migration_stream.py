@@ -141,7 +141,7 @@ def test_a_ram_section_that_does_not_add_up_writes_nothing(dst, tmp_path, payloa
 
 
 def test_ram_of_a_region_the_destination_lacks_is_an_unknown_section(dst, tmp_path):
-    with pytest.raises(UnknownSection, match="RAM section 'vga.text': this destination has no such region"):
+    with pytest.raises(UnknownSection, match=r"RAM section 'vga\.text': this destination has no such region"):
         crafted(dst, tmp_path, (Kind.RAM, "vga.text", ram([(0, 1)], b"\x01", b"")))
 
 
