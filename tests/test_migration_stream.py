@@ -194,6 +194,16 @@ def test_a_config_section_of_the_wrong_shape_is_refused(dst, tmp_path, config, e
         crafted(dst, tmp_path, config=config)
 
 
+@pytest.mark.parametrize("key, entry", [("ram", [7, 4096]), ("ram", ["ram", "16M"]),
+                                        ("devices", ["kvmshim-testdev/0", "1"])])
+def test_a_config_naming_ram_or_devices_oddly_is_refused(dst, tmp_path, key, entry):
+    """Names are strings, sizes and versions integers: anything else is refused before it is compared."""
+    config = MachineLayout(dst).config()
+    config[key] = [*config[key], entry]
+    with pytest.raises(StreamError, match="CONFIG section: TypeError: RAM regions and devices are"):
+        crafted(dst, tmp_path, config=config)
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(kind=st.sampled_from([Kind.RAM, Kind.VM, Kind.CPU, Kind.DEVICE, Kind.ROUND]), payload=st.binary(max_size=300))
 def test_random_payloads_raise_only_migration_errors(dst, tmp_path, kind, payload):

@@ -60,6 +60,9 @@ class MachineLayout:
                     raise ConfigMismatch(f"the source has {key} {config[key]!r}, this destination {mine[key]!r}")
             theirs = dict(config["ram"])
             devices = dict(config["devices"])
+            if not all(isinstance(name, str) and isinstance(number, int)
+                       for name, number in (*theirs.items(), *devices.items())):
+                raise TypeError("RAM regions and devices are [name, integer] pairs: a string and a size or version")
         except (KeyError, TypeError, ValueError) as err:
             raise StreamError(f"CONFIG section: {type(err).__name__}: {err}", "config") from err
         ours = {str(mr.name): mr.size for mr in self.regions}
