@@ -50,7 +50,8 @@ lint: install
 	$(VENV)/bin/ruff check
 	$(VENV)/bin/mypy
 
-test: install $(TEST_TOOLS)
+# The gates first: a lint or type error fails the run before the first test.
+test: lint $(TEST_TOOLS)
 	$(PY) -m pytest -q
 
 # Figures and ratios against a C loop and QEMU in the same run (about 10 minutes), PNGs in bench/build.

@@ -6,8 +6,9 @@ under bench/c/rom_loop.c (raw KVM, exits handled in C), ``qemu-system-x86_64 -bi
 debug-exit port. Each of the three runs the ROM with a short and a long COUNT as a whole process;
 the difference of the wall times over the difference of the counts is the cost of one exit, with
 start-up and teardown cancelled. Runs are interleaved (C, QEMU, kvmshim, C, ...), medians of
-REPEATS; and the floor, a Python loop that calls the exit helper and nothing else. Then the memory core's general path (an owned device, a 4-byte access split into bytes)
-against the exit fast path, in this process. Figures and ratios only; writes bench/build/exits.png.
+REPEATS; and the floor, a Python loop that calls the exit helper and nothing else. Then the
+memory core's general path (an owned device, a 4-byte access split into bytes) against the exit
+fast path, in this process. Figures and ratios only; writes bench/build/exits.png.
 """
 from __future__ import annotations
 

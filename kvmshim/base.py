@@ -19,7 +19,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from typing import TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 from kvm import Cap, Kvm, Registers, Vcpu, Vm
 from listeners.kvm_dirty_ring import KVMDirtyRingListener
@@ -28,6 +28,9 @@ from listeners.vcpu_runner import CoalescedRing, RunOutcome, VcpuRunner, paused
 from memapi import UINT64_MAX, UNASSIGNED_IO_OPS, AddressSpace, MemoryRegion, MemorySystem, RamBlock
 
 from .cpuid import cpu_model_table
+
+if TYPE_CHECKING:
+    from .migration import IncomingStats, MigrationStats
 
 IO_SPACE_SIZE = 0x10000
 _Machine = TypeVar("_Machine", bound="MachineBase")
@@ -173,14 +176,14 @@ class MachineBase:
         """Hold every vCPU out of KVM_RUN for the block (the KVM listener's inhibit)."""
         return paused(*self.runners)
 
-    def migrate(self, uri: str, **options):
+    def migrate(self, uri: str, **options: Any) -> MigrationStats:
         """Move the running guest to the destination waiting at ``uri`` (``unix:PATH``, ``tcp:HOST:PORT``,
         ``file:PATH``): kvmshim.migration.migrate, pre-copy over the dirty log; returns its figures."""
         from .migration import migrate
 
         return migrate(self, uri, **options)
 
-    def incoming(self, uri: str, **options):
+    def incoming(self, uri: str, **options: Any) -> IncomingStats:
         """Wait for a migration stream at ``uri`` and load it (kvmshim.migration.incoming); the vCPUs
         stay stopped until ``start()``."""
         from .migration import incoming

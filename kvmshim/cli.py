@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from .errors import EXIT_ERROR, EXIT_INTERRUPTED
@@ -31,7 +31,7 @@ exit status:
 class _Parser(argparse.ArgumentParser):
     """argparse whose errors are one ``kvmshim: error:`` line (no usage block first) and EXIT_ERROR."""
 
-    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         command = self.prog.partition(" ")[2]
         self.exit(EXIT_ERROR, f"kvmshim: error: {command + ': ' if command else ''}{message}\n")
 
@@ -83,8 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    handler: Callable[[argparse.Namespace], int] = args.handler
     try:
-        return args.handler(args)
+        return handler(args)
     except _errors() as err:
         report(err)
         return EXIT_ERROR

@@ -128,15 +128,19 @@ def feature_name(name: str) -> str:
     return canonical
 
 
-def parse_cpu_option(option: str) -> tuple[Optional[CpuModel], frozenset[str], frozenset[str]]:
+def parse_cpu_option(option: str) -> tuple[CpuModel | None, frozenset[str], frozenset[str]]:
     """``MODEL,+feat,-feat,feat=on|off`` -> (model, features on, features off). As in QEMU,
     ``feat=on|off`` apply first, then every ``+feat``, then every ``-feat`` (``-`` wins over ``+``).
     The model is None for ``host`` and ``max``: every feature KVM offers, QEMU's meaning under KVM."""
     name, *items = option.split(",")
     if name not in MODELS and name not in PASSTHROUGH_MODELS:
-        raise CpuModelError(f"unable to find CPU model {name!r} (known: {', '.join((*MODELS, *PASSTHROUGH_MODELS))})")
+        known = ", ".join((*MODELS, *PASSTHROUGH_MODELS))
+        raise CpuModelError(f"unable to find CPU model {name!r} (known: {known})")
     model = MODELS.get(name)
-    on, off, plus, minus = set(model.features if model else ()), set(), set(), set()
+    on: set[str] = set(model.features if model else ())
+    off: set[str] = set()
+    plus: set[str] = set()
+    minus: set[str] = set()
     for item in filter(None, items):
         if item[0] in "+-":
             (plus if item[0] == "+" else minus).add(feature_name(item[1:]))
@@ -232,5 +236,5 @@ def _passthrough(supported: list[CpuidEntry], features: frozenset[str], removed:
     return CpuidTable(entries, missing)
 
 
-__all__ = ["ALIASES", "FEATURES", "FEATURE_WORDS", "MODELS", "PASSTHROUGH_MODELS", "QEMU64", "CpuModel", "CpuModelError",
-           "CpuidTable", "cpu_model_table", "feature_name", "parse_cpu_option"]
+__all__ = ["ALIASES", "FEATURES", "FEATURE_WORDS", "MODELS", "PASSTHROUGH_MODELS", "QEMU64", "CpuModel",
+           "CpuModelError", "CpuidTable", "cpu_model_table", "feature_name", "parse_cpu_option"]

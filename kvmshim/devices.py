@@ -9,6 +9,7 @@ what a guest could see, not what the host collected (``output``, ``accesses``, `
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import ClassVar
 
 from memapi import AccessRules, Endianness, MemoryRegion, MemoryRegionOps
 
@@ -30,10 +31,10 @@ class Serial:
                               valid=AccessRules(1, 1), impl=AccessRules(1, 1))
         self.region = MemoryRegion.io("serial", 8, ops)
 
-    def _read(self, mr, offset: int, size: int) -> int:
+    def _read(self, mr: MemoryRegion, offset: int, size: int) -> int:
         return _LSR_THR_EMPTY_AND_IDLE if offset == _LSR else 0
 
-    def _write(self, mr, offset: int, value: int, size: int) -> None:
+    def _write(self, mr: MemoryRegion, offset: int, value: int, size: int) -> None:
         if offset == 0:
             self.output.append(value & 0xFF)
             if self.on_output is not None:
@@ -51,7 +52,7 @@ class DebugExit:
         self.region = MemoryRegion.io("debug-exit", 1, MemoryRegionOps(
             read=lambda mr, offset, size: 0, write=self._write, endianness=Endianness.LITTLE))
 
-    def _write(self, mr, offset: int, value: int, size: int) -> None:
+    def _write(self, mr: MemoryRegion, offset: int, value: int, size: int) -> None:
         self.status = value & 0xFF
         self._on_exit(self.status)
 
@@ -72,13 +73,13 @@ class TestDevice:
             read=self._read, write=self._write, endianness=Endianness.LITTLE,
             valid=AccessRules(1, 4), impl=AccessRules(1, 4)))
 
-    def _read(self, mr, offset: int, size: int) -> int:
+    def _read(self, mr: MemoryRegion, offset: int, size: int) -> int:
         value = TESTDEV_ID if offset == 0 else self.regs.get(offset, 0)
         value &= (1 << (8 * size)) - 1
         self.accesses.append(("read", offset, size, value))
         return value
 
-    def _write(self, mr, offset: int, value: int, size: int) -> None:
+    def _write(self, mr: MemoryRegion, offset: int, value: int, size: int) -> None:
         self.accesses.append(("write", offset, size, value))
         if offset in self.regs:
             self.regs[offset] = value
@@ -91,7 +92,7 @@ class TestDevice:
 class PortTestDevice:
     """16 ports at 0x600 for the ``pio`` guest: records writes, reads return fixed values."""
 
-    READS = {0x8: 0x01, 0xA: 0x0203, 0xC: 0x04050607}
+    READS: ClassVar[dict[int, int]] = {0x8: 0x01, 0xA: 0x0203, 0xC: 0x04050607}
     vmstate = VMStateDescription("kvmshim-pio-test")  # reads are fixed, writes only recorded
 
     def __init__(self) -> None:
@@ -100,8 +101,8 @@ class PortTestDevice:
             read=self._read, write=self._write, endianness=Endianness.LITTLE,
             valid=AccessRules(1, 4, unaligned=True), impl=AccessRules(1, 4, unaligned=True)))
 
-    def _read(self, mr, offset: int, size: int) -> int:
+    def _read(self, mr: MemoryRegion, offset: int, size: int) -> int:
         return self.READS.get(offset, 0) & ((1 << (8 * size)) - 1)
 
-    def _write(self, mr, offset: int, value: int, size: int) -> None:
+    def _write(self, mr: MemoryRegion, offset: int, value: int, size: int) -> None:
         self.writes.append((offset, value, size))

@@ -27,6 +27,6 @@ class TickPort:
             read=self._read, write=lambda mr, offset, value, size: None, endianness=Endianness.LITTLE,
             valid=AccessRules(4, 4), impl=AccessRules(4, 4)))
 
-    def _read(self, mr, offset: int, size: int) -> int:
+    def _read(self, mr: MemoryRegion, offset: int, size: int) -> int:
         self.ticks += 1
         return self.handler() & 0xFFFFFFFF

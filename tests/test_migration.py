@@ -8,6 +8,7 @@ destination must name where the stream broke. Then the same two machines migrate
 """
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 import threading
@@ -156,10 +157,8 @@ class CutLink:
         except OSError:
             return
         for end in (source, destination):
-            try:
+            with contextlib.suppress(OSError):
                 end.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
     @staticmethod
     def _parse(data: bytearray, sections: list) -> int:

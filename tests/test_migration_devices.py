@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import memapi
 from kvmshim.migration import MigrationBlocked, codec, vmstate
-from kvmshim.pc.ata import READ, SECTOR, AtaDisk, DiskImage
+from kvmshim.pc.ata import DRQ, READ, SECTOR, AtaDisk, DiskImage
 from kvmshim.pc.testdev import PciTestdev
 from kvmshim.pc.vga import TEXT_BASE, TEXT_SIZE
 from kvmshim.uart import FCR_FE, IER_RDI
@@ -145,6 +145,22 @@ def test_an_ide_unit_refuses_what_it_could_not_run(tmp_path, field, value, phras
         state = vmstate.save(rig.ide)
         state["buses"][0]["units"][0][field] = value
         with pytest.raises(ValueError, match=phrase):
+            vmstate.load(rig.ide, state, "ide/0")
+    finally:
+        rig.close()
+
+
+@pytest.mark.parametrize("end, to_guest", [("sector_read", True), ("sector_write", False)])
+def test_an_empty_ide_unit_refuses_a_sector_transfer(tmp_path, end, to_guest):
+    """A stream arming a sector transfer on the absent slave: at its last data-port access the guest
+    would reach a disk that does not exist (a host exception in the vCPU thread, before the check)."""
+    rig = Rig([AtaDisk(DiskImage(make_image(tmp_path / "disk.img")))])
+    try:
+        state = vmstate.save(rig.ide)
+        slave = state["buses"][0]["units"][1]
+        slave.update(end_transfer=end, status=slave["status"] | DRQ, pos=0, end=SECTOR, to_guest=to_guest,
+                     nsector=1, req_nb_sectors=1)
+        with pytest.raises(ValueError, match=f"ide_drive unit 1: no disk for a transfer ending in {end}"):
             vmstate.load(rig.ide, state, "ide/0")
     finally:
         rig.close()

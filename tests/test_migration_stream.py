@@ -141,7 +141,7 @@ def test_a_ram_section_that_does_not_add_up_writes_nothing(dst, tmp_path, payloa
 
 
 def test_ram_of_a_region_the_destination_lacks_is_an_unknown_section(dst, tmp_path):
-    with pytest.raises(UnknownSection, match="RAM section 'vga.text': this destination has no such region"):
+    with pytest.raises(UnknownSection, match=r"RAM section 'vga\.text': this destination has no such region"):
         crafted(dst, tmp_path, (Kind.RAM, "vga.text", ram([(0, 1)], b"\x01", b"")))
 
 
@@ -191,6 +191,16 @@ def test_an_unknown_kind_or_a_huge_section_is_refused(stream, dst, tmp_path):
 ])
 def test_a_config_section_of_the_wrong_shape_is_refused(dst, tmp_path, config, error, phrase):
     with pytest.raises(error, match=phrase):
+        crafted(dst, tmp_path, config=config)
+
+
+@pytest.mark.parametrize("key, entry", [("ram", [7, 4096]), ("ram", ["ram", "16M"]),
+                                        ("devices", ["kvmshim-testdev/0", "1"])])
+def test_a_config_naming_ram_or_devices_oddly_is_refused(dst, tmp_path, key, entry):
+    """Names are strings, sizes and versions integers: anything else is refused before it is compared."""
+    config = MachineLayout(dst).config()
+    config[key] = [*config[key], entry]
+    with pytest.raises(StreamError, match="CONFIG section: TypeError: RAM regions and devices are"):
         crafted(dst, tmp_path, config=config)
 
 

@@ -49,9 +49,9 @@ def test_a_chain_that_does_not_link_up_is_refused_before_loading(tmp_path):
     with Machine(RAM) as dst:
         marker = b"untouched" * 100
         dst.ram.ram_block.write(0x100000, marker)
-        with pytest.raises(MigrationError, match="b.snap: snapshot [0-9a-f]+ is not a full snapshot"):
+        with pytest.raises(MigrationError, match=r"b\.snap: snapshot [0-9a-f]+ is not a full snapshot"):
             restore(dst, paths[1])
-        with pytest.raises(MigrationError, match="b.snap: snapshot [0-9a-f]+ is not a diff of snapshot"):
+        with pytest.raises(MigrationError, match=r"b\.snap: snapshot [0-9a-f]+ is not a diff of snapshot"):
             restore(dst, paths[2], paths[1])
         with pytest.raises(MigrationError, match="a migration stream, not a snapshot"):
             from kvmshim.migration import migrate

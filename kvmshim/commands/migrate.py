@@ -17,11 +17,16 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
 from ..plots import format_size
 from . import parse_size, positive
+
+if TYPE_CHECKING:
+    from ..machine import Machine
+    from ..migration import MigrationStats, RoundStats
+    from . import Subparsers
 
 GUEST = "sweeper-check"
 #: sweeper-check sweeps RAM from 1 MiB up (below: the guest, and the test machine's MMIO and ROM).
@@ -31,7 +36,7 @@ MiB = 1 << 20
 DESTINATION_TIMEOUT = 120.0
 
 
-def add_parser(sub) -> argparse.ArgumentParser:
+def add_parser(sub: Subparsers) -> argparse.ArgumentParser:
     p = sub.add_parser("migrate", help="live-migrate a running guest to a new process and check it arrived whole")
     p.add_argument("guest", nargs="?", default=GUEST, help=f"the guest (default {GUEST}: it checks its memory)")
     p.add_argument("-m", "--ram", type=parse_size, default=parse_size("64M"), help="RAM size (default 64M)")
@@ -58,7 +63,7 @@ def add_sweeper_options(p: argparse.ArgumentParser) -> None:
                        help="run this long (ticks x period) before the check (default 3)")
 
 
-def load_guest(machine: Any, guest: str = GUEST, *, per_tick: int = 16, tick_ms: float = 1.0,
+def load_guest(machine: Machine, guest: str = GUEST, *, per_tick: int = 16, tick_ms: float = 1.0,
                seconds: float = 3.0) -> str:
     """Load ``guest``; sweeper-check sweeps all RAM above 1 MiB, ``per_tick`` random pages every
     ``tick_ms`` (0: as fast as the vCPU goes, about 5000 ticks a second), for ``seconds``."""
@@ -86,7 +91,7 @@ def _uri(transport: str, directory: str) -> str:
         return f"tcp:127.0.0.1:{probe.getsockname()[1]}"
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     from ..machine import Machine
     from ..migration import migrate
 
@@ -126,14 +131,15 @@ def run(args) -> int:
     return 0 if stats.verified and status == 0 else 1
 
 
-def _print_round(r) -> None:
+def _print_round(r: RoundStats) -> None:
     label = "stop" if r.final else str(r.index)
     throttle = f"{r.throttle}%" if not r.final else "-"
     print(f"{label:>5} {r.pages:8d} {r.zero_pages:7d} {r.bytes / MiB:9.1f} {r.dirty_rate:14.0f} {r.ms:8.1f} "
           f"{throttle:>8}", flush=True)
 
 
-def _summary(args, stats, status: int | None, source_output: bytes, destination_output: str) -> None:
+def _summary(args: argparse.Namespace, stats: MigrationStats, status: int | None, source_output: bytes,
+             destination_output: str) -> None:
     ratio = stats.bytes_sent / stats.ram_bytes
     print(f"downtime {stats.downtime_ms:.1f} ms, total {stats.total_ms:.0f} ms, {format_size(stats.bytes_sent)} sent "
           f"({ratio:.2f}x RAM), link {stats.link_rate / MiB:.0f} MiB/s, "
@@ -151,11 +157,11 @@ def _summary(args, stats, status: int | None, source_output: bytes, destination_
     print(f"guest exit status on the destination: {status}")
 
 
-def report(stats, status: int | None) -> dict[str, Any]:
+def report(stats: MigrationStats, status: int | None) -> dict[str, Any]:
     return {**stats.to_dict(), "guest_exit_status": status}
 
 
-def draw(path: Path, stats, title: str) -> None:
+def draw(path: Path, stats: MigrationStats, title: str) -> None:
     from ..plots import bar_chart
 
     labels = ["stop" if r.final else str(r.index) for r in stats.rounds]

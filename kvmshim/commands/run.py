@@ -12,7 +12,11 @@ from ..pc import cli as pc_cli
 from . import parse_size, positive
 
 if TYPE_CHECKING:
+    from guests import EntryPoint, Module
     from memapi import AddressSpace
+
+    from ..base import MachineBase
+    from . import Subparsers
 
 FORMATS = """\
 GUEST is a bundled guest's name (python -m guests list) or a file; the format is chosen by
@@ -46,7 +50,7 @@ def port(text: str) -> int:
     return value
 
 
-def entry_point(text: str):
+def entry_point(text: str) -> EntryPoint:
     import guests
 
     try:
@@ -55,7 +59,7 @@ def entry_point(text: str):
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
-def add_parser(sub) -> argparse.ArgumentParser:
+def add_parser(sub: Subparsers) -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="boot a guest (a bundled name or a file of any format)", epilog=FORMATS,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("guest", nargs="?", help="the guest (none with --machine pc)")
@@ -109,11 +113,11 @@ class ExitTrace:
         return f" {hit.mr.name}+{addr - hit.start + hit.offset_in_region:#x}"
 
 
-def exit_trace(machine) -> ExitTrace:
+def exit_trace(machine: MachineBase) -> ExitTrace:
     return ExitTrace({"pio": machine.io_space, "mmio": machine.memory})
 
 
-def modules(text: str | None) -> list:
+def modules(text: str | None) -> list[Module]:
     """--initrd 'FILE ARGS,FILE2': each module's data from its file, its command line as written."""
     from guests import Module
 
@@ -129,7 +133,7 @@ def modules(text: str | None) -> list:
     return out
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     from guests import Format
 
     from ..machine import Machine, stdout_writer

@@ -12,12 +12,17 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import parse_size, positive
 from .migrate import GUEST, add_sweeper_options, guest_options, load_guest
 
+if TYPE_CHECKING:
+    from ..migration import SnapshotStats
+    from . import Subparsers
 
-def add_parser(sub) -> argparse.ArgumentParser:
+
+def add_parser(sub: Subparsers) -> argparse.ArgumentParser:
     p = sub.add_parser("snapshot", help="save a running guest to a file (and diffs), or restore and resume it")
     action = p.add_subparsers(dest="action", required=True)
     save = action.add_parser("save", help="boot a guest, run it a while, write a snapshot (and a diff)")
@@ -37,11 +42,11 @@ def add_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     return _save(args) if args.action == "save" else _restore(args)
 
 
-def _save(args) -> int:
+def _save(args: argparse.Namespace) -> int:
     import guests
 
     from ..machine import Machine
@@ -61,7 +66,7 @@ def _save(args) -> int:
     return 0
 
 
-def _show(args, stats) -> None:
+def _show(args: argparse.Namespace, stats: SnapshotStats) -> None:
     if args.json:
         print(json.dumps(stats.to_dict()), flush=True)
         return
@@ -70,7 +75,7 @@ def _show(args, stats) -> None:
           f"{stats.bytes} bytes, the guest held {stats.ms:.1f} ms", flush=True)
 
 
-def _restore(args) -> int:
+def _restore(args: argparse.Namespace) -> int:
     from ..machine import Machine, stdout_writer
     from ..migration import MigrationError, read_snapshot_config, restore, resume
 

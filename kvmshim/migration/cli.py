@@ -23,8 +23,10 @@ ACCEPT_TIMEOUT = 120.0
 def run_incoming(args: argparse.Namespace) -> int:
     if args.machine != "pc" and args.guest is None:
         raise UsageError("--incoming: the guest the source runs is required (or --machine pc)")
+    from ..pc.machine import PcMachine
+
     with _destination(args) as machine, ExitStack() as stack:
-        if args.machine == "pc":
+        if isinstance(machine, PcMachine):
             from ..chardev import open_chardevs
 
             open_chardevs(stack, machine, quit=machine.stop)

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import errno
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kvm import (
     Cap,
@@ -37,6 +37,9 @@ from kvm import (
 )
 
 from .errors import MigrationBlocked, StateError
+
+if TYPE_CHECKING:
+    from listeners.vcpu_runner import VcpuRunner
 
 SETTLE_TIMEOUT = 5.0
 #: KVM's paravirtual MSRs (asm/kvm_para.h) and the KVM_FEATURE_* bit of CPUID leaf 0x40000001 EAX
@@ -91,7 +94,7 @@ def saved_msrs(kvm: Kvm, vcpu: Vcpu) -> list[int]:
     return readable
 
 
-def settle(runners: list, timeout: float = SETTLE_TIMEOUT) -> list[bool]:
+def settle(runners: Sequence[VcpuRunner], timeout: float = SETTLE_TIMEOUT) -> list[bool]:
     """Inside ``machine.paused()``: wait until every vCPU's last exit is complete; returns which
     vCPUs had a run loop (the destination starts those)."""
     running = [runner.running for runner in runners]
@@ -170,7 +173,8 @@ def _load_msrs(vcpu: Vcpu, saved: dict[int, int]) -> None:
                          f"{current[err.index]:#x} here)") from err
 
 
-def _struct(ctype: str, data: bytes):
+def _struct(ctype: str, data: bytes) -> Any:
+    """A new cffi ``ctype`` (a pointer to a kvm struct) holding ``data``, which must fill it."""
     value = ffi.new(ctype)
     size = ffi.sizeof(value[0])
     if not isinstance(data, bytes) or len(data) != size:

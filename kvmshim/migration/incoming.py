@@ -56,8 +56,7 @@ def read_config(reader: StreamReader, layout: MachineLayout) -> dict[str, Any]:
         config = codec.decode(section.payload)
     except codec.CodecError as err:
         raise StreamError(f"{section.label}: {err}", section.name) from err
-    layout.check(config)
-    return config
+    return layout.check(config)
 
 
 def load_stream(layout: MachineLayout, reader: StreamReader, uri: str,

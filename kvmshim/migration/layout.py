@@ -44,12 +44,13 @@ class MachineLayout:
         """The CONFIG section's contents; ``extra`` is passed along (snapshot ids, the guest's name)."""
         return {"machine": self.machine.name, "vcpus": len(self.machine.vcpus), "page_size": PAGE_SIZE,
                 "ram": [[mr.name, mr.size] for mr in self.regions],
-                "devices": [[name, vmstate.description(device).version]  # type: ignore[union-attr]
+                "devices": [[name, vmstate.declared(device).version]
                             for name, device in self.devices.items()],
                 "irqchip": self.caps.irqchip, "pit": self.caps.pit, **extra}
 
-    def check(self, config: Any) -> None:
-        """Refuse a stream made on another kind of machine, before anything is loaded."""
+    def check(self, config: object) -> dict[str, Any]:
+        """Refuse a stream made on another kind of machine, before anything is loaded; returns
+        ``config``, known from here on to be a dict."""
         if not isinstance(config, dict):
             raise StreamError("CONFIG section: not a dict", "config")
         mine = self.config()
@@ -57,8 +58,11 @@ class MachineLayout:
             for key in ("machine", "vcpus", "page_size", "irqchip", "pit"):
                 if config[key] != mine[key]:
                     raise ConfigMismatch(f"the source has {key} {config[key]!r}, this destination {mine[key]!r}")
-            theirs = {name: size for name, size in config["ram"]}
-            devices = {name: version for name, version in config["devices"]}
+            theirs = dict(config["ram"])
+            devices = dict(config["devices"])
+            if not all(isinstance(name, str) and isinstance(number, int)
+                       for name, number in (*theirs.items(), *devices.items())):
+                raise TypeError("RAM regions and devices are [name, integer] pairs: a string and a size or version")
         except (KeyError, TypeError, ValueError) as err:
             raise StreamError(f"CONFIG section: {type(err).__name__}: {err}", "config") from err
         ours = {str(mr.name): mr.size for mr in self.regions}
@@ -70,13 +74,14 @@ class MachineLayout:
             device = self.devices.get(name)
             if device is None:
                 raise UnknownSection(f"device section {name!r}: this destination has no such device", name)
-            vmsd = vmstate.description(device)
-            if not vmsd.accepts(version):  # type: ignore[union-attr]
+            vmsd = vmstate.declared(device)
+            if not vmsd.accepts(version):
                 raise ConfigMismatch(f"device section {name!r}: version {version}, this {type(device).__name__} "
-                                     f"loads {vmsd.minimum_version} to {vmsd.version}")  # type: ignore[union-attr]
+                                     f"loads {vmsd.minimum_version} to {vmsd.version}")
         missing = sorted(self.devices.keys() - devices.keys())
         if missing:
             raise ConfigMismatch(f"device {missing[0]!r} is not in the stream: the source has no such device")
+        return config
 
     # ------------------------------------------------------------ the state at the stop
     def write_state(self, writer: StreamWriter, running: list[bool]) -> None:

@@ -163,7 +163,7 @@ def load_pages(mr: MemoryRegion, payload: bytes) -> int:
     offset = 4 + count * _RUN.size
     if count > BATCH_PAGES or offset > len(payload):
         raise StreamError(f"{where}: {count} runs do not fit in {len(payload)} bytes", mr.name)
-    batch = [_RUN.unpack_from(payload, 4 + i * _RUN.size) for i in range(count)]
+    batch: list[tuple[int, int]] = [_RUN.unpack_from(payload, 4 + i * _RUN.size) for i in range(count)]
     limit, total = pages_of(mr), sum(n for _, n in batch)
     for first, n in batch:
         if not n or first + n > limit:

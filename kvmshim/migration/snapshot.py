@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
 from memapi import GlobalDirty
 
@@ -30,7 +30,7 @@ from .transport import Listener, connect
 if TYPE_CHECKING:
     from ..base import MachineBase
 
-PathLike = Union[str, Path]
+PathLike = str | Path
 
 
 @dataclass
@@ -141,7 +141,7 @@ def restore(machine: MachineBase, *paths: PathLike, devices: Iterable[object] = 
             raise MigrationError(f"{paths[index]}: snapshot {config['snapshot']['id']} is not {what} "
                                  f"(its parent is {config['snapshot']['parent']})")
     stats = IncomingStats(f"file:{paths[-1]}")
-    for path, config in zip(paths, configs):
+    for path, config in zip(paths, configs, strict=True):
         with Listener(f"file:{path}").accept() as channel:
             reader = StreamReader(channel)
             read_config(reader, layout)

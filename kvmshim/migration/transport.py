@@ -7,6 +7,7 @@ appears under its name only once ``commit()`` is called, so a failed save keeps 
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import socket
@@ -83,10 +84,8 @@ class Channel:
         """Close both directions (idempotent); an uncommitted file is removed."""
         closers, self._closers = self._closers, ()
         for close in closers:
-            try:
+            with contextlib.suppress(OSError):
                 close()
-            except OSError:
-                pass
 
     def __enter__(self) -> Channel:
         return self
@@ -109,10 +108,8 @@ def _socket_channel(uri: str, sock: socket.socket, idle_timeout: float) -> Chann
     reader = cast(BinaryIO, sock.makefile("rb", buffering=_READ_BUFFER))
 
     def shut() -> None:
-        try:
+        with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
         reader.close()
         sock.close()
 
@@ -148,7 +145,7 @@ def connect(uri: str, timeout: float = 10.0, idle_timeout: float = IDLE_TIMEOUT)
 def _file_writer(uri: str, path: Path) -> Channel:
     temporary = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:
-        out = open(temporary, "wb")
+        out = open(temporary, "wb")  # noqa: SIM115 - the Channel owns it: commit or discard closes it
     except OSError as err:
         raise LinkError(f"{uri}: cannot write: {_describe(err)}") from err
 
@@ -202,7 +199,7 @@ class Listener:
         """The first source to connect (a file: opened for reading); LinkError after ``timeout`` s."""
         if self.sock is None:
             try:
-                source = open(self.address, "rb", buffering=_READ_BUFFER)
+                source = open(self.address, "rb", buffering=_READ_BUFFER)  # noqa: SIM115 - the Channel closes it
             except OSError as err:
                 raise LinkError(f"{self.uri}: cannot read: {_describe(err)}") from err
             return Channel(self.uri, source, None, (source.close,))

@@ -51,10 +51,16 @@ def description(obj: object) -> VMStateDescription | None:
     return found if isinstance(found, VMStateDescription) else None
 
 
-def save(device: object) -> dict[str, Any]:
-    """The device's fields as plain values (None, bool, int, str, bytes, lists, dicts)."""
+def declared(device: object) -> VMStateDescription:
+    """The description of a device known to have one (found by ``find_devices``, or checked)."""
     vmsd = description(device)
     assert vmsd is not None, f"{type(device).__name__} has no vmstate"
+    return vmsd
+
+
+def save(device: object) -> dict[str, Any]:
+    """The device's fields as plain values (None, bool, int, str, bytes, lists, dicts)."""
+    vmsd = declared(device)
     return {field: _capture(getattr(device, field), f"{vmsd.name}.{field}") for field in vmsd.fields}
 
 
@@ -74,8 +80,7 @@ def _capture(value: Any, where: str) -> Any:
 
 def load(device: object, state: Any, where: str) -> None:
     """Restore ``state`` (as ``save`` made it) into ``device``; ValueError or TypeError names the field."""
-    vmsd = description(device)
-    assert vmsd is not None, f"{type(device).__name__} has no vmstate"
+    vmsd = declared(device)
     if not isinstance(state, dict) or set(state) != set(vmsd.fields):
         got = sorted(state) if isinstance(state, dict) else type(state).__name__
         raise ValueError(f"{where}: fields {got}, expected {sorted(vmsd.fields)}")
@@ -105,7 +110,7 @@ def _restore(current: Any, value: Any, where: str) -> Any:
         if current and description(current[0]) is not None:
             if len(value) != len(current):
                 raise ValueError(f"{where}: {len(value)} entries, expected {len(current)}")
-            for i, (item, saved) in enumerate(zip(current, value)):
+            for i, (item, saved) in enumerate(zip(current, value, strict=True)):
                 load(item, saved, f"{where}[{i}]")
             return current
         items = [_scalar(None, item, f"{where}[{i}]") for i, item in enumerate(value)]
@@ -176,7 +181,7 @@ def find_devices(machine: Any, extra: Iterable[object] = ()) -> list[tuple[str, 
     counts: dict[str, int] = {}
     named = []
     for device in found:
-        name = description(device).name  # type: ignore[union-attr]
+        name = declared(device).name
         named.append((f"{name}/{counts.get(name, 0)}", device))
         counts[name] = counts.get(name, 0) + 1
     return named
@@ -213,7 +218,7 @@ def _visit(value: Any, found: list[object], seen: set[int], depth: int) -> None:
 def _parts(device: object) -> Iterator[object]:
     """The device and every struct its fields hold (an IDE function's channels and units)."""
     yield device
-    for field in description(device).fields:  # type: ignore[union-attr]
+    for field in declared(device).fields:
         value = getattr(device, field)
         for item in value if isinstance(value, (list, tuple)) else (value,):
             if description(item) is not None:

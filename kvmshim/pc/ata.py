@@ -75,7 +75,7 @@ class DiskImage:
             raise OSError(f"{self.path}: short read at sector {lba}")
         return data
 
-    def write(self, lba: int, data: bytes) -> None:
+    def write(self, lba: int, data: bytes | bytearray | memoryview) -> None:
         if self.readonly:
             raise PermissionError(f"{self.path} is read-only")
         view, offset = memoryview(data), lba * SECTOR
@@ -173,7 +173,7 @@ class AtaDevice:
         self.words = memoryview(self.buffer).cast("H")
         self.dwords = memoryview(self.buffer).cast("I")
         self.write_cache = True
-        self.identify_data = self._identify() if disk else b""
+        self.identify_data = self._identify(disk) if disk else b""
         if disk:
             self.cur_heads, self.cur_sectors = disk.heads, disk.sectors
         self.reset()
@@ -237,6 +237,8 @@ class AtaDevice:
         if not 0 <= self.pos <= self.end <= len(self.buffer) or self.pos % 2:
             raise ValueError(f"ide_drive unit {self.unit}: transfer at {self.pos} of {self.end} "
                              f"(a {len(self.buffer)}-byte buffer)")
+        if self.disk is None and self.on_end != self.transfer_stop:  # only a command to a disk starts one
+            raise ValueError(f"ide_drive unit {self.unit}: no disk for a transfer ending in {self.end_transfer}")
         check_index("ide_drive multiple sectors", self.mult_sectors, MAX_MULT_SECTORS + 1)
         check_index("ide_drive sectors per block", self.req_nb_sectors, MAX_MULT_SECTORS + 1)
 
@@ -278,8 +280,15 @@ class AtaDevice:
         else:
             self.nsector = self.hob_nsector << 8 | self.nsector or 65536
 
+    @property
+    def attached(self) -> AtaDisk:
+        """The disk of a unit that has one: what every command that checked ``_needs_disk``, and
+        every sector transfer (only such a command starts one; ``post_load`` checks), works on."""
+        assert self.disk is not None, f"ide unit {self.unit} has no disk"
+        return self.disk
+
     def range_ok(self, lba: int, count: int) -> bool:
-        return 0 <= lba and count <= self.disk.total_sectors - lba
+        return 0 <= lba and count <= self.attached.total_sectors - lba
 
     # ---------------------------------------------------------------- reads and writes
     def sector_read(self) -> None:
@@ -294,7 +303,7 @@ class AtaDevice:
             self.fail(IDNF)
             return
         try:
-            self.buffer[:count * SECTOR] = self.disk.image.read(lba, count)
+            self.buffer[:count * SECTOR] = self.attached.image.read(lba, count)
         except OSError:
             self.fail(ABRT)
             return
@@ -312,9 +321,9 @@ class AtaDevice:
             self.fail(IDNF)
             return
         try:
-            self.disk.image.write(lba, self.buffer[:count * SECTOR])
+            self.attached.image.write(lba, self.buffer[:count * SECTOR])
             if not self.write_cache:
-                self.disk.image.flush()
+                self.attached.image.flush()
         except OSError:
             self.fail(ABRT)
             return
@@ -383,7 +392,7 @@ class AtaDevice:
         if not self._needs_disk():
             return True
         multiple = command in (WRITE_MULTIPLE, WRITE_MULTIPLE_EXT)
-        if multiple and not self.mult_sectors or self.disk.image.readonly:
+        if multiple and not self.mult_sectors or self.attached.image.readonly:
             self.abort()
             return True
         self.lba48_transform(command in (WRITE_EXT, WRITE_MULTIPLE_EXT))
@@ -419,7 +428,7 @@ class AtaDevice:
     def cmd_read_native_max(self, command: int) -> bool:
         if self._needs_disk():
             self.lba48_transform(command == READ_NATIVE_MAX_EXT)
-            self.set_sector(self.disk.total_sectors - 1)
+            self.set_sector(self.attached.total_sectors - 1)
         return True
 
     def cmd_check_power_mode(self, command: int) -> bool:
@@ -453,7 +462,7 @@ class AtaDevice:
         feature = self.feature
         if feature in (0x02, 0x82):  # write cache on / off (off flushes)
             self.write_cache = feature == 0x02
-            self.identify_data = self._identify()
+            self.identify_data = self._identify(self.attached)
             return self.cmd_flush(command) if feature == 0x82 else True
         if feature == 0x03:  # transfer mode: PIO only
             if self.nsector >> 3 not in (0, 1):
@@ -464,9 +473,8 @@ class AtaDevice:
         return True
 
     # ---------------------------------------------------------------- IDENTIFY
-    def _identify(self) -> bytes:
+    def _identify(self, disk: AtaDisk) -> bytes:
         """ide_identify's words, minus DMA, SMART and TRIM, which this device does not do."""
-        disk = self.disk
         words = [0] * 256
         chs = disk.cylinders * disk.heads * disk.sectors
         total, lba28 = disk.total_sectors, min(disk.total_sectors, (1 << 28) - 1)
@@ -490,7 +498,7 @@ class AtaDevice:
         }.items():
             words[index] = value
         data = bytearray(b"".join(w.to_bytes(2, "little") for w in words))
-        serial = self.disk.serial or f"QM{self.bus.index * 2 + self.unit + 1:05d}"
+        serial = disk.serial or f"QM{self.bus.index * 2 + self.unit + 1:05d}"
         data[20:40] = _ata_string(serial, 20)
         data[46:54] = _ata_string(HW_VERSION, 8)
         data[54:94] = _ata_string(disk.model, 40)
@@ -503,7 +511,8 @@ COMMANDS: dict[int, tuple[Callable[[AtaDevice, int], bool], bool]] = {
     RECALIBRATE: (_C.cmd_nop, True), SEEK: (_C.cmd_nop, True), DIAGNOSE: (_C.cmd_diagnose, False),
     INITIALIZE_PARAMETERS: (_C.cmd_initialize_parameters, True),
     **dict.fromkeys((READ, READ_RETRY, READ_EXT, READ_MULTIPLE, READ_MULTIPLE_EXT), (_C.cmd_read, False)),
-    **dict.fromkeys((WRITE, WRITE_RETRY, WRITE_EXT, WRITE_VERIFY, WRITE_MULTIPLE, WRITE_MULTIPLE_EXT), (_C.cmd_write, False)),
+    **dict.fromkeys((WRITE, WRITE_RETRY, WRITE_EXT, WRITE_VERIFY, WRITE_MULTIPLE, WRITE_MULTIPLE_EXT),
+                    (_C.cmd_write, False)),
     **dict.fromkeys((VERIFY, VERIFY_RETRY, VERIFY_EXT), (_C.cmd_verify, True)),
     **dict.fromkeys((READ_NATIVE_MAX, READ_NATIVE_MAX_EXT), (_C.cmd_read_native_max, True)),
     **dict.fromkeys((CHECK_POWER_MODE, CHECK_POWER_MODE_OLD), (_C.cmd_check_power_mode, True)),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Iterable
 
-from memapi import AccessRules, MemoryRegion
+from memapi import AccessRules, MemoryRegion, MemTxAttrs
 
 from ..migration.vmstate import VMStateDescription
 from .ports import port_region
@@ -26,7 +26,7 @@ ID_TRADITIONAL = 1
 FILE_NAME_SIZE = 56
 
 
-def _combined_valid(mr: MemoryRegion, offset: int, size: int, is_write: bool, attrs) -> bool:
+def _combined_valid(mr: MemoryRegion, offset: int, size: int, is_write: bool, attrs: MemTxAttrs) -> bool:
     """fw_cfg_comb_valid: byte accesses, or a 16-bit selector write."""
     return size == 1 or (is_write and size == 2)
 

@@ -109,7 +109,7 @@ class PiixIde(PciDevice):
 
     def map(self, io: MemoryRegion) -> None:
         """The legacy ports (BAR4 follows the firmware once the function is on a PciHost)."""
-        for bus, (command, control, _) in zip(self.buses, LEGACY_CHANNELS):
+        for bus, (command, control, _) in zip(self.buses, LEGACY_CHANNELS, strict=True):
             bus.map(io, command, control)
 
     def disk_path(self, index: int) -> str:

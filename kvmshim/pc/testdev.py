@@ -18,7 +18,7 @@ from memapi import AccessRules, AddressSpace, Endianness, EventNotifier, MemoryR
 
 from ..migration.vmstate import VMStateDescription, check_index
 from .pci import BAR_MEM_PREFETCH, BAR_MEM_TYPE_64, BAR_SPACE_IO, INTERRUPT_PIN, PciDevice, devfn
-from .ports import port_region
+from .ports import Read, Write, port_region
 
 DEBUG_EXIT_IOBASE, DEBUG_EXIT_IOSIZE = 0x501, 0x02
 TESTDEV_IOPORT, TESTDEV_FLUSH, TESTDEV_IOPORT_BYTE, TESTDEV_IRQ = 0xE0, 0xE4, 0xE8, 0x2000
@@ -113,9 +113,9 @@ class PcTestdev:
         page = value & ~(PAGE - 1)
         self.flushed.append(page)
         flat = self.memory.lookup(page) if self.memory is not None else None
-        block = flat.mr.ram_block if flat is not None else None
-        if block is None:
+        if flat is None or flat.mr.ram_block is None:
             return
+        block = flat.mr.ram_block
         host = block.host_addr + flat.offset_in_region + page - flat.start
         if host % mmap.PAGESIZE or host + PAGE > block.host_addr + block.max_length:
             return  # a caller's unaligned buffer: nothing QEMU could mprotect either
@@ -129,7 +129,7 @@ class PcTestdev:
         self.iomem[offset:offset + size] = value.to_bytes(size, "little")
 
 
-def _mmio_region(name: str, size: int, read, write, impl: AccessRules) -> MemoryRegion:
+def _mmio_region(name: str, size: int, read: Read, write: Write, impl: AccessRules) -> MemoryRegion:
     return MemoryRegion.io(name, size, MemoryRegionOps(read=read, write=write, endianness=Endianness.LITTLE,
                                                        impl=impl))
 
@@ -220,7 +220,7 @@ class PciTestdev(PciDevice):
     def test_counts(self, counts: list[int]) -> None:
         if len(counts) != len(self.tests) or not all(isinstance(c, int) and 0 <= c < 1 << 32 for c in counts):
             raise ValueError(f"pci-testdev: counts {counts!r:.60} (one u32 per test)")
-        for test, count in zip(self.tests, counts):
+        for test, count in zip(self.tests, counts, strict=True):
             test.header[HDR_COUNT:HDR_COUNT + 4] = count.to_bytes(4, "little")
 
     def reset(self) -> None:

@@ -19,10 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import memapi
-from memapi import AccessRules, DirtyClient, Endianness, MemoryRegion, MemoryRegionOps
+from memapi import AccessRules, DirtyClient, Endianness, MemoryRegion, MemoryRegionOps, RamBlock
 
 from ..migration.vmstate import VMStateDescription, check_index
-from .ports import port_region
+from .ports import Read, Write, port_region
 
 COLS, ROWS = 80, 25
 LOWMEM_BASE, LOWMEM_SIZE = 0xA0000, 0x20000
@@ -112,9 +112,15 @@ class VgaText:
         for base, region in self.ports:
             io.add_subregion(base, region)
 
+    @property
+    def _text_ram(self) -> RamBlock:
+        block = self.text.ram_block
+        assert block is not None  # MemoryRegion.ram made it
+        return block
+
     def close(self) -> None:
         """Unmap the buffer's RAM (after the address spaces are gone)."""
-        self.text.ram_block.close()
+        self._text_ram.close()
 
     def post_load(self) -> None:
         """Check the indices a hostile stream could set past their tables; redraw on the next refresh."""
@@ -129,7 +135,7 @@ class VgaText:
     def screen(self) -> Screen:
         """The frame the registers and the buffer show now."""
         start = self.cr[CR_START_HI] << 8 | self.cr[CR_START_LO]
-        data = self.text.ram_block.read(0, TEXT_SIZE)
+        data = self._text_ram.read(0, TEXT_SIZE)
         first = 2 * start % TEXT_SIZE
         cells = (data[first:] + data[:first])[:2 * COLS * ROWS]  # the display start wraps in the window
         height = (self.cr[CR_MAX_SCAN] & 0x1F) + 1
@@ -163,10 +169,10 @@ class VgaText:
         return (r << 2 | r >> 4, g << 2 | g >> 4, b << 2 | b >> 4)
 
     # ------------------------------------------------------------ ports (QEMU's vga_ioport_read/write)
-    def _port_reader(self, base: int):
+    def _port_reader(self, base: int) -> Read:
         return lambda mr, offset, size: 0xFF if self._unclaimed(base + offset) else self._read(base + offset)
 
-    def _port_writer(self, base: int):
+    def _port_writer(self, base: int) -> Write:
         def write(mr: MemoryRegion, offset: int, value: int, size: int) -> None:
             if not self._unclaimed(base + offset):
                 self._write(base + offset, value)
@@ -179,7 +185,6 @@ class VgaText:
         return 0x3D0 <= port <= 0x3DF
 
     def _read(self, port: int) -> int:
-        low = port & 0xF if port >= 0x3C0 else None
         if port in (0x3B4, 0x3D4):
             return self.cr_index
         if port in (0x3B5, 0x3D5):
@@ -188,6 +193,7 @@ class VgaText:
             self.st01 ^= ST01_TOGGLE
             self.ar_flip_flop = 0
             return self.st01
+        low = port & 0xF  # the others are 0x3c0-0x3cf (PORTS)
         if low == 0x0:
             return 0 if self.ar_flip_flop else self.ar_index
         if low == 0x1:
