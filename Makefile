@@ -54,7 +54,7 @@ lint: install
 test: lint $(TEST_TOOLS)
 	$(PY) -m pytest -q
 
-# Figures and ratios against a C loop and QEMU in the same run (about 10 minutes), PNGs in bench/build.
+# Figures and ratios against a C loop and QEMU in the same run (about 7 minutes here), PNGs in bench/build.
 bench: install $(SEABIOS) $(QEMU) $(GRUB)
 	$(PY) bench/run_all.py
 

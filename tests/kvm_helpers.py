@@ -1,16 +1,9 @@
 """Project-only helpers for tests on real /dev/kvm: record real ioctls, the slots a FlatView needs.
-
-``requires_kvm`` is kvmshim's pytest plugin's ``kvm`` marker (kvmshim/pytest_plugin.py), under
-the name the project's test modules import.
-"""
+(Tests that need /dev/kvm carry the kvmshim pytest plugin's ``kvm`` marker.)"""
 from __future__ import annotations
-
-import pytest
 
 from listeners.kvm_memory import align_section
 from memapi import MemoryRegionSection
-
-requires_kvm = pytest.mark.kvm
 
 
 def record_slot_ioctls(vm) -> list:

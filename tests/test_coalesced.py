@@ -6,11 +6,10 @@ import time
 import pytest
 
 from kvm import COALESCED_RING_ENTRIES, Cap
-from kvm_helpers import requires_kvm
 from kvmshim.machine import Machine
 from memapi import AccessRules, Endianness, MemoryRegion, MemoryRegionOps
 
-pytestmark = requires_kvm
+pytestmark = pytest.mark.kvm
 FIFO_PORT, FIFO_GPA = 0x530, 0xC8000
 
 

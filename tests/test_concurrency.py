@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 import memapi
-from kvm_helpers import requires_kvm
 from kvmshim.machine import Machine
 from memapi import AccessRules, MemoryRegion, MemoryRegionOps
 
@@ -90,7 +89,7 @@ def wait_until(condition, timeout: float = 10) -> None:
         time.sleep(0.001)
 
 
-@requires_kvm
+@pytest.mark.kvm
 def test_pause_holds_every_vcpu_and_nests_across_threads():
     with Machine(vcpus=2) as m:
         m.load(GUESTS / "counter.S")  # counts forever without a single exit: only a kick stops it
@@ -120,7 +119,7 @@ def test_pause_holds_every_vcpu_and_nests_across_threads():
             assert thread.stop().reason == "stopped"
 
 
-@requires_kvm
+@pytest.mark.kvm
 def test_a_vcpu_commit_completes_while_another_thread_holds_a_pause():
     """vCPU 0's port callback re-flags a RAM region (a delete and re-add: it needs the inhibit,
     which skips vCPU 0 itself and holds vCPU 1) while the main thread holds ``paused()``."""

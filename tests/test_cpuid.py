@@ -9,7 +9,6 @@ import pytest
 
 import guests
 from kvm import CpuidEntry, ExitReason
-from kvm_helpers import requires_kvm
 from kvmshim.cpuid import CpuModelError, cpu_model_table, feature_name, parse_cpu_option
 from test_kvm_binding import RAM_SIZE, host_addr, system  # noqa: F401 (fixture)
 
@@ -61,7 +60,7 @@ def test_errors_name_the_model_or_feature(option, message):
         parse_cpu_option(option)
 
 
-@requires_kvm
+@pytest.mark.kvm
 def test_features_kvm_lacks_are_dropped_with_qemus_warning(system):
     supported = system.supported_cpuid()
     table = cpu_model_table(supported, "qemu64,+vmx")
@@ -71,7 +70,7 @@ def test_features_kvm_lacks_are_dropped_with_qemus_warning(system):
     assert regs(table, 0)[1:] == (supported[0].ebx, supported[0].ecx, supported[0].edx)  # KVM's vendor
 
 
-@requires_kvm
+@pytest.mark.kvm
 def test_guest_sees_the_table(system):
     table = cpu_model_table(system.supported_cpuid(), "qemu64,+popcnt")
     spec, image = guests.spec(GUEST), guests.build(GUEST).read_bytes()
@@ -97,7 +96,7 @@ def test_guest_sees_the_table(system):
     assert seen[(0x80000001, 0)][3] == regs(table, 0x80000001)[3]
 
 
-@requires_kvm
+@pytest.mark.kvm
 def test_host_and_max_are_kvms_table_with_each_vcpus_apic_id(system):
     supported = system.supported_cpuid()
     for option in ("host", "max"):

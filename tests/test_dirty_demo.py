@@ -8,12 +8,11 @@ import sys
 
 import pytest
 
-from kvm_helpers import requires_kvm
 from kvmshim.commands.dirty_demo import DirtyDemo
 from kvmshim.plots import bin_size, format_size
 from test_screen import png_size
 
-pytestmark = requires_kvm
+pytestmark = pytest.mark.kvm
 
 
 @pytest.mark.parametrize("guest, extra", [("screen", []), ("sweeper", ["--pattern", "random", "--log-mode", "ring"])])

@@ -13,12 +13,11 @@ import pytest
 
 import memapi
 from kvm import KvmError
-from kvm_helpers import requires_kvm
 from kvmshim.machine import Machine
 from kvmshim.tick import TICK_PORT, TickPort
 from memapi import DirtyClient, MemoryRegion
 
-pytestmark = requires_kvm
+pytestmark = pytest.mark.kvm
 PAGE = 4096
 MODES = {"get": dict(manual_protect=False), "get+clear": dict(), "ring": dict(dirty_ring=1 << 16)}
 

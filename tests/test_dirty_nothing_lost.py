@@ -17,12 +17,11 @@ import time
 import pytest
 
 import memapi
-from kvm_helpers import requires_kvm
 from kvmshim.machine import Machine
 from memapi import MemoryRegion
 from test_dirty_log import MODES, PAGE, dirty_pages, page_values, sweeper
 
-pytestmark = requires_kvm
+pytestmark = pytest.mark.kvm
 R_GPA, R_PAGES, JOURNAL = 0x100000, 100, 0x80000
 
 

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from kvm import ExitReason
-from kvm_helpers import requires_kvm
 from kvmshim.devices import TESTDEV_ID
 from kvmshim.machine import TESTDEV_GPA, Machine
 from listeners.vcpu_runner import (
@@ -27,7 +26,7 @@ from listeners.vcpu_runner import (
 )
 from memapi import MemoryRegion, MemoryRegionOps
 
-pytestmark = requires_kvm
+pytestmark = pytest.mark.kvm
 GUESTS = Path(__file__).parent / "data" / "guests"
 HELLO = b"Hello from kvmshim guest!\n"
 

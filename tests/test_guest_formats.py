@@ -15,7 +15,6 @@ import pytest
 
 import guests
 from guests import Format, GuestFormatError, GuestLoadError, MemoryRange, Mode, Module, multiboot
-from kvm_helpers import requires_kvm
 from kvmshim import loader
 from kvmshim.machine import Machine
 
@@ -75,7 +74,7 @@ RUNS = {
 }
 
 
-@requires_kvm
+@pytest.mark.kvm
 @pytest.mark.parametrize("case", RUNS)
 def test_each_format_runs_with_its_load_convention(case, files):
     guest, options, output, status, fmt = RUNS[case]
@@ -90,7 +89,7 @@ def test_each_format_runs_with_its_load_convention(case, files):
         assert m.exit_status == status
 
 
-@requires_kvm
+@pytest.mark.kvm
 def test_same_named_sources_alternate_with_the_stock_hello(tmp_path):
     """Two hello.S in two folders and the bundled hello, through the loader and Machine.load (which
     needs the header line)."""
@@ -126,7 +125,7 @@ SMALL = {
 }
 
 
-@requires_kvm
+@pytest.mark.kvm
 @pytest.mark.parametrize("case", SMALL)
 def test_ram_too_small_is_one_clear_error_before_any_write(case, files):
     guest, ram, fragments = SMALL[case]
@@ -152,7 +151,7 @@ def test_only_ram_entries_of_a_memory_map_count():
     plan.check([MemoryRange(0, 0x4000), MemoryRange(0x4000, 0x10000)])
 
 
-@requires_kvm
+@pytest.mark.kvm
 def test_a_read_only_install_runs_guests(tmp_path, files):
     """The project's packages copied to a read-only folder run the stock guest and a .COM."""
     install = tmp_path / "install"

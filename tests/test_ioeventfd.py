@@ -6,7 +6,6 @@ import selectors
 
 import pytest
 
-from kvm_helpers import requires_kvm
 from kvmshim.machine import Machine
 from memapi import AccessRules, Endianness, MemoryRegion, MemoryRegionOps
 from memapi.event_notifier import EventNotifier
@@ -74,7 +73,7 @@ def ring(m: Machine, **params) -> int:
     return outcome.exits
 
 
-@requires_kvm
+@pytest.mark.kvm
 @pytest.mark.parametrize("match", [True, False])
 @pytest.mark.parametrize("kind", ["pio", "mmio"])
 def test_matching_writes_signal_without_exits(machine, kind, match):
@@ -88,7 +87,7 @@ def test_matching_writes_signal_without_exits(machine, kind, match):
         bell.region.del_eventfd(0, 4, match, 0x1234, e)
 
 
-@requires_kvm
+@pytest.mark.kvm
 @pytest.mark.parametrize("kind", ["pio", "mmio"])
 def test_non_matching_data_exits_to_the_device(machine, kind):
     bell = machine.pio_bell if kind == "pio" else machine.mmio_bell
@@ -101,7 +100,7 @@ def test_non_matching_data_exits_to_the_device(machine, kind):
         bell.region.del_eventfd(0, 4, True, 0x1234, e)
 
 
-@requires_kvm
+@pytest.mark.kvm
 def test_moving_the_region_moves_the_ioeventfd(machine):
     region = machine.mmio_bell.region
     with EventNotifier() as e:

@@ -20,10 +20,9 @@ from kvm import (
     MemFlag,
     MmioExit,
 )
-from kvm_helpers import requires_kvm
 from test_kvm_binding import RAM_SIZE, host_addr, load_flat, machine, system  # noqa: F401 (fixtures)
 
-pytestmark = requires_kvm
+pytestmark = pytest.mark.kvm
 SET_DS_B000 = bytes.fromhex("b800b08ed8")  # mov $0xb000, %ax; mov %ax, %ds (DS base: unmapped 0xb0000)
 HLT = b"\xf4"
 

@@ -6,14 +6,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import memapi
 from kvm import MemFlag
-from kvm_helpers import expected_slots, requires_kvm
+from kvm_helpers import expected_slots
 from kvmshim.machine import Machine
 from memapi import MemoryRegion
 from memapi.ram import DirtyClient
 
-pytestmark = requires_kvm
+pytestmark = pytest.mark.kvm
 GUESTS = Path(__file__).parent / "data" / "guests"
 
 

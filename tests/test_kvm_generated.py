@@ -24,7 +24,6 @@ from kvm import (
     _header,
     lib,
 )
-from kvm_helpers import requires_kvm
 from test_kvm_binding import machine, system  # noqa: F401 (fixtures)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,7 +60,7 @@ def test_ioctl_names_cover_this_architecture_only():
     assert "KVM_ARM_VCPU_INIT" not in names  # needs struct kvm_vcpu_init, which x86 lacks
 
 
-@requires_kvm
+@pytest.mark.kvm
 def test_features_the_header_lacks_report_themselves(machine):
     vm, _, _ = machine
     for call, ioctl, have in ((lambda: vm.set_user_memory_region2(5, 0x100000, 0x1000, 0),
@@ -76,7 +75,7 @@ def test_features_the_header_lacks_report_themselves(machine):
                 call()
 
 
-@requires_kvm
+@pytest.mark.kvm
 def test_disable_quirks(machine):
     vm, _, _ = machine
     assert vm.check_extension(Cap.DISABLE_QUIRKS2) & X86Quirk.LINT0_REENABLED

@@ -11,10 +11,9 @@ import pytest
 
 import guests
 from kvm import ExitReason, IoDirection, IrqchipId, IrqchipRoute, KvmError, MsiRoute
-from kvm_helpers import requires_kvm
 from test_kvm_binding import RAM_SIZE, host_addr, system  # noqa: F401 (fixture)
 
-pytestmark = requires_kvm
+pytestmark = pytest.mark.kvm
 GUEST = Path(__file__).parent / "data" / "guests" / "pic-count.S"
 IRQ = 5  # the PIC line the guest unmasks
 REPORT_PORT, EXIT_PORT = 0x600, 0x501

@@ -9,11 +9,11 @@ import pytest
 
 import memapi
 from kvm import Kvm, MemFlag
-from kvm_helpers import expected_slots, record_slot_ioctls, requires_kvm
+from kvm_helpers import expected_slots, record_slot_ioctls
 from listeners.kvm_memory import KVMIoListener, KVMMemoryListener, MemslotExhaustedError
 from memapi import MemoryRegion as MR
 
-pytestmark = requires_kvm
+pytestmark = pytest.mark.kvm
 MiB = 1 << 20
 
 

@@ -28,10 +28,9 @@ from kvm import (
     Xcrs,
     Xsave,
 )
-from kvm_helpers import requires_kvm
 from test_kvm_binding import machine, system  # noqa: F401 (fixtures)
 
-pytestmark = requires_kvm
+pytestmark = pytest.mark.kvm
 IA32_TSC, IA32_SYSENTER_CS, IA32_APIC_BASE = 0x10, 0x174, 0x1B
 NO_SUCH_MSR = 0xDEADBEEF
 

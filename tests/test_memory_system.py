@@ -19,7 +19,6 @@ import pytest
 
 import memapi
 from kvm import MemFlag
-from kvm_helpers import requires_kvm
 from kvmshim import BareMachine, Machine
 from kvmshim.tick import TICK_PORT, TickPort
 from listeners.errors import DirtyRingError
@@ -37,7 +36,7 @@ from memapi import (
 )
 from resource_usage import usage
 
-pytestmark = requires_kvm
+pytestmark = pytest.mark.kvm
 GUESTS = Path(__file__).parent / "data" / "guests"
 PAGE, MiB = 4096, 1 << 20
 LOG_MODES = {"get": dict(manual_protect=False), "clear": {}, "ring": dict(dirty_ring=1 << 16)}

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 
-from kvm_helpers import requires_kvm
 from kvmshim import BareMachine, Machine
 from kvmshim.commands.migrate import FIRST_PAGE, load_guest
 from kvmshim.migration import (
@@ -37,7 +36,7 @@ from kvmshim.migration.stream import Kind
 from kvmshim.tick import TICK_PORT, TickPort
 from test_dirty_log import MODES
 
-pytestmark = requires_kvm
+pytestmark = pytest.mark.kvm
 RAM = 16 << 20
 PAGE = 4096
 

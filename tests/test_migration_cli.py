@@ -10,14 +10,13 @@ import time
 
 import pytest
 
-from kvm_helpers import requires_kvm
 from kvmshim import Machine
 from kvmshim.errors import EXIT_ERROR
 from kvmshim.migration import migrate
 from test_migration import RAM, sweeper_check
 from test_screen import png_size
 
-pytestmark = requires_kvm
+pytestmark = pytest.mark.kvm
 
 
 def kvmshim(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -10,14 +10,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from kvm_helpers import requires_kvm
 from kvmshim.migration import Listener, resume
 from kvmshim.migration.vmstate import find_devices
-from kvmshim.pc.machine import DEFAULT_BIOS, PcMachine, seabios_config
+from kvmshim.pc.machine import PcMachine, seabios_config
 from kvmshim.qemu_config import Chardev, IsaDebugcon, IsaDebugExit, PciTestdev, PcTestdev
 from test_migration import migrate_between
 
-pytestmark = [requires_kvm, pytest.mark.skipif(not DEFAULT_BIOS.exists(), reason="Debian's seabios is not installed")]
+pytestmark = pytest.mark.kvm  # and Debian's SeaBIOS, which make test installs
 
 
 def test_the_pc_machine_after_post_migrates_with_its_map(tmp_path):

@@ -15,7 +15,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kvm_helpers import requires_kvm
 from kvmshim import Machine
 from kvmshim.migration import (
     ChecksumError,
@@ -33,7 +32,7 @@ from kvmshim.migration.stream import MAGIC, MAX_PAYLOAD, Kind, StreamWriter
 from kvmshim.migration.transport import connect
 from test_migration import RAM, sections_of, sweeper_check
 
-pytestmark = requires_kvm
+pytestmark = pytest.mark.kvm
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 import memapi
-from kvm_helpers import requires_kvm
 from kvmshim.pc import ata
 from kvmshim.pc.ata import (
     ABRT,
@@ -671,7 +670,7 @@ def boot_disk(tmp_path_factory) -> Path:
     return disk
 
 
-@requires_kvm
+@pytest.mark.kvm
 def test_seabios_int13_reads_and_writes_our_disk(boot_disk):
     """SeaBIOS finds the disk (bootorder), boots its sector, serves int 13h reads (EDD and CHS) and a
     write from our IDE and mirrors int 10h on COM1 (etc/sercon-port); the sector also writes to the

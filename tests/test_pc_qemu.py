@@ -18,9 +18,8 @@ from pathlib import Path
 import pytest
 
 from grub_image import MENU_READY, PROMPT, grub_image  # noqa: F401
-from kvm_helpers import requires_kvm
 
-pytestmark = requires_kvm
+pytestmark = pytest.mark.kvm
 GRUB_TIMEOUT = 300.0
 
 

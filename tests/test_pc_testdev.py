@@ -7,7 +7,6 @@ import subprocess
 import pytest
 
 import memapi
-from kvm_helpers import requires_kvm
 from kvmshim.pc.pci import PciError, PciHost
 from kvmshim.pc.port92 import Port92
 from kvmshim.pc.testdev import IsaDebugExit, PciTestdev, PcTestdev
@@ -236,7 +235,7 @@ def _run(machine, code: bytes) -> None:
     assert machine.run(timeout=30).reason == "hlt"
 
 
-@requires_kvm
+@pytest.mark.kvm
 def test_string_io_on_the_scratch_port(tmp_path):
     from kvmshim.machine import Machine
 
@@ -279,7 +278,7 @@ srcd: dd 0xcafef00d
             (0xCAFEF00D).to_bytes(4, "little")
 
 
-@requires_kvm
+@pytest.mark.kvm
 @pytest.mark.parametrize("number, absorbed", [(0, False), (1, True), (2, True)])
 @pytest.mark.parametrize("kind", [0, 1])
 def test_ioeventfds_absorb_the_writes_in_kvm(tmp_path, kind, number, absorbed):

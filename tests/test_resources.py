@@ -14,13 +14,12 @@ from pathlib import Path
 import pytest
 
 from kvm import Cap, Kvm, KvmError
-from kvm_helpers import requires_kvm
 from kvmshim.machine import Machine
 from listeners.kvm_dirty_ring import DirtyRingError
 from memapi import MemoryRegion, RamBlockError
 from resource_usage import assert_no_leak, usage
 
-pytestmark = requires_kvm
+pytestmark = pytest.mark.kvm
 GUESTS = Path(__file__).parent / "data" / "guests"
 GiB, MiB = 1 << 30, 1 << 20
 #: RSS growth allowed over all the measured cycles (a leaked machine would cost 1 MiB of RAM each).

@@ -6,12 +6,11 @@ import time
 
 import pytest
 
-from kvm_helpers import requires_kvm
 from kvmshim import Machine
 from kvmshim.migration import LinkError, MigrationError, Snapshots, StateError, restore
 from test_migration import FIRST_PAGE, RAM, dwords, finish, sweeper_check, ticking
 
-pytestmark = requires_kvm
+pytestmark = pytest.mark.kvm
 
 
 def test_a_full_and_a_diff_snapshot_of_a_running_guest(tmp_path):

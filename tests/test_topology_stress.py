@@ -22,11 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from kvm_helpers import requires_kvm
 from kvmshim.machine import Machine
 from memapi import AccessRules, MemoryRegion, MemoryRegionOps
 
-pytestmark = requires_kvm
+pytestmark = pytest.mark.kvm
 GUEST = Path(__file__).parent / "data" / "guests" / "topology-stress.S"
 PAGE, CTRL_PORT, ERROR_PORT = 0x1000, 0x520, 0x524
 W_GPA, STRIPE, TAIL = 0x400000, 0x10000, 0x10000

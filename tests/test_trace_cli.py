@@ -7,7 +7,6 @@ import sys
 
 import pytest
 
-from kvm_helpers import requires_kvm
 from kvmshim.cli import main
 from kvmshim.trace import IoctlEvent, trace
 from trace_fixture import SCENARIOS
@@ -23,7 +22,7 @@ def _trace_cli(tmp_path, *options: str, command=HELLO) -> tuple[int, list[str]]:
     return status, out.read_text().splitlines()
 
 
-@requires_kvm
+@pytest.mark.kvm
 def test_text_lines_of_a_hello_boot(tmp_path):
     status, lines = _trace_cli(tmp_path)
     assert status == 0
@@ -37,7 +36,7 @@ def test_text_lines_of_a_hello_boot(tmp_path):
     assert runs[-1].endswith("(KVM_EXIT_IO {direction=OUT, port=0x501, size=1, count=1, data=[0x0]})")
 
 
-@requires_kvm
+@pytest.mark.kvm
 def test_json_lines_and_summary_agree(tmp_path):
     status, lines = _trace_cli(tmp_path, "--json")
     events = [IoctlEvent.from_json(line) for line in lines]
@@ -52,7 +51,7 @@ def test_json_lines_and_summary_agree(tmp_path):
     assert (first["guest_phys_addr"], first["flags"]) == (0, "0")
 
 
-@requires_kvm
+@pytest.mark.kvm
 def test_summary_shows_the_slots_left_at_exit(tmp_path):
     report = tmp_path / "report.json"
     status, lines = _trace_cli(tmp_path, "--summary",

@@ -5,12 +5,13 @@ import errno
 import os
 import sys
 
+import pytest
+
 from kvm import Kvm, lib
-from kvm_helpers import requires_kvm
 from kvmshim.trace import trace
 from trace_fixture import traced  # noqa: F401 - the fixture
 
-pytestmark = requires_kvm
+pytestmark = pytest.mark.kvm
 
 
 def test_threads_forks_and_exec(traced):

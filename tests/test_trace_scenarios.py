@@ -5,10 +5,11 @@ the script's mark() calls split the trace into phases (see trace_fixture.py).
 """
 from __future__ import annotations
 
-from kvm_helpers import requires_kvm
+import pytest
+
 from trace_fixture import traced  # noqa: F401 - the fixture
 
-pytestmark = requires_kvm
+pytestmark = pytest.mark.kvm
 MiB = 1 << 20
 SLOT_CALLS = ("KVM_SET_USER_MEMORY_REGION", "KVM_GET_DIRTY_LOG", "KVM_CLEAR_DIRTY_LOG")
 

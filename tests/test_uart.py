@@ -9,7 +9,6 @@ import threading
 import pytest
 
 import memapi
-from kvm_helpers import requires_kvm
 from kvmshim.console import ScriptedInput, SerialFeed, StdinConsole, raw_mode
 from kvmshim.uart import COM1, Uart16550
 from memapi import AddressSpace, MemoryRegion
@@ -223,7 +222,7 @@ def test_stdin_console_raw_mode_escapes_and_restore():
 
 
 # ------------------------------------------------------------------ the test machine's guests
-@requires_kvm
+@pytest.mark.kvm
 @pytest.mark.parametrize("name, text", [("hello", b"Hello from kvmshim guest!\n"), ("strio", b"strio ok!\n")])
 def test_guests_print_through_the_16550(name, text):
     from kvmshim.machine import Machine

@@ -8,7 +8,6 @@ from types import SimpleNamespace
 import pytest
 
 import guests
-from kvm_helpers import requires_kvm
 from kvmshim import loader
 from kvmshim.machine import BareMachine, Machine
 from kvmshim.ucall import (
@@ -41,7 +40,7 @@ def machine_with_ucall(guest: Path | str) -> tuple[Machine, UcallDevice]:
     return m, device
 
 
-@requires_kvm
+@pytest.mark.kvm
 @pytest.mark.parametrize("guest", ["ucall-gas.S", "ucall-nasm.asm"])
 def test_calls_from_real_and_protected_mode(guest):
     m, device = machine_with_ucall(DATA / guest)
@@ -50,7 +49,7 @@ def test_calls_from_real_and_protected_mode(guest):
         assert m.exit_status == 0  # stopped at DONE, before the EXIT after it
 
 
-@requires_kvm
+@pytest.mark.kvm
 def test_run_until_done_collects_the_calls():
     m, device = machine_with_ucall(DATA / "ucall-gas.S")
     printed = []
@@ -59,7 +58,7 @@ def test_run_until_done_collects_the_calls():
     assert printed == ["real mode: bx=7 cx=0x1234\n", "protected mode: 7%\n"]
 
 
-@requires_kvm
+@pytest.mark.kvm
 @pytest.mark.parametrize("guest, line, message", [("ucall-fail.S", 9, "eax is 41, not 42"),
                                                   ("ucall-fail.asm", 8, "al is 3")])
 def test_a_failed_assert_names_the_guest_file_and_line(guest, line, message):
@@ -71,7 +70,7 @@ def test_a_failed_assert_names_the_guest_file_and_line(guest, line, message):
     assert str(err.value) == f"{source}:{line}: guest assertion failed: {message}"
 
 
-@requires_kvm
+@pytest.mark.kvm
 def test_a_guest_that_stops_without_a_call(tmp_path):
     src = tmp_path / "quiet.S"
     src.write_text('#include "ucall.inc"\n.include "common.inc"\n.code16\n.globl _start\n_start:\n'
@@ -86,7 +85,7 @@ def test_a_guest_that_stops_without_a_call(tmp_path):
         run_until_done(m, 30, device)
 
 
-@requires_kvm
+@pytest.mark.kvm
 def test_an_out_without_a_record_is_a_bad_call_not_a_host_error(tmp_path):
     src = tmp_path / "stray.S"
     src.write_text(".code16\n.globl _start\n_start:\n    outb %al, $0x99\n    hlt\n")
@@ -96,7 +95,7 @@ def test_an_out_without_a_record_is_a_bad_call_not_a_host_error(tmp_path):
         assert isinstance(call, BadCall) and "jump over a ucall record" in call.reason and call.address == 0x1000
 
 
-@requires_kvm
+@pytest.mark.kvm
 def test_a_machine_without_a_ucall_device_needs_one_passed():
     with BareMachine() as m, pytest.raises(UcallError, match="has no ucall device: pass one as device"):
         run_until_call(m, 30)
