@@ -48,15 +48,19 @@ def destination(machine: MachineBase, devices: Iterable[object] = ()) -> Machine
     return MachineLayout(machine, devices)
 
 
-def read_config(reader: StreamReader, layout: MachineLayout) -> dict[str, Any]:
-    """The header and the CONFIG section, checked against ``layout`` (nothing loaded yet)."""
+def config_section(reader: StreamReader, where: str = "") -> Any:
+    """The header, then the CONFIG section decoded (StreamError, prefixed by ``where``, if it is not)."""
     reader.header()
     section = reader.expect(Kind.CONFIG)
     try:
-        config = codec.decode(section.payload)
+        return codec.decode(section.payload)
     except codec.CodecError as err:
-        raise StreamError(f"{section.label}: {err}", section.name) from err
-    return layout.check(config)
+        raise StreamError(f"{where}{section.label}: {err}", section.name) from err
+
+
+def read_config(reader: StreamReader, layout: MachineLayout) -> dict[str, Any]:
+    """The header and the CONFIG section, checked against ``layout`` (nothing loaded yet)."""
+    return layout.check(config_section(reader))
 
 
 def load_stream(layout: MachineLayout, reader: StreamReader, uri: str,

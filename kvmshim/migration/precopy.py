@@ -162,11 +162,7 @@ class Precopy:
         """Send ``dirty`` (None: every page of the region) and close the round with a ROUND section."""
         began, before = time.monotonic(), writer.bytes_written
         sender = RamSender(writer)
-        for mr, pages in dirty.items():
-            if pages is None:
-                sender.send_all(mr)
-            else:
-                sender.send_pages(mr, pages)
+        sender.send(dirty)
         index = len(stats.rounds)
         writer.section(Kind.ROUND, "round", codec.encode({"index": index, "final": final}))
         writer.flush()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import struct
 import zlib
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 
 import memapi
 from memapi import PAGE_SIZE, DirtyClient, MemoryRegion
@@ -100,6 +100,14 @@ class RamSender:
 
     def send_pages(self, mr: MemoryRegion, pages: Iterable[int]) -> None:
         self.send_runs(mr, runs(pages))
+
+    def send(self, dirty: Mapping[MemoryRegion, Iterable[int] | None]) -> None:
+        """Each region's listed pages; None lists all of them (a first round, a full snapshot)."""
+        for mr, pages in dirty.items():
+            if pages is None:
+                self.send_all(mr)
+            else:
+                self.send_pages(mr, pages)
 
     def send_runs(self, mr: MemoryRegion, page_runs: Iterable[tuple[int, int]]) -> None:
         """Batch the runs into sections of at most BATCH_PAGES pages."""

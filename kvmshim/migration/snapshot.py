@@ -20,7 +20,7 @@ from memapi import GlobalDirty
 
 from . import codec, cpu
 from .errors import MigrationError, StreamError
-from .incoming import destination, load_stream, read_config
+from .incoming import config_section, destination, load_stream, read_config
 from .layout import MachineLayout
 from .ram import RamSender, take_dirty
 from .stats import IncomingStats
@@ -89,11 +89,7 @@ class Snapshots:
             config = self.layout.config(snapshot={"id": snapshot_id, "parent": parent}, **self.meta)
             writer.section(Kind.CONFIG, "config", codec.encode(config))
             sender = RamSender(writer)
-            for mr, pages in dirty.items():
-                if parent is None:
-                    sender.send_all(mr)
-                else:
-                    sender.send_pages(mr, pages)
+            sender.send(dict.fromkeys(dirty) if parent is None else dirty)
             self.layout.write_state(writer, running)
             writer.section(Kind.END, "end")
             writer.flush()
@@ -115,13 +111,7 @@ class Snapshots:
 def read_snapshot_config(path: PathLike) -> dict[str, Any]:
     """A snapshot's CONFIG section, unchecked (what machine to build for it)."""
     with Listener(f"file:{path}").accept() as channel:
-        reader = StreamReader(channel)
-        reader.header()
-        section = reader.expect(Kind.CONFIG)
-        try:
-            config = codec.decode(section.payload)
-        except codec.CodecError as err:
-            raise StreamError(f"{path}: {section.label}: {err}", section.name) from err
+        config = config_section(StreamReader(channel), f"{path}: ")
     if not isinstance(config, dict):
         raise StreamError(f"{path}: the CONFIG section is not a dict", "config")
     return config
