@@ -106,7 +106,7 @@ class MachineBase:
         """VM-wide set-up that must precede the vCPUs (irqchip, TSS, ...)."""
 
     def _setup_vcpu(self, vcpu: Vcpu) -> None:
-        """Per-vCPU set-up once it exists (registers, CPUID, ...)."""
+        """Per-vCPU set-up once it exists and has its CPUID (registers, MP state, ...)."""
 
     # ------------------------------------------------------------ wiring
     def _add_listeners(self, vm: Vm, max_slot_size: int | None, dirty_ring: int, manual_protect: bool) -> None:
