@@ -84,8 +84,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     handler: Callable[[argparse.Namespace], int] = args.handler
+    return guarded(lambda: handler(args))
+
+
+def guarded(command: Callable[[], int]) -> int:
+    """*command*'s status, or a report and EXIT_ERROR for each layer's errors, EXIT_INTERRUPTED
+    for Ctrl-C: never a traceback (console scripts other than `kvmshim` use it too)."""
     try:
-        return handler(args)
+        return command()
     except _errors() as err:
         report(err)
         return EXIT_ERROR

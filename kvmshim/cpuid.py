@@ -13,7 +13,7 @@ The kernel cannot hide every bit: kvm_pvm shows the guest host bits outside the 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from kvm import CpuidEntry
 from kvm.cpuid import SIGNIFICANT_INDEX
@@ -128,8 +128,41 @@ def feature_name(name: str) -> str:
     return canonical
 
 
-def parse_cpu_option(option: str) -> tuple[CpuModel | None, frozenset[str], frozenset[str]]:
-    """``MODEL,+feat,-feat,feat=on|off`` -> (model, features on, features off). As in QEMU,
+@dataclass(frozen=True)
+class CpuOption:
+    """A parsed ``-cpu``: the model (None for ``host``/``max``), features on and off, and the
+    properties that are not features (``vendor``, ``model-id``, ``phys-bits``, ``host-phys-bits``)."""
+
+    model: CpuModel | None
+    features: frozenset[str]
+    removed: frozenset[str]
+    vendor: str | None = None
+    model_id: str | None = None
+    phys_bits: int | None = None
+    host_phys_bits: bool = False
+
+
+def _property(option: CpuOption, key: str, value: str) -> CpuOption | None:
+    """*option* with property *key* set, or None when *key* names a feature; QEMU's checks."""
+    if key == "vendor":
+        if len(value.encode()) != 12:
+            raise CpuModelError(f"-cpu vendor={value}: a vendor is 12 characters, e.g. GenuineIntel")
+        return replace(option, vendor=value)
+    if key == "model-id":
+        return replace(option, model_id=value[:48])
+    if key == "phys-bits":
+        if not value.isdigit() or not 32 <= int(value) <= 52:  # TARGET_PHYS_ADDR_SPACE_BITS
+            raise CpuModelError(f"-cpu phys-bits={value}: phys-bits is a number from 32 to 52")
+        return replace(option, phys_bits=int(value))
+    if key == "host-phys-bits":
+        if value not in ("on", "off"):
+            raise CpuModelError(f"-cpu host-phys-bits={value}: expected 'on' or 'off'")
+        return replace(option, host_phys_bits=value == "on")
+    return None
+
+
+def parse_cpu_option(option: str) -> CpuOption:
+    """``MODEL,+feat,-feat,feat[=on|off],prop=value``. As in QEMU, ``feat`` alone means ``feat=on``;
     ``feat=on|off`` apply first, then every ``+feat``, then every ``-feat`` (``-`` wins over ``+``).
     The model is None for ``host`` and ``max``: every feature KVM offers, QEMU's meaning under KVM."""
     name, *items = option.split(",")
@@ -137,6 +170,7 @@ def parse_cpu_option(option: str) -> tuple[CpuModel | None, frozenset[str], froz
         known = ", ".join((*MODELS, *PASSTHROUGH_MODELS))
         raise CpuModelError(f"unable to find CPU model {name!r} (known: {known})")
     model = MODELS.get(name)
+    parsed = CpuOption(model, frozenset(), frozenset())
     on: set[str] = set(model.features if model else ())
     off: set[str] = set()
     plus: set[str] = set()
@@ -144,16 +178,19 @@ def parse_cpu_option(option: str) -> tuple[CpuModel | None, frozenset[str], froz
     for item in filter(None, items):
         if item[0] in "+-":
             (plus if item[0] == "+" else minus).add(feature_name(item[1:]))
-        elif "=" in item:
-            key, value = item.split("=", 1)
-            if value not in ("on", "off"):
-                raise CpuModelError(f"-cpu {item!r}: a feature is 'on' or 'off', not {value!r}")
-            feature = feature_name(key)
-            (on if value == "on" else off).add(feature)
-            (off if value == "on" else on).discard(feature)
-        else:
-            raise CpuModelError(f"-cpu {item!r}: expected +feat, -feat or feat=on|off")
-    return model, frozenset((on | plus) - minus), frozenset((off - plus) | minus)
+            continue
+        key, _, value = item.partition("=")
+        key = key.replace("_", "-")
+        with_property = _property(parsed, key, value or "on")
+        if with_property is not None:
+            parsed = with_property
+            continue
+        if value not in ("", "on", "off"):
+            raise CpuModelError(f"-cpu {item!r}: a feature is 'on' or 'off', not {value!r}")
+        feature = feature_name(key)
+        (off if value == "off" else on).add(feature)
+        (on if value == "off" else off).discard(feature)
+    return replace(parsed, features=frozenset((on | plus) - minus), removed=frozenset((off - plus) | minus))
 
 
 def _word(features: frozenset[str], word: tuple[int, int, str]) -> int:
@@ -167,12 +204,14 @@ def _regs(text: bytes) -> dict[str, int]:
 
 def cpu_model_table(supported: list[CpuidEntry], option: str = "qemu64", vcpu_index: int = 0) -> CpuidTable:
     """The CPUID table of the model *option* on top of KVM's *supported* table."""
-    model, features, removed = parse_cpu_option(option)
+    parsed = parse_cpu_option(option)
+    model, features = parsed.model, parsed.features
     if model is None:
-        return _passthrough(supported, features, removed, vcpu_index)
+        return _passthrough(supported, parsed, vcpu_index)
     offered = {(e.function, e.index): e for e in supported}
-    vendor = offered[(0, 0)]
-    signature = {"ebx": vendor.ebx, "ecx": vendor.ecx, "edx": vendor.edx}
+    signature = _vendor(parsed, offered[(0, 0)])
+    host_bits = offered.get((0x80000008, 0), CpuidEntry(0x80000008)).eax & 0xFF
+    phys_bits = parsed.phys_bits or (parsed.host_phys_bits and host_bits) or model.phys_bits
     version = (model.stepping | (model.model & 0xF) << 4 | min(model.family, 0xF) << 8
                | (model.model >> 4) << 16 | max(model.family - 0xF, 0) << 20)
     missing: list[str] = []
@@ -191,7 +230,7 @@ def cpu_model_table(supported: list[CpuidEntry], option: str = "qemu64", vcpu_in
     def words(function: int, index: int) -> dict[str, int]:
         return {reg: _word(features, (f, i, reg)) for (f, i, reg) in FEATURE_WORDS if (f, i) == (function, index)}
 
-    brand = model.model_id.encode().ljust(48, b"\0")
+    brand = _brand(parsed.model_id or model.model_id)
     kvm_leaf = offered.get((0x40000001, 0), CpuidEntry(0x40000001))
     kvm_signature = _regs(bytes(4) + KVM_SIGNATURE)
     entries = [
@@ -203,25 +242,39 @@ def cpu_model_table(supported: list[CpuidEntry], option: str = "qemu64", vcpu_in
         CpuidEntry(7, 0, SIGNIFICANT_INDEX, eax=0, **masked(7, 0, **words(7, 0)), edx=0),
         CpuidEntry(0x80000000, eax=model.xlevel, **signature),
         CpuidEntry(0x80000001, eax=version, **masked(0x80000001, 0, **words(0x80000001, 0))),
-        *(CpuidEntry(0x80000002 + n, **_regs(brand[16 * n:16 * n + 16])) for n in range(3)),
-        CpuidEntry(0x80000008, eax=model.virt_bits << 8 | model.phys_bits),
+        *(CpuidEntry(0x80000002 + n, **brand[n]) for n in range(3)),
+        CpuidEntry(0x80000008, eax=model.virt_bits << 8 | phys_bits),
     ]
     return CpuidTable(entries, missing)
 
 
-def _passthrough(supported: list[CpuidEntry], features: frozenset[str], removed: frozenset[str],
-                 vcpu_index: int) -> CpuidTable:
+def _vendor(parsed: CpuOption, host: CpuidEntry) -> dict[str, int]:
+    """Leaf 0's EBX, EDX, ECX: ``vendor=`` or, as QEMU under KVM, the host's."""
+    if parsed.vendor is None:
+        return {"ebx": host.ebx, "ecx": host.ecx, "edx": host.edx}
+    regs = _regs(bytes(4) + parsed.vendor.encode())  # the string's order is EBX, EDX, ECX
+    return {"ebx": regs["ebx"], "edx": regs["ecx"], "ecx": regs["edx"]}
+
+
+def _brand(model_id: str) -> list[dict[str, int]]:
+    """Leaves 0x80000002-4: the brand string, NUL-padded to 48 bytes."""
+    text = model_id.encode().ljust(48, b"\0")
+    return [_regs(text[16 * n:16 * n + 16]) for n in range(3)]
+
+
+def _passthrough(supported: list[CpuidEntry], parsed: CpuOption, vcpu_index: int) -> CpuidTable:
     """``-cpu host``/``max``: KVM's supported table with this vCPU's APIC ID (leaf 1 EBX, the x2APIC
-    ID of leaves 0xb and 0x1f), less the features turned off; features turned on that KVM does not
-    offer are the missing ones."""
+    ID of leaves 0xb and 0x1f), less the features turned off, with the ``vendor``, ``model-id`` and
+    ``phys-bits`` asked for (``host-phys-bits`` is these models' default); features turned on that
+    KVM does not offer are the missing ones."""
     offered = {(e.function, e.index): e for e in supported}
     missing = []
-    for name in sorted(features):
+    for name in sorted(parsed.features):
         (function, index, reg), bit = FEATURES[name]
         if not getattr(offered.get((function, index), CpuidEntry(function, index)), reg) >> bit & 1:
             missing.append(name)
     cleared: dict[tuple[int, int, str], int] = {}
-    for name in removed:
+    for name in parsed.removed:
         word, bit = FEATURES[name]
         cleared[word] = cleared.get(word, 0) | 1 << bit
     entries = []
@@ -232,9 +285,15 @@ def _passthrough(supported: list[CpuidEntry], features: frozenset[str], removed:
             regs["ebx"] = regs["ebx"] & 0x00FFFFFF | (vcpu_index & 0xFF) << 24
         elif e.function in (0xB, 0x1F):
             regs["edx"] = vcpu_index
+        elif e.function in (0, 0x80000000) and parsed.vendor:
+            regs.update(_vendor(parsed, e))
+        elif 0x80000002 <= e.function <= 0x80000004 and parsed.model_id is not None:
+            regs.update(_brand(parsed.model_id)[e.function - 0x80000002])
+        elif e.function == 0x80000008 and parsed.phys_bits:
+            regs["eax"] = regs["eax"] & ~0xFF | parsed.phys_bits
         entries.append(CpuidEntry(e.function, e.index, e.flags, **regs))
     return CpuidTable(entries, missing)
 
 
 __all__ = ["ALIASES", "FEATURES", "FEATURE_WORDS", "MODELS", "PASSTHROUGH_MODELS", "QEMU64", "CpuModel",
-           "CpuModelError", "CpuidTable", "cpu_model_table", "feature_name", "parse_cpu_option"]
+           "CpuModelError", "CpuOption", "CpuidTable", "cpu_model_table", "feature_name", "parse_cpu_option"]

@@ -148,6 +148,7 @@ class QemuConfig:
     no_reboot: bool = False
     nodefaults: bool = False
     name: str | None = None
+    pit: bool = True  # -machine pit=off: no in-kernel PIT
     pit_lost_tick_policy: str = "delay"
     warnings: tuple[str, ...] = ()
 

@@ -87,9 +87,12 @@ class _CommandLine:
     # ---------------------------------------------------------------- options
     def opt_machine(self, loc: str, value: str) -> QemuInfo | None:
         for key, item in split_opts(value, "type", short_booleans=False):
-            if key not in ("type", "accel"):
-                raise UnsupportedOptionError(f"unsupported machine property '{key}'", loc)
-            self.machine[key] = item
+            if key not in ("type", "accel", "pit"):
+                raise UnsupportedOptionError(f"unsupported machine property '{key}' (type, accel, pit)", loc)
+            if key == "pit":
+                self.values["pit"] = parse_bool("pit", item)
+            else:
+                self.machine[key] = item
         if self.machine.get("type") in ("help", "?"):
             return QemuInfo("Supported machines are:\n"
                             f"pc                   Standard PC (i440FX + PIIX, 1996) (alias of {MACHINE})\n"
@@ -100,7 +103,8 @@ class _CommandLine:
         self.accels += [item for _, item in self._opts(loc, value, "accel", ("accel",))]
 
     def opt_enable_kvm(self, loc: str) -> None:
-        self.accels.append("kvm")
+        self.machine["accel"] = "kvm"  # QEMU's vl.c: the same as -machine accel=kvm
+        self.where["machine"] = loc
 
     def opt_m(self, loc: str, value: str) -> None:
         size = None
@@ -499,12 +503,13 @@ _DEVICE_HELP = ('name "isa-debug-exit", bus ISA', 'name "isa-debugcon", bus ISA'
 
 # option -> (metavar or None for a flag, help); the handler is _CommandLine.opt_<name with _ for ->.
 OPTIONS: dict[str, tuple[str | None, str]] = {
-    "machine": ("[type=]pc[,accel=kvm]", "the machine: pc (alias of pc-i440fx-7.2); also -M"),
+    "machine": ("[type=]pc[,accel=kvm][,pit=on|off]", "the machine: pc (alias of pc-i440fx-7.2); also -M"),
     "accel": ("kvm", "the accelerator (kvm only)"),
     "enable-kvm": (None, "same as -accel kvm"),
     "m": ("[size=]SIZE", "RAM size; a plain number is MiB (default 128M)"),
     "smp": ("[cpus=]N[,sockets=,dies=,cores=,threads=,maxcpus=]", "vCPUs and their topology"),
-    "cpu": ("MODEL[,+FEATURE,-FEATURE,...]", "CPU model (default qemu64)"),
+    "cpu": ("MODEL[,+FEATURE,-FEATURE,FEATURE[=on|off],vendor=,model-id=,phys-bits=,host-phys-bits]",
+            "CPU model: qemu64 (default), host or max"),
     "bios": ("FILE", "firmware image (default: SeaBIOS bios-256k.bin)"),
     "kernel": ("FILE", "a kernel (multiboot) to load instead of booting from a disk"),
     "append": ("ARGS", "the kernel command line"),

@@ -45,16 +45,34 @@ def test_features_on_and_off_like_qemu():
     assert ecx >> 23 & 1 and ecx >> 20 & 1 and not ecx >> 21 & 1  # popcnt, sse4.2, no x2apic
     assert regs(table, 7)[1] == 1 << 5  # avx2
     assert regs(table, 0x80000001)[3] == 0x20000800  # no nx; +lm after lm=off
-    _, features, _ = parse_cpu_option("qemu64,+nx,-nx")
-    assert "nx" not in features  # "-feat" wins over "+feat", whatever the order
+    assert "nx" not in parse_cpu_option("qemu64,+nx,-nx").features  # "-feat" wins, whatever the order
+    assert "popcnt" in parse_cpu_option("qemu64,popcnt").features  # a bare name is "on"
     assert feature_name("sse3") == "pni" and feature_name("lahf_lm") == "lahf-lm" and feature_name("xd") == "nx"
+
+
+def test_vendor_model_id_and_phys_bits_properties():
+    def text(table, *leaves):
+        return b"".join(v.to_bytes(4, "little") for leaf in leaves for v in regs(table, leaf)).rstrip(b"\0")
+
+    for option in ("qemu64", "max"):
+        table = cpu_model_table(EVERYTHING, f"{option},vendor=AuthenticAMD,model-id=Test CPU,phys-bits=46")
+        for leaf in (0, 0x80000000):
+            ebx, ecx, edx = regs(table, leaf)[1:]
+            assert b"".join(r.to_bytes(4, "little") for r in (ebx, edx, ecx)) == b"AuthenticAMD"
+        assert text(table, 0x80000002, 0x80000003) == b"Test CPU"
+        assert regs(table, 0x80000008)[0] & 0xFF == 46
+    assert regs(cpu_model_table(EVERYTHING, "qemu64"), 0x80000008)[0] == 0x3028  # 48 virtual, 40 physical
+    host_bits = cpu_model_table(EVERYTHING, "qemu64,host-phys-bits")
+    assert regs(host_bits, 0x80000008)[0] & 0xFF == 0xFF  # the host's (all ones in EVERYTHING)
 
 
 @pytest.mark.parametrize("option, message", [
     ("qemu65", "unable to find CPU model 'qemu65' (known: qemu64, host, max)"),
     ("qemu64,+sse5", "unknown CPU feature 'sse5'"),
     ("qemu64,nx=yes", "a feature is 'on' or 'off', not 'yes'"),
-    ("qemu64,nx", "expected +feat, -feat or feat=on|off")])
+    ("qemu64,vendor=Intel", "vendor=Intel: a vendor is 12 characters"),
+    ("qemu64,phys-bits=64", "phys-bits=64: phys-bits is a number from 32 to 52"),
+    ("qemu64,host-phys-bits=yes", "host-phys-bits=yes: expected 'on' or 'off'")])
 def test_errors_name_the_model_or_feature(option, message):
     with pytest.raises(CpuModelError, match=message.replace("(", r"\(").replace(")", r"\)").replace("+", r"\+")):
         parse_cpu_option(option)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -110,6 +111,32 @@ def test_a_multiboot_kernel_starts_the_second_vcpu_and_exits_through_isa_debug_e
     assert done.stdout.splitlines() == [f"{kernel} hello world".encode(),
                                         b"mb-smp: fw_cfg says 2 CPUs, vCPU 1 started, pc-testdev ok"], done
     assert done.returncode == 1  # isa-debug-exit: (0 << 1) | 1, as QEMU exits
+
+
+UNFETCHABLE_KERNEL = """
+bits 32
+org 0x100000
+header:
+    dd 0x1BADB002, 0x00010003, -(0x1BADB002 + 0x00010003)
+    dd header, header, image_end, image_end, start
+start:
+    mov eax, 0xfe000000             ; no RAM or ROM there: KVM cannot fetch the next instruction
+    jmp eax
+image_end:
+"""
+
+
+def test_a_guest_fault_is_one_line_and_status_1_from_the_console_script(tmp_path):
+    """An emulation failure (KVM_EXIT_INTERNAL_ERROR) under `kvmshim-qemu`: no traceback; QEMU would
+    stop the VM at its monitor, kvmshim has none and exits as QEMU does on a fatal error."""
+    (tmp_path / "k.asm").write_text(UNFETCHABLE_KERNEL)
+    subprocess.run(["nasm", "-f", "bin", "-o", str(tmp_path / "k.bin"), str(tmp_path / "k.asm")], check=True)
+    done = subprocess.run([str(Path(sys.executable).parent / "kvmshim-qemu"), "-nodefaults", "-display", "none",
+                           "-cpu", "max", "-kernel", str(tmp_path / "k.bin")], capture_output=True, timeout=60)
+    assert done.returncode == 1 and b"Traceback" not in done.stderr, done.stderr
+    assert re.fullmatch(r"kvmshim qemu: KVM_EXIT_INTERNAL_ERROR \(suberror 1\) at cs:ip=00[0-9a-f]{2}:0xfe000000 "
+                        r"\(linear 0xfe000000\) rax=0xfe000000 rflags=0x2; the guest is stopped\n",
+                        done.stderr.decode()), done.stderr
 
 
 SCREEN_SECTOR = r"""

@@ -74,10 +74,18 @@ def test_machine_and_accel(line):
     assert (parse(line).machine, parse(line).accel) == ("pc-i440fx-7.2", "kvm")
 
 
+def test_enable_kvm_is_machine_accel_and_pit_off():
+    assert parse("-machine accel=kvm -enable-kvm -machine pit=off").pit is False  # as kvm-unit-tests passes
+    assert parse("-M pc").pit is True
+    assert error("-enable-kvm -accel kvm").endswith('The -accel and "-machine accel=" options are incompatible')
+
+
 def test_machine_and_accel_errors():
     assert error("-M q35", UnsupportedOptionError) == \
         "kvmshim qemu: -M q35: unsupported machine type 'q35' (pc, pc-i440fx-7.2)"
-    assert error("-M pc,pit=off", UnsupportedOptionError).endswith("unsupported machine property 'pit'")
+    assert error("-M pc,hpet=off", UnsupportedOptionError).endswith("unsupported machine property 'hpet' "
+                                                                    "(type, accel, pit)")
+    assert error("-M pc,pit=maybe").endswith("Parameter 'pit' expects 'on' or 'off'")
     assert error("-M pc,accel").endswith("-M pc,accel: Expected '=' after parameter 'accel'")
     assert error("-accel tcg", UnsupportedOptionError).endswith("-accel tcg: unsupported accelerator 'tcg' "
                                                                 "(kvmshim runs on KVM)")

@@ -3,7 +3,9 @@
 The arguments are QEMU's, read by kvmshim.qemu_options (any option kvmshim does not model is
 one line and status 1, as QEMU fails). The guest runs until isa-debug-exit (status ``(v << 1)
 | 1``, as QEMU), a reset or shutdown request (0, kvmshim does not reboot), Ctrl-A x on a stdio
-serial port, or Ctrl-C. kvm-unit-tests' run_tests.sh can use it: ``QEMU=$(which kvmshim-qemu)``.
+serial port, or Ctrl-C. A guest fault KVM cannot go on from (an emulation failure, say) is one
+line and status 1: QEMU would stop the VM and wait at its monitor, which kvmshim does not have.
+kvm-unit-tests' run_tests.sh can use it: ``QEMU=$(which kvmshim-qemu)``.
 """
 from __future__ import annotations
 
@@ -31,12 +33,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The `kvmshim-qemu` console script."""
-    return qemu(sys.argv[1:] if argv is None else argv)
+    """The `kvmshim-qemu` console script: `kvmshim qemu`'s statuses and error lines."""
+    from ..cli import guarded
+
+    return guarded(lambda: qemu(sys.argv[1:] if argv is None else argv))
 
 
 def qemu(argv: Sequence[str]) -> int:
-    from listeners.vcpu_runner import TripleFault
+    from listeners.vcpu_runner import GuestFault, TripleFault
 
     from ..chardev import open_chardevs
     from ..errors import KvmshimError
@@ -75,6 +79,9 @@ def qemu(argv: Sequence[str]) -> int:
         except TripleFault:
             if not config.no_reboot:
                 print(f"{PROG}: the guest triple-faulted; kvmshim does not reset, so it stops", file=sys.stderr)
+        except GuestFault as err:  # QEMU stops the VM and waits; with no monitor, kvmshim exits
+            print(f"{PROG}: {err}; the guest is stopped", file=sys.stderr)
+            return 1
         except KeyboardInterrupt:
             return 130
         if machine.reset_requested and not config.no_reboot:

@@ -89,7 +89,7 @@ class PcMachine(MachineBase):
         vm.set_identity_map_addr(IDENTITY_MAP_ADDR)
         if vm.check_extension(Cap.IRQCHIP):
             vm.create_irqchip()
-            if vm.check_extension(Cap.PIT2):
+            if self.config.pit and vm.check_extension(Cap.PIT2):
                 vm.create_pit2()
                 if self.config.pit_lost_tick_policy == "discard":
                     vm.reinject_control(False)
