@@ -13,14 +13,15 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from .errors import EXIT_ERROR, EXIT_INTERRUPTED
+from .errors import EXIT_ERROR, EXIT_GUEST_FAULT, EXIT_INTERRUPTED
 
 #: Subcommand modules, in help order.
 COMMANDS = ("run", "qemu", "mtree", "trace", "dirty_demo", "migrate", "snapshot")
 EPILOG = f"""\
 exit status:
   run      the guest's debug-exit status (0 for a guest that halts)
-  qemu     qemu-system-x86_64's: isa-debug-exit's status, 1 for an option it does not model
+  qemu     qemu-system-x86_64's: isa-debug-exit's status, 1 for an option it does not model,
+           {EXIT_GUEST_FAULT} for a guest fault (where QEMU would stop the VM at its monitor)
   trace    the traced command's status
   {EXIT_ERROR}      kvmshim itself failed (a bad command line, a guest that cannot be built or
            loaded, a guest fault or timeout, a failed ioctl): a 'kvmshim: error:' line on

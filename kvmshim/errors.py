@@ -12,6 +12,9 @@ from __future__ import annotations
 #: kvmshim's own failures, usage errors included; env(1) and timeout(1) reserve 125 the same way.
 #: A guest may write 125 too: the ``kvmshim: error:`` line on stderr tells the two apart.
 EXIT_ERROR = 125
+#: `kvmshim qemu`'s guest fault (an emulation failure, say). Even, so never an isa-debug-exit
+#: status (``(v << 1) | 1`` is odd) and never 1, which kvm-unit-tests may count as a pass.
+EXIT_GUEST_FAULT = 2
 #: Ctrl-C (128 + SIGINT), as shells report it.
 EXIT_INTERRUPTED = 130
 

@@ -4,7 +4,8 @@ The arguments are QEMU's, read by kvmshim.qemu_options (any option kvmshim does 
 one line and status 1, as QEMU fails). The guest runs until isa-debug-exit (status ``(v << 1)
 | 1``, as QEMU), a reset or shutdown request (0, kvmshim does not reboot), Ctrl-A x on a stdio
 serial port, or Ctrl-C. A guest fault KVM cannot go on from (an emulation failure, say) is one
-line and status 1: QEMU would stop the VM and wait at its monitor, which kvmshim does not have.
+line and ``EXIT_GUEST_FAULT`` (2): QEMU would stop the VM and wait at its monitor, which kvmshim
+does not have, and an odd status or 1 would read as a debug-exit or a kvm-unit-tests pass.
 kvm-unit-tests' run_tests.sh can use it: ``QEMU=$(which kvmshim-qemu)``.
 """
 from __future__ import annotations
@@ -43,7 +44,7 @@ def qemu(argv: Sequence[str]) -> int:
     from listeners.vcpu_runner import GuestFault, TripleFault
 
     from ..chardev import open_chardevs
-    from ..errors import KvmshimError
+    from ..errors import EXIT_GUEST_FAULT, KvmshimError
     from ..pc.machine import PcMachine
     from ..qemu_config import QemuInfo
     from ..qemu_options import QemuOptionError, parse_command_line
@@ -81,7 +82,7 @@ def qemu(argv: Sequence[str]) -> int:
                 print(f"{PROG}: the guest triple-faulted; kvmshim does not reset, so it stops", file=sys.stderr)
         except GuestFault as err:  # QEMU stops the VM and waits; with no monitor, kvmshim exits
             print(f"{PROG}: {err}; the guest is stopped", file=sys.stderr)
-            return 1
+            return EXIT_GUEST_FAULT
         except KeyboardInterrupt:
             return 130
         if machine.reset_requested and not config.no_reboot:
