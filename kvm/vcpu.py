@@ -18,7 +18,7 @@ from .cpuid import CpuidEntry, entries_of, new_table
 from .errors import KvmError
 from .exit_records import IO_OFFSET, IO_RECORD, MMIO_DATA_OFFSET, MMIO_OFFSET, MMIO_RECORD
 from .exits import ExitRecord, exit_record
-from .fast_exit import RUN_FAILED, run_decoded
+from .fast_exit import RUN_FAILED, exit_reason, run_decoded, run_errno
 from .msrs import MsrIoctls
 from .registers import Registers, SpecialRegisters, registers_of, special_registers_of, updated
 from .rings import COALESCED_RING_ENTRIES
@@ -97,9 +97,9 @@ class Vcpu(MsrIoctls):
         """
         with self.kickable():
             rec = run_decoded(self.run_ctx, 0, 0)
-        if rec >> 8 & 0xFF != RUN_FAILED:
-            return rec >> 8
-        return self.interrupted(rec >> 16)
+        if exit_reason(rec) != RUN_FAILED:
+            return exit_reason(rec)
+        return self.interrupted(run_errno(rec))
 
     def interrupted(self, err: int) -> int:
         """After KVM_RUN failed with ``err``: ExitReason.INTR (immediate_exit cleared) for a kick or

@@ -28,7 +28,6 @@ from kvm.fast_exit import MMIO_WRITE as _MMIO_WRITE
 from kvm.fast_exit import PIO_IN as _PIO_IN
 from kvm.fast_exit import PIO_OUT as _PIO_OUT
 from kvm.fast_exit import RUN_FAILED as _RUN_FAILED
-from kvm.fast_exit import RUN_STOPPED as _RUN_STOPPED
 from kvm.fast_exit import run_decoded
 from memapi import UNASSIGNED_IO_OPS, UNASSIGNED_MEM_OPS, AddressSpace, MemoryRegion
 from memapi.exit_path import exit_load, exit_store
@@ -197,7 +196,6 @@ class VcpuRunner:
         """Ask the loop to return after the current exit (safe from any thread): the next KVM_RUN is
         not entered (or, in progress, is kicked out)."""
         self._stop.set()
-        self.vcpu.run_ctx.stop = 1
         self.vcpu.kick()
 
     @property
@@ -236,7 +234,6 @@ class VcpuRunner:
     def run(self, timeout: float | None = None) -> RunOutcome:
         """Run until HLT, stop(), or the timeout (which raises GuestTimeout)."""
         self._stop.clear()
-        self.vcpu.run_ctx.stop = 0
         self._thread = threading.get_ident()
         timer = None
         deadline = None
@@ -250,7 +247,6 @@ class VcpuRunner:
                 return self._loop(deadline)
         finally:
             self._thread = None
-            self.vcpu.run_ctx.stop = 0  # a later plain Vcpu.run() must enter KVM_RUN
             if timer is not None:
                 timer.cancel()
                 timer.join()
@@ -289,8 +285,6 @@ class VcpuRunner:
                     raise self._device_error(_IO if kind <= _PIO_IN else _MMIO, err) from err
                 continue
             reason = rec >> 8 & 0xFF
-            if reason == _RUN_STOPPED:
-                return RunOutcome("stopped", exits - 1)
             outcome = (self._interrupted(rec >> 16, exits, deadline) if reason == _RUN_FAILED
                        else self._other(reason, exits))
             if outcome is not None:

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from kvm import ExitReason
 from kvmshim import BareMachine, Machine, MachineBase
 from kvmshim.machine import LoadedGuest
 from kvmshim.ucall import Print, Stopped, Sync
@@ -203,6 +204,18 @@ def test_registers_in_plain_ints(kvm_machine, guest_asm):
     kvm_machine.run(timeout=10)
     regs = kvm_machine.registers()
     assert (regs.rax, regs.rbx, regs.rip) == (42, 2, 0x1003)
+
+
+def test_a_stop_with_no_loop_running_leaves_no_stale_state(kvm_machine, guest_asm):
+    """stop() outside a run only kicks the vCPU (its next KVM_RUN returns at once, running nothing):
+    plain Vcpu.run(), as migration's exit completion calls it, and the next run() then go on."""
+    kvm_machine.load(guest_asm("    add %bx, %ax\n    hlt\n"))
+    kvm_machine.set_registers(rax=40, rbx=2)
+    kvm_machine.stop()
+    assert kvm_machine.runners[0].vcpu.run() == ExitReason.INTR
+    assert kvm_machine.registers().rip == 0x1000
+    assert kvm_machine.run(timeout=10).reason == "hlt"
+    assert kvm_machine.registers().rax == 42
 
 
 @pytest.mark.machine_options(ram_size=1 << 20)
