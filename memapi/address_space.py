@@ -244,7 +244,7 @@ class AddressSpace:
         """A guest store, as a KVM exit makes it: write_int() without attrs, except that a store to RAM
         behind a readonly range is dropped (DECODE_ERROR). Run loops call exit_path.exit_store directly."""
         self._check(addr, size, UNSPECIFIED, value)
-        return RESULTS[exit_store(self.current_map, addr, value, size)]
+        return RESULTS[exit_store(self.current_map, addr, value & ((1 << 8 * size) - 1), size)]
 
     def load(self, addr: int, size: int) -> int:
         """A guest load, as a KVM exit makes it: read_int() without attrs."""

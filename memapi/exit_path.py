@@ -90,6 +90,8 @@ def exit_store(view: FlatView, addr: int, value: int, size: int) -> int:
             return int(fn(mr, offset, value, size, UNSPECIFIED))
         fn(mr, offset, value, size)
         return 0
+    if fn is _drop:  # a CPU store into ROM is dropped whatever its alignment
+        return _DECODE
     return _store_general(view, addr, value, size)
 
 

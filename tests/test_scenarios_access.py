@@ -132,7 +132,20 @@ def test_cpu_store_through_readonly_alias_is_dropped(root, space):
     root.add_subregion(0, alias)
     root.add_subregion(0x10000, MR.ram("other", 0x1000))
     assert space.store(0x20, 0x55, 1) == DECODE
-    assert space.read(0x20, 1)[0] == b"\0"
+    assert space.store(0x21, 0xBBBB, 2) == DECODE  # unaligned, and across the last byte
+    assert space.store(0xFFF, 0xCC, 1) == DECODE
+    assert space.read(0x20, 3)[0] == b"\0\0\0" and space.read(0xFFF, 1)[0] == b"\0"
+
+
+def test_a_store_hands_the_device_its_low_bytes_as_write_int_does(root, space):
+    """store(), like write_int() and a KVM exit (whose data is ``size`` bytes), masks the value."""
+    got = []
+    root.add_subregion(0x3000, MR.io("dev", 0x10, memapi.MemoryRegionOps(
+        read=lambda mr, offset, size: 0, write=lambda mr, offset, value, size: got.append(value))))
+    space.store(0x3000, 0x1FF, 1)
+    space.store(0x3000, -1, 2)
+    space.write_int(0x3000, 0x1FF, 1)
+    assert got == [0xFF, 0xFFFF, 0xFF]
 
 
 def test_reservation_hides_and_decodes(root, space):
