@@ -241,7 +241,8 @@ class MachineBase:
             attempt(runner.stop)
         while any(runner.running for runner in self.runners):
             time.sleep(0.001)
-        if self.coalesced is not None:
+        if self.coalesced is not None:  # the writes the guest queued last still reach their devices
+            attempt(self.coalesced.drain)
             self.memory_system.remove_coalesced_flusher(self.coalesced.drain)
         for space, listener in ((self.memory, self.kvm_memory), (self.io_space, self.kvm_io)):
             if listener is not None and listener.address_space is space:

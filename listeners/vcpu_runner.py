@@ -291,8 +291,11 @@ class VcpuRunner:
                 return outcome
 
     def _interrupted(self, err: int, exits: int, deadline: float | None) -> RunOutcome | None:
-        """KVM_RUN failed: a kick (stop, pause, timeout) or a signal; anything else raises KvmError."""
+        """KVM_RUN failed: a kick (stop, pause, timeout) or a signal; anything else raises KvmError.
+        Queued coalesced writes are replayed first, so whoever kicked sees the devices up to date."""
         self.vcpu.interrupted(err)
+        if self.coalesced is not None:
+            self.coalesced.drain()
         if self._stop.is_set() or (self._pause_depth and self._wait_resumed()):
             return RunOutcome("stopped", exits)
         if deadline is not None and time.monotonic() >= deadline:

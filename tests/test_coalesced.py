@@ -1,11 +1,12 @@
 """Coalesced MMIO/PIO on real KVM: writes queue in the ring without exits and reach the device in order."""
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
 
-from kvm import COALESCED_RING_ENTRIES, Cap
+from kvm import COALESCED_RING_ENTRIES, Cap, ExitReason
 from kvmshim.machine import Machine
 from memapi import AccessRules, Endianness, MemoryRegion, MemoryRegionOps
 
@@ -89,3 +90,27 @@ def test_access_to_a_flush_before_access_region_drains_first(machine):
         assert machine.mmio_fifo.log == [1, 2, 3, "read"]
     finally:
         thread.stop()
+
+
+def test_a_stopped_run_has_replayed_every_queued_write(machine):
+    """stop() kicks the vCPU out of KVM_RUN with no exit to serve: the loop still replays the ring,
+    so the host code that stopped it sees the devices as the guest left them."""
+    thread = _queue_and_spin(machine, 4)
+    assert thread.stop().reason == "stopped"
+    assert machine.mmio_fifo.log == [1, 2, 3, 4] and machine.coalesced.pending() == 0
+
+
+def test_close_replays_the_writes_no_run_loop_served():
+    """The guest ran through plain Vcpu.run() (no run loop to replay the ring): close() replays it."""
+    with Machine() as m:
+        m.mmio_fifo = Fifo("mmio-fifo")
+        m.system.add_subregion_overlap(FIFO_GPA, m.mmio_fifo.region, 1)
+        m.mmio_fifo.region.add_coalescing(0, 4)
+        m.load("doorbell")
+        m.set_params("doorbell", COUNT=3, MMIO=FIFO_GPA, VALUE=1, STEP=1, SPIN=1)
+        kick = threading.Timer(0.2, m.vcpu.kick)
+        kick.start()
+        assert m.vcpu.run() == ExitReason.INTR
+        kick.join()
+        assert m.coalesced.pending() == 3 and m.mmio_fifo.log == []
+    assert m.mmio_fifo.log == [1, 2, 3]
