@@ -5,6 +5,8 @@ Each kind fixes the link address and the size rule of the image (see ``KINDS``).
 """
 from __future__ import annotations
 
+import errno
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,7 +83,10 @@ def resolve(guest: str | Path) -> Path:
     file) or the name of a bundled guest; an unknown name lists the bundled ones."""
     text = str(guest)
     if isinstance(guest, Path) or "/" in text or text.endswith(_SUFFIXES):
-        return Path(guest).resolve()
+        path = Path(guest).resolve()
+        if not path.exists():  # one message for every format, before any tool runs
+            raise GuestBuildError(f"cannot read guest source {path}: {os.strerror(errno.ENOENT)}")
+        return path
     bundled = SOURCE_DIR / f"{text}.S"
     if bundled.is_file() and _header_kind(bundled) in RUNNABLE:
         return bundled

@@ -28,6 +28,7 @@ FILES = {
 # (argv with {dir} for the files' directory, what the first line must say, needs /dev/kvm)
 CASES = {
     "missing guest file": (["run", "{dir}/missing.S"], "cannot read guest source", True),
+    "missing NASM file": (["run", "{dir}/missing.asm"], "cannot read guest source", True),
     "guest is a directory": (["run", "{dir}"], "Is a directory", True),
     "unknown guest name": (["mtree", "no-such-guest"], "no bundled guest of that name (bundled: bios, doorbell, hello",
                            True),
