@@ -80,6 +80,7 @@ class PcMachine(MachineBase):
     def _build(self) -> None:
         self.board = PcBoard(self.system, self.io, self.config, self.bios_image, set_irq=self._set_irq,
                              request_reset=self.request_reset, guest_exit=self._guest_exit)
+        self._post_tail, self._post_seen = bytearray(), False
         for debugcon in self.board.debugcons:
             if debugcon.iobase == SEABIOS_DEBUG_IOPORT:
                 debugcon.on_output = self._watch_post
@@ -135,9 +136,18 @@ class PcMachine(MachineBase):
             self.vm.irq_line(line, level)
 
     def _watch_post(self, data: bytes) -> None:
-        log = self.log
-        if self.stop_at_post_end and data == b"\n" and POST_DONE in log[log.rfind(b"\n", 0, -1) + 1:]:
+        """Stop at the end of SeaBIOS's "No bootable device" line: per byte, only the last
+        len(POST_DONE) bytes of the current line are looked at, never the whole log."""
+        tail = self._post_tail
+        if data != b"\n":
+            tail += data
+            del tail[:-len(POST_DONE)]
+            self._post_seen = self._post_seen or tail == POST_DONE
+            return
+        if self._post_seen and self.stop_at_post_end:
             self.stop()
+        tail.clear()
+        self._post_seen = False
 
     @property
     def log(self) -> bytes:
