@@ -147,7 +147,7 @@ class Machine(BareMachine):
         self.serial = Serial(self.on_output)
         self.debug_exit: DebugExit | IsaDebugExit = (
             DebugExit(self._guest_exit) if mode == "raw" else IsaDebugExit(self._guest_exit, port))
-        self.ucall = ucall.UcallDevice(ucall.stop_runners(self))
+        self.ucall = ucall.UcallDevice(self.stop)
         self.testdev = TestDevice()
         self.porttest = PortTestDevice()
         self.test_rom = MemoryRegion.rom("test-rom", 0x1000, b"ROM!")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol
 
 from kvm import Vcpu
-from listeners.vcpu_runner import RunOutcome, VcpuRunner
+from listeners.vcpu_runner import RunOutcome
 from memapi import AddressSpace, Endianness, MemApiError, MemoryRegion, MemoryRegionOps, MemTxResult
 
 from .errors import KvmshimError
@@ -124,20 +124,11 @@ class UcallDevice:
 class Runnable(Protocol):
     memory: AddressSpace
     vcpus: list[Vcpu]
-    runners: list[VcpuRunner]
 
     @property
     def exit_status(self) -> int: ...
 
     def run(self, timeout: float | None = None) -> RunOutcome: ...
-
-
-def stop_runners(machine: Runnable) -> Callable[[], None]:
-    """An ``on_call`` for UcallDevice that stops every vCPU runner of ``machine``."""
-    def stop() -> None:
-        for runner in machine.runners:
-            runner.stop()
-    return stop
 
 
 def run_until_call(machine: Runnable, timeout: float | None = None,

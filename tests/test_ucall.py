@@ -24,7 +24,6 @@ from kvmshim.ucall import (
     register,
     run_until_call,
     run_until_done,
-    stop_runners,
 )
 
 DATA = Path(__file__).parent / "data" / "guests"
@@ -34,7 +33,7 @@ CALLS = [Sync(1), Sync(2, (7, 0x1234)), Print("real mode: bx=7 cx=0x1234\n"), Sy
 
 def machine_with_ucall(guest: Path | str) -> tuple[Machine, UcallDevice]:
     m = Machine()
-    device = UcallDevice(stop_runners(m))
+    device = UcallDevice(m.stop)
     device.map(m.io)
     loader.load(m, guest)
     return m, device
