@@ -109,6 +109,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 # ---------------------------------------------------------------- KVM objects
+def is_kvm_path(path: str) -> bool:
+    """/dev/kvm, or one of the anon inodes KVM hands out (kvm-vm, kvm-vcpu:N, ...)."""
+    return path == "/dev/kvm" or path.startswith("anon_inode:kvm")
+
+
 def kvm_fds() -> dict[int, str]:
     """This process's KVM fds: {fd: /proc/self/fd link} for /dev/kvm and anon_inode:kvm-*."""
     fds = {}
@@ -117,7 +122,7 @@ def kvm_fds() -> dict[int, str]:
             link = os.readlink(f"/proc/self/fd/{name}")
         except OSError:  # the fd listdir itself used
             continue
-        if link == "/dev/kvm" or link.startswith("anon_inode:kvm"):
+        if is_kvm_path(link):
             fds[int(name)] = link
     return fds
 

@@ -6,13 +6,13 @@ while fds, threads and anything KVM must come back exactly.
 """
 from __future__ import annotations
 
-import contextlib
 import gc
-import os
 import threading
 from dataclasses import dataclass
 
 import psutil
+
+from kvmshim.pytest_plugin import is_kvm_path, kvm_fds
 
 #: Mappings Python's allocator and libc may add or drop between two identical moments.
 MAP_SLACK = 8
@@ -33,21 +33,13 @@ class Usage:
         return self.rss / (1 << 20)
 
 
-def _is_kvm(path: str) -> bool:
-    return path == "/dev/kvm" or path.startswith("anon_inode:kvm")
-
-
 def usage() -> Usage:
     """A snapshot after a full garbage collection."""
     gc.collect()
     proc = psutil.Process()
-    links = []
-    for fd in os.listdir("/proc/self/fd"):
-        with contextlib.suppress(OSError):  # the fd listdir itself used
-            links.append(os.readlink(f"/proc/self/fd/{fd}"))
     maps = proc.memory_maps(grouped=False)
     memory = proc.memory_info()
-    return Usage(proc.num_fds(), sum(map(_is_kvm, links)), len(maps), sum(_is_kvm(m.path) for m in maps),
+    return Usage(proc.num_fds(), len(kvm_fds()), len(maps), sum(is_kvm_path(m.path) for m in maps),
                  threading.active_count(), memory.rss, memory.vms)
 
 
