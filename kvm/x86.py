@@ -4,6 +4,8 @@ from __future__ import annotations
 from ._cdata import CData
 
 CR0_PE = 1 << 0
+CR0_PG = 1 << 31
+CR4_PAE = 1 << 5
 CR0_RESET = 0x60000010  # CD | NW | ET: CR0 after RESET/INIT
 RFLAGS_RESET = 0x2  # bit 1 is reserved, always set
 RESET_CS_SELECTOR = 0xF000
@@ -20,11 +22,14 @@ def _segment(seg: CData, selector: int, base: int, seg_type: int) -> None:
 
 
 def load_real_mode(sregs: CData, cs: int, cs_base: int, ds: int, ss: int) -> None:
-    """Real-mode CS (selector, base), DS=ES=FS=GS=*ds*, SS=*ss*; clears CR0.PE."""
+    """Real-mode CS (selector, base), DS=ES=FS=GS=*ds*, SS=*ss*; clears CR0.PE and with it what
+    protected mode allowed (paging, PAE, EFER), which KVM_SET_SREGS would refuse without PE."""
     _segment(sregs.cs, cs, cs_base, _CODE)
     for name, selector in (("ds", ds), ("es", ds), ("fs", ds), ("gs", ds), ("ss", ss)):
         _segment(getattr(sregs, name), selector, selector << 4, _DATA)
-    sregs.cr0 &= ~CR0_PE
+    sregs.cr0 &= ~(CR0_PE | CR0_PG)
+    sregs.cr4 &= ~CR4_PAE
+    sregs.efer = 0
 
 
 def load_reset_state(sregs: CData) -> None:

@@ -13,8 +13,6 @@ from guests import Entry, Mode
 from kvm import Vcpu, ffi, x86
 
 CR0_ET = 1 << 4
-CR0_PG = 1 << 31
-CR4_PAE = 1 << 5
 EFER_LME, EFER_LMA = 1 << 8, 1 << 10
 _CODE, _DATA = 0xB, 0x3  # execute/read and read/write, both accessed
 CData = Any  # a cffi struct (kvm_sregs, kvm_segment)
@@ -28,9 +26,6 @@ def enter(vcpu: Vcpu, entry: Entry, regs: Mapping[str, int] | None = None) -> No
         x86.load_reset_state(sregs)
     elif entry.mode is Mode.REAL:
         x86.load_real_mode(sregs, entry.cs, entry.cs << 4, entry.ds, entry.ss)
-        sregs.cr0 &= ~CR0_PG
-        sregs.cr4 &= ~CR4_PAE
-        sregs.efer = 0
     else:
         _flat(sregs, entry)
     vcpu.set_sregs(sregs)
@@ -50,9 +45,9 @@ def _flat(sregs: CData, entry: Entry) -> None:
     _descriptor(sregs.ss, entry.ss, _DATA, False)
     if entry.gdt is not None:
         sregs.gdt.base, sregs.gdt.limit = entry.gdt
-    sregs.cr0 = x86.CR0_PE | CR0_ET | (CR0_PG if long else 0)
+    sregs.cr0 = x86.CR0_PE | CR0_ET | (x86.CR0_PG if long else 0)
     sregs.cr3 = entry.cr3 or 0
-    sregs.cr4 = CR4_PAE if long else 0
+    sregs.cr4 = x86.CR4_PAE if long else 0
     sregs.efer = EFER_LME | EFER_LMA if long else 0
 
 

@@ -14,6 +14,7 @@ from kvm import Cap, ExitReason, IoDirection, KvmError, MemFlag, SyncReg, ffi
 RAM_SIZE = 0xA0000
 JMP_SELF = b"\xeb\xfe"  # jmp .
 OUT_AL_0x80_LOOP = bytes.fromhex("e680ebfc")  # 1: outb %al, $0x80; jmp 1b
+HLT = b"\xf4"
 MOV_BYTE_0x3000_HLT = bytes.fromhex("c606003001f4")  # movb $1, (0x3000); hlt
 
 
@@ -197,6 +198,21 @@ def test_synced_regs_written_back_when_marked_dirty(machine):
     assert vcpu.run() == ExitReason.IO
     assert bytes(vcpu.io_data()) == b"\x34"
     assert vcpu.get_regs().rax == 0x1234
+
+
+def test_real_mode_after_long_mode_drops_paging(machine):
+    """set_real_mode() from a long-mode vCPU: KVM_SET_SREGS refuses PG without PE, so paging, PAE
+    and EFER go with protected mode, and the guest runs in real mode."""
+    vm, vcpu, ram = machine
+    sregs = vcpu.get_sregs()
+    sregs.cr0, sregs.cr4, sregs.efer = 0x80000011, 0x20, 0x500  # PG|ET|PE, PAE, LMA|LME
+    sregs.cr3, sregs.cs.l, sregs.cs.db = 0x9000, 1, 0
+    ram[0x9000:0x9008] = (0x1000 | 0x3).to_bytes(8, "little")  # PML4 entry, never walked
+    vcpu.set_sregs(sregs)
+    load_flat(vcpu, ram, HLT)
+    after = vcpu.get_sregs()
+    assert (after.cr0 & 0x80000001, after.cr4 & 0x20, after.efer) == (0, 0, 0)
+    assert vcpu.run() == ExitReason.HLT
 
 
 def test_bios_guest_from_reset_state(system):
