@@ -31,8 +31,20 @@ def plan(guest: str | Path, *, load: int | None = None, entry: EntryPoint | None
          memory_map: Sequence[MemoryRange] = DEFAULT_MEMORY_MAP, services: bool = True) -> LoadPlan:
     """The load plan of ``guest`` (a bundled name or a path), building sources first. ``load`` and
     ``entry`` override the format's load address and entry point (``--load``/``--entry``);
-    ``cmdline`` and ``modules`` go to multiboot kernels (a .COM gets ``cmdline`` as its command tail)."""
-    source = sources.resolve(guest)
+    ``cmdline`` and ``modules`` go to multiboot kernels (a .COM gets ``cmdline`` as its command tail);
+    given to any other guest they are refused, before anything is loaded, rather than ignored."""
+    result = _plan(sources.resolve(guest), load, entry, cmdline, modules, memory_map, services)
+    if modules and result.format is not Format.MULTIBOOT:
+        raise GuestFormatError(f"{result.name}: modules (--initrd) apply to multiboot kernels; this is a "
+                               f"{result.format.value} guest")
+    if cmdline and result.format not in (Format.MULTIBOOT, Format.DOS_COM):
+        raise GuestFormatError(f"{result.name}: a command line (--append) applies to multiboot kernels and .COM "
+                               f"programs; this is a {result.format.value} guest")
+    return result
+
+
+def _plan(source: Path, load: int | None, entry: EntryPoint | None, cmdline: str,
+          modules: Sequence[multiboot.Module], memory_map: Sequence[MemoryRange], services: bool) -> LoadPlan:
     if source.suffix in (".S", ".s"):
         return _gas(source, load, entry, cmdline, memory_map, services)
     if source.suffix.lower() in (".asm", ".nasm"):

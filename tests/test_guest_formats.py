@@ -4,6 +4,7 @@ Then the load checks (RAM too small, overlaps, bad files) and the pure parts of 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -231,6 +232,21 @@ def test_load_and_entry_overrides(tmp_path):
         guests.plan(DATA / "nasm-boot.asm", load=0x8000)
     with pytest.raises(GuestFormatError, match="linked below 64 KiB"):
         guests.plan(DATA / "gas-noheader.S", load=0x20000)
+
+
+def test_modules_and_command_lines_only_where_the_format_takes_them(tmp_path):
+    """Refused by the plan, before anything is loaded, for every way in (API and CLI alike)."""
+    raw = tmp_path / "raw.bin"
+    raw.write_bytes(b"\xf4")
+    with pytest.raises(GuestFormatError, match=re.escape("raw.bin: modules (--initrd) apply to multiboot "
+                                                         "kernels; this is a flat guest")):
+        guests.plan(raw, modules=[Module(b"x", "x")])
+    with pytest.raises(GuestFormatError, match=re.escape("nasm-boot.asm: a command line (--append) applies to "
+                                                         "multiboot kernels and .COM programs; this is a boot "
+                                                         "sector guest")):
+        guests.plan(DATA / "nasm-boot.asm", cmdline="quiet")
+    with Machine() as m, pytest.raises(GuestFormatError):
+        m.load(raw, modules=[Module(b"x", "x")])
 
 
 def test_entry_points_as_people_write_them():

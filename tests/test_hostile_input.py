@@ -46,7 +46,7 @@ CASES = {
     "load address for a boot sector": (["run", "{dir}/sector.img", "--load", "0x8000"],
                                        "a load address applies to flat images; a boot sector", True),
     "--initrd for a flat guest": (["run", "hello", "--initrd", "{dir}/garbage.bin"],
-                                  "--initrd applies to multiboot kernels; hello.S is a flat guest", True),
+                                  "hello.S: modules (--initrd) apply to multiboot kernels; this is a flat guest", True),
     "--initrd file missing": (["run", "hello", "--initrd", "{dir}/missing.img x=1"],
                               "--initrd: cannot read '{dir}/missing.img': No such file", True),
     "guest triple-faults": (["run", "{dir}/hostile-triple-fault.S"], "at cs:ip=", True),

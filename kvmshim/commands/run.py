@@ -134,8 +134,6 @@ def modules(text: str | None) -> list[Module]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from guests import Format
-
     from ..machine import Machine, stdout_writer
 
     if args.incoming:
@@ -153,14 +151,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("a guest is required: a bundled name (python -m guests list) or a file; or --machine pc")
     with Machine(args.ram or parse_size("16M"), on_output=stdout_writer, debug_exit=args.debug_exit,
                  debug_exit_port=args.debug_exit_port, strict_unassigned=args.strict) as machine:
-        guest = machine.load(args.guest, load=args.load, entry=args.entry, cmdline=args.append,
-                             modules=modules(args.initrd))
-        fmt = guest.plan.format
-        if args.initrd and fmt is not Format.MULTIBOOT:
-            raise UsageError(f"--initrd applies to multiboot kernels; {guest.plan.name} is a {fmt.value} guest")
-        if args.append and fmt not in (Format.MULTIBOOT, Format.DOS_COM):
-            raise UsageError(f"--append applies to multiboot kernels and .COM programs; {guest.plan.name} is a "
-                             f"{fmt.value} guest")
+        machine.load(args.guest, load=args.load, entry=args.entry, cmdline=args.append,
+                     modules=modules(args.initrd))
         if args.trace_exits:
             machine.runner.on_exit = exit_trace(machine)
         machine.run(args.timeout)
