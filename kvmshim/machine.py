@@ -120,8 +120,6 @@ class BareMachine(MachineBase):
                 raise GuestParamError(f"guest {loaded.name!r} has no parameter {name!r} (it has {', '.join(offsets)})")
             self.memory.write_int(loaded.image_gpa + offsets[name], value, 4)
 
-    # ------------------------------------------------------------ registers
-
 
 class Machine(BareMachine):
     """The bundled guests' machine: RAM, ``serial`` at 0x3f8 (output to ``on_output``; every byte also

@@ -145,8 +145,8 @@ def run(args: argparse.Namespace) -> int:
             test_only = ([args.guest] if args.guest is not None else []) + given
             raise UsageError(f"--machine pc boots its own firmware: drop {' '.join(test_only)} (for the test machine)")
         return pc_cli.run(args, exit_trace if args.trace_exits else None)
-    if pc_cli.pc_only_given(args):
-        raise UsageError(f"{' '.join(pc_cli.pc_only_given(args))}: only with --machine pc")
+    if pc_only := pc_cli.pc_only_given(args):
+        raise UsageError(f"{' '.join(pc_only)}: only with --machine pc")
     if args.guest is None:
         raise UsageError("a guest is required: a bundled name (python -m guests list) or a file; or --machine pc")
     with Machine(args.ram or parse_size("16M"), on_output=stdout_writer, debug_exit=args.debug_exit,
