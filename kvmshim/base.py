@@ -28,6 +28,7 @@ from listeners.vcpu_runner import CoalescedRing, RunOutcome, VcpuRunner, paused
 from memapi import UINT64_MAX, UNASSIGNED_IO_OPS, AddressSpace, MemoryRegion, MemorySystem, RamBlock
 
 from .cpuid import cpu_model_table
+from .errors import MachineStateError
 
 if TYPE_CHECKING:
     from .migration import IncomingStats, MigrationStats
@@ -228,6 +229,9 @@ class MachineBase:
         runs even if an earlier one failed; the first failure is raised at the end."""
         if self._closed:
             return
+        if any(runner.on_this_thread for runner in self.runners):
+            raise MachineStateError("close() from one of the machine's vCPU threads would wait for itself: "
+                                    "call stop() there and close() from another thread")
         self._closed = True
         errors: list[BaseException] = []
 

@@ -27,6 +27,10 @@ class UsageError(KvmshimError):
     """A command line that cannot run: what argparse cannot check by itself."""
 
 
+class MachineStateError(KvmshimError, RuntimeError):
+    """A machine call made where it cannot work, such as close() from one of its own vCPU threads."""
+
+
 class GuestParamError(KvmshimError, KeyError):
     """``set_params`` named a parameter the guest does not have, or a guest that is not loaded."""
 

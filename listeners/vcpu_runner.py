@@ -204,6 +204,11 @@ class VcpuRunner:
         return self._thread is not None
 
     @property
+    def on_this_thread(self) -> bool:
+        """True when the caller is this loop's own thread (a device callback of this vCPU)."""
+        return self._thread == threading.get_ident()
+
+    @property
     def in_kvm_run(self) -> bool:
         """True while the vCPU is inside KVM_RUN (running guest code), not handling an exit or held."""
         return self.vcpu.in_kvm_run

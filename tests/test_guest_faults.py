@@ -14,6 +14,7 @@ import pytest
 
 from kvm import ExitReason
 from kvmshim.devices import TESTDEV_ID
+from kvmshim.errors import MachineStateError
 from kvmshim.machine import TESTDEV_GPA, Machine
 from listeners.vcpu_runner import (
     DeviceError,
@@ -153,6 +154,20 @@ def test_device_error_reports_and_the_vm_resumes(access):
         m.run(timeout=30)  # the failed write was dropped, a failed read returned 0
         assert m.exit_status == 0
         assert m.porttest.writes == [(0, TESTDEV_ID if access == "write" else 0, 4)]
+
+
+def test_close_from_a_device_callback_is_refused_not_a_hang():
+    """close() in a vCPU's own callback would wait for that vCPU forever: refused, machine intact."""
+    with Machine() as m:
+        closer = MemoryRegion.io("closer", 0x1000, MemoryRegionOps(
+            read=lambda mr, offset, size: 0, write=lambda mr, offset, value, size: m.close()))
+        m.system.add_subregion_overlap(TESTDEV_GPA, closer, 2)
+        m.load(GUESTS / "device-call.S")
+        with pytest.raises(DeviceError) as info:
+            m.run(timeout=30)
+        assert isinstance(info.value.__cause__, MachineStateError) and "call stop() there" in str(info.value.__cause__)
+        assert not m.closed and m.memory.read(0x1000, 2)[0] == bytes.fromhex("b800")
+    assert m.closed
 
 
 def test_device_error_in_a_vcpu_thread_then_teardown():
