@@ -251,8 +251,9 @@ FAST_EXIT_CDEF = """
 #define KVMSHIM_EXIT_MMIO_WRITE ...
 #define KVMSHIM_EXIT_MMIO_READ ...
 #define KVMSHIM_RUN_FAILED ...
+#define KVMSHIM_RUN_STOPPED ...
 struct kvmshim_run_ctx {
-    int fd; int in_run; struct kvm_run *run; struct kvm_coalesced_mmio_ring *ring;
+    int fd; int in_run; int stop; struct kvm_run *run; struct kvm_coalesced_mmio_ring *ring;
     unsigned int pending; __u64 value; ...;
 };
 unsigned long long kvmshim_run(struct kvmshim_run_ctx *ctx, unsigned long long value, int decode);
@@ -266,10 +267,12 @@ FAST_EXIT_SOURCE = r"""
 #define KVMSHIM_EXIT_MMIO_WRITE 3
 #define KVMSHIM_EXIT_MMIO_READ 4
 #define KVMSHIM_RUN_FAILED 0xff   /* the "exit reason" of an OTHER record when KVM_RUN failed */
+#define KVMSHIM_RUN_STOPPED 0xfe  /* ... and when ctx->stop kept it from running */
 #define KVMSHIM_PENDING_PIO 0x100
 struct kvmshim_run_ctx {
     int fd;
     volatile int in_run;         /* 1 while this vCPU is inside KVM_RUN */
+    volatile int stop;           /* set: do not enter KVM_RUN, return RUN_STOPPED */
     struct kvm_run *run;
     struct kvm_coalesced_mmio_ring *ring;  /* NULL unless the VM has a coalesced ring */
     unsigned int pending;        /* size (| KVMSHIM_PENDING_PIO) of a decoded read to complete */
@@ -286,6 +289,8 @@ static unsigned long long kvmshim_run(struct kvmshim_run_ctx *c, unsigned long l
         memcpy(data, &value, size);  /* x86: the low bytes of value, little-endian */
         c->pending = 0;
     }
+    if (c->stop)
+        return (unsigned long long)KVMSHIM_RUN_STOPPED << 8;
     c->in_run = 1;
     int ret = ioctl(c->fd, KVM_RUN, 0);
     c->in_run = 0;

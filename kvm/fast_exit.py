@@ -15,8 +15,8 @@ OTHER: 8-15     the exit reason: any exit the loop must read from kvm_run itself
                 faults, string I/O with count > 1, MMIO at or above 2**52, a coalesced
                 ring with entries to replay first, or every exit when ``decode`` is 0);
                 RUN_FAILED if KVM_RUN failed, with its errno in bits 16-31 (EINTR or
-                EAGAIN after a kick or immediate_exit: a stop or pause kicks the vCPU, so
-                KVM_RUN still completes the exit in progress before it returns)
+                EAGAIN after a kick or immediate_exit); RUN_STOPPED if ``ctx.stop`` was
+                set, in which case KVM_RUN was not entered (a run loop's stop request)
 ==============  ==========================================================================
 
 A record is an unsigned 64-bit int; a loop tests only ``rec & 7`` on its fast path.
@@ -33,6 +33,7 @@ PIO_IN = lib.KVMSHIM_EXIT_PIO_IN
 MMIO_WRITE = lib.KVMSHIM_EXIT_MMIO_WRITE
 MMIO_READ = lib.KVMSHIM_EXIT_MMIO_READ
 RUN_FAILED = lib.KVMSHIM_RUN_FAILED
+RUN_STOPPED = lib.KVMSHIM_RUN_STOPPED
 #: ``run_decoded(vcpu.run_ctx, value, decode)``, the compiled helper itself (no Python wrapper).
 run_decoded = lib.kvmshim_run
 

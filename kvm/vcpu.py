@@ -95,6 +95,7 @@ class Vcpu(MsrIoctls):
         ``immediate_exit``; any other failure raises KvmError. (Run loops use
         kvm.fast_exit.run_decoded inside ``kickable()`` instead: one C call per exit.)
         """
+        self.run_ctx.stop = 0  # a run loop's stop request (its own flag) is not this call's
         with self.kickable():
             rec = run_decoded(self.run_ctx, 0, 0)
         if exit_reason(rec) != RUN_FAILED:

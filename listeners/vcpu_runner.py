@@ -28,6 +28,7 @@ from kvm.fast_exit import MMIO_WRITE as _MMIO_WRITE
 from kvm.fast_exit import PIO_IN as _PIO_IN
 from kvm.fast_exit import PIO_OUT as _PIO_OUT
 from kvm.fast_exit import RUN_FAILED as _RUN_FAILED
+from kvm.fast_exit import RUN_STOPPED as _RUN_STOPPED
 from kvm.fast_exit import run_decoded
 from memapi import UNASSIGNED_IO_OPS, UNASSIGNED_MEM_OPS, AddressSpace, MemoryRegion
 from memapi.exit_path import exit_load, exit_store
@@ -196,6 +197,7 @@ class VcpuRunner:
         """Ask the loop to return after the current exit (safe from any thread): the next KVM_RUN is
         not entered (or, in progress, is kicked out)."""
         self._stop.set()
+        self.vcpu.run_ctx.stop = 1  # the loop's next call returns without entering KVM_RUN
         self.vcpu.kick()
 
     @property
@@ -239,6 +241,7 @@ class VcpuRunner:
     def run(self, timeout: float | None = None) -> RunOutcome:
         """Run until HLT, stop(), or the timeout (which raises GuestTimeout)."""
         self._stop.clear()
+        self.vcpu.run_ctx.stop = 0
         self._thread = threading.get_ident()
         timer = None
         deadline = None
@@ -290,17 +293,22 @@ class VcpuRunner:
                     raise self._device_error(_IO if kind <= _PIO_IN else _MMIO, err) from err
                 continue
             reason = rec >> 8 & 0xFF
+            if reason == _RUN_STOPPED:  # no KVM_RUN since the last exit, whose ring was replayed
+                return RunOutcome("stopped", exits - 1)
             outcome = (self._interrupted(rec >> 16, exits, deadline) if reason == _RUN_FAILED
                        else self._other(reason, exits))
             if outcome is not None:
                 return outcome
 
+    def _replay_coalesced(self) -> None:
+        if self.coalesced is not None:
+            self.coalesced.drain()
+
     def _interrupted(self, err: int, exits: int, deadline: float | None) -> RunOutcome | None:
         """KVM_RUN failed: a kick (stop, pause, timeout) or a signal; anything else raises KvmError.
         Queued coalesced writes are replayed first, so whoever kicked sees the devices up to date."""
         self.vcpu.interrupted(err)
-        if self.coalesced is not None:
-            self.coalesced.drain()
+        self._replay_coalesced()
         if self._stop.is_set() or (self._pause_depth and self._wait_resumed()):
             return RunOutcome("stopped", exits)
         if deadline is not None and time.monotonic() >= deadline:
@@ -309,8 +317,7 @@ class VcpuRunner:
 
     def _other(self, reason: int, exits: int) -> RunOutcome | None:
         """An exit read from kvm_run itself: queued coalesced writes first, then the exit."""
-        if self.coalesced is not None:
-            self.coalesced.drain()
+        self._replay_coalesced()
         if reason in (_IO, _MMIO):
             try:
                 self._io_exit() if reason == _IO else self._mmio_exit()
