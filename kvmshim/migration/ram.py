@@ -17,9 +17,9 @@ from array import array
 from collections.abc import Iterable, Iterator, Mapping
 
 import memapi
-from memapi import PAGE_SIZE, DirtyClient, MemoryRegion
+from memapi import PAGE_SIZE, DirtyClient, GlobalDirty, MemoryRegion, MemorySystem
 
-from .errors import ConfigMismatch, StreamError
+from .errors import ConfigMismatch, MigrationBlocked, StreamError
 from .stream import Kind, StreamWriter
 
 #: Pages per RAM section at most (1 MiB of contents).
@@ -64,6 +64,23 @@ def view_of(mr: MemoryRegion) -> memoryview:
 
 def pages_of(mr: MemoryRegion) -> int:
     return -(-mr.size // PAGE_SIZE)
+
+
+def start_tracking(system: MemorySystem, what: str) -> None:
+    """Start the MIGRATION client's global dirty tracking for ``what`` (a migration, diff snapshots).
+    It is a flag, not a count: a second user would take the first one's dirty bits and stop the
+    tracking under it, so it must be off (QEMU too runs one migration at a time)."""
+    with system.lock:
+        if system.global_dirty_tracking & GlobalDirty.MIGRATION:
+            raise MigrationBlocked(f"{what}: dirty tracking for MIGRATION is already in use (a migration, or "
+                                   "the diff snapshots of this machine, until their close()): one at a time")
+        if not system.global_dirty_log_start(GlobalDirty.MIGRATION):
+            raise MigrationBlocked(f"{what}: a memory listener refused to start dirty logging")
+
+
+def tracking(system: MemorySystem) -> bool:
+    """Whether the MIGRATION client's global dirty tracking is on."""
+    return bool(system.global_dirty_tracking & GlobalDirty.MIGRATION)
 
 
 def take_dirty(mr: MemoryRegion) -> list[int]:

@@ -3,9 +3,10 @@
 
 ``Snapshots(machine).save(path)`` holds the vCPUs out of KVM_RUN for the save (a running guest
 carries on afterwards) and leaves dirty tracking on, so that ``save(path, diff=True)`` writes the
-pages dirtied since. Every snapshot has an id and a diff names its parent's: ``restore(machine,
-full, diff1, diff2)`` reads every CONFIG section first and refuses a chain that does not link up,
-or a snapshot of another machine, before it loads anything.
+pages dirtied since; meanwhile the MIGRATION client is theirs (a migration is MigrationBlocked),
+and a diff whose tracking was stopped under it is refused. Every snapshot has an id and a diff
+names its parent's: ``restore(machine, full, diff1, diff2)`` reads every CONFIG section first and
+refuses a chain that does not link up, or a snapshot of another machine, before it loads anything.
 """
 from __future__ import annotations
 
@@ -19,10 +20,10 @@ from typing import TYPE_CHECKING, Any
 from memapi import GlobalDirty
 
 from . import codec, cpu
-from .errors import MigrationError, StreamError
+from .errors import MigrationBlocked, MigrationError, StreamError
 from .incoming import config_section, destination, load_stream, read_config
 from .layout import MachineLayout
-from .ram import RamSender, take_dirty
+from .ram import RamSender, start_tracking, take_dirty, tracking
 from .stats import IncomingStats
 from .stream import Kind, StreamReader, StreamWriter
 from .transport import Listener, connect
@@ -79,10 +80,7 @@ class Snapshots:
         with connect(f"file:{path}") as channel, machine.paused():
             running = cpu.settle(machine.runners)
             system.flush_coalesced()
-            if not self._tracking:
-                if not system.global_dirty_log_start(GlobalDirty.MIGRATION):
-                    raise MigrationError("a memory listener refused to start dirty logging")
-                self._tracking = True
+            self._track(parent)
             dirty = {mr: take_dirty(mr) for mr in self.layout.regions}
             writer = StreamWriter(channel)
             writer.header()
@@ -96,10 +94,26 @@ class Snapshots:
             channel.commit()
         return SnapshotStats(str(path), snapshot_id, parent, sender.pages, sender.zero_pages, writer.bytes_written, 0.0)
 
+    def _track(self, parent: str | None) -> None:
+        """A full snapshot starts dirty tracking unless it is on; a diff needs it on since ``parent``,
+        or the pages dirtied while it was off would be missing."""
+        system = self.layout.machine.memory_system
+        if self._tracking and not tracking(system):
+            self._tracking = False  # stopped under us: global_dirty_log_stop(MIGRATION) by someone else
+        if parent is not None and not self._tracking:
+            raise MigrationBlocked(f"a diff of snapshot {parent}: dirty tracking has stopped since (close(), or "
+                                   "someone stopped the MIGRATION client), so pages would be missing: take a "
+                                   "full snapshot")
+        if not self._tracking:
+            start_tracking(system, "a snapshot")
+            self._tracking = True
+
     def close(self) -> None:
-        if self._tracking:
-            self._tracking = False
-            self.layout.machine.memory_system.global_dirty_log_stop(GlobalDirty.MIGRATION)
+        """End the dirty tracking (if it is still on); the next save must be a full one."""
+        system = self.layout.machine.memory_system
+        if self._tracking and tracking(system):
+            system.global_dirty_log_stop(GlobalDirty.MIGRATION)
+        self._tracking = False
 
     def __enter__(self) -> Snapshots:
         return self
