@@ -68,6 +68,11 @@ def test_run_incoming_resumes_a_guest_from_a_file(tmp_path):
     other = kvmshim("run", "sweeper-check", "-m", "32M", "--incoming", f"file:{path}")
     assert other.returncode == EXIT_ERROR and other.stdout == ""
     assert other.stderr == "kvmshim: error: RAM region 'ram': 0x1000000 bytes on the source, 0x2000000 bytes here\n"
+    spliced = tmp_path / "spliced.mig"
+    spliced.write_bytes(path.read_bytes() + b"junk")
+    junk = kvmshim("run", "sweeper-check", "-m", "16M", "--incoming", f"file:{spliced}")
+    assert junk.returncode == EXIT_ERROR and junk.stdout == "", junk.stderr  # refused, never resumed
+    assert "goes on after the END section" in junk.stderr
 
 
 @pytest.mark.parametrize("argv, phrase", [

@@ -73,6 +73,8 @@ def load_stream(layout: MachineLayout, reader: StreamReader, uri: str,
         section = reader.section()
         if section.kind == Kind.END:
             loader.finish(section)
+            if not reader.channel.duplex:
+                reader.end()
             break
         loader.apply(section)
     return IncomingStats(uri, loader.rounds, loader.pages, reader.bytes_read, loader.running, config=config)
