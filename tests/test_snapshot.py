@@ -167,3 +167,27 @@ def test_a_diff_after_its_dirty_tracking_was_lost_is_refused(tmp_path):
             with pytest.raises(MigrationBlocked, match="take a full snapshot"):
                 snapshots.save(tmp_path / "late.snap", diff=True)
         assert system.global_dirty_tracking == 0
+
+
+def test_restore_reads_and_checks_each_config_once(tmp_path, monkeypatch):
+    """Each file is opened once, its CONFIG checked once and the stream loaded from there on: the
+    chain that was checked is the one loaded."""
+    from kvmshim.migration.layout import MachineLayout
+    from kvmshim.migration.transport import Listener
+
+    full, diff = tmp_path / "full.snap", tmp_path / "diff.snap"
+    with Machine(RAM) as src:
+        src.load("hello")
+        with Snapshots(src) as snapshots:
+            snapshots.save(full)
+            snapshots.save(diff, diff=True)
+    opened, checked = [], []
+    accept, check = Listener.accept, MachineLayout.check
+    monkeypatch.setattr(Listener, "accept", lambda self, *a: opened.append(self.uri) or accept(self, *a))
+    monkeypatch.setattr(MachineLayout, "check", lambda self, config: checked.append(config) or check(self, config))
+    with Machine(RAM) as dst:
+        dst.load("hello")
+        stats = restore(dst, full, diff)
+        assert dst.run(timeout=30).reason == "stopped" and dst.serial.output == b"Hello from kvmshim guest!\n"
+    assert opened == [f"file:{full}", f"file:{diff}"] and len(checked) == 2
+    assert stats.config["snapshot"]["parent"] == checked[0]["snapshot"]["id"]

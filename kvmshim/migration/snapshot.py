@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterable
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,7 +27,7 @@ from .layout import MachineLayout
 from .ram import RamSender, start_tracking, take_dirty, tracking
 from .stats import IncomingStats
 from .stream import Kind, StreamReader, StreamWriter
-from .transport import Listener, connect
+from .transport import Channel, Listener, connect
 
 if TYPE_CHECKING:
     from ..base import MachineBase
@@ -133,30 +134,28 @@ def read_snapshot_config(path: PathLike) -> dict[str, Any]:
 
 def restore(machine: MachineBase, *paths: PathLike, devices: Iterable[object] = ()) -> IncomingStats:
     """Load a full snapshot and the diffs that follow it, in order, into a machine whose vCPUs are
-    stopped; the last one's vCPU and device state wins. Returns the last one's figures."""
+    stopped; the last one's vCPU and device state wins. Returns the last one's figures. Every file
+    is opened and its CONFIG read and checked once, before the first is loaded."""
     if not paths:
         raise ValueError("restore: no snapshot given")
     layout = destination(machine, devices)
-    configs = [_chain_config(layout, path) for path in paths]
-    for index, config in enumerate(configs):
-        expected = configs[index - 1]["snapshot"]["id"] if index else None
-        if config["snapshot"]["parent"] != expected:
-            what = "a full snapshot" if expected is None else f"a diff of snapshot {expected}"
-            raise MigrationError(f"{paths[index]}: snapshot {config['snapshot']['id']} is not {what} "
-                                 f"(its parent is {config['snapshot']['parent']})")
-    stats = IncomingStats(f"file:{paths[-1]}")
-    for path, config in zip(paths, configs, strict=True):
-        with Listener(f"file:{path}").accept() as channel:
-            reader = StreamReader(channel)
-            read_config(reader, layout)
-            stats = load_stream(layout, reader, channel.uri, config)
-    return stats
+    with ExitStack() as files:
+        opened = [_chain_config(layout, path, files.enter_context(Listener(f"file:{path}").accept()))
+                  for path in paths]
+        for index, (_, config) in enumerate(opened):
+            expected = opened[index - 1][1]["snapshot"]["id"] if index else None
+            if config["snapshot"]["parent"] != expected:
+                what = "a full snapshot" if expected is None else f"a diff of snapshot {expected}"
+                raise MigrationError(f"{paths[index]}: snapshot {config['snapshot']['id']} is not {what} "
+                                     f"(its parent is {config['snapshot']['parent']})")
+        return [load_stream(layout, reader, reader.channel.uri, config) for reader, config in opened][-1]
 
 
-def _chain_config(layout: MachineLayout, path: PathLike) -> dict[str, Any]:
-    with Listener(f"file:{path}").accept() as channel:
-        config = read_config(StreamReader(channel), layout)
+def _chain_config(layout: MachineLayout, path: PathLike, channel: Channel) -> tuple[StreamReader, dict[str, Any]]:
+    """A snapshot's reader, past its CONFIG section (checked against ``layout``), and that section."""
+    reader = StreamReader(channel)
+    config = read_config(reader, layout)
     snapshot = config.get("snapshot")
     if not isinstance(snapshot, dict) or not {"id", "parent"} <= snapshot.keys():
         raise StreamError(f"{path}: a migration stream, not a snapshot (its CONFIG has no snapshot id)", "config")
-    return config
+    return reader, config
