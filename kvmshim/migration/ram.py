@@ -142,7 +142,8 @@ class RamSender:
             empty = zero_pages(data)
             for page in empty:
                 zero |= 1 << (size + page)
-            contents += stretches(memoryview(data), empty, count)
+            pages = memoryview(data)
+            contents += (pages[at * PAGE_SIZE:(at + n) * PAGE_SIZE] for at, n in stretches(empty, count))
             size, zeros = size + count, zeros + len(empty)
         if batch:
             self._section(mr, batch, zero, contents, size, zeros)
@@ -169,12 +170,13 @@ def zero_pages(data: bytes) -> list[int]:
     return found
 
 
-def stretches(data: memoryview, empty: list[int], count: int) -> Iterator[memoryview]:
-    """The runs of pages of ``data`` between the zero ones (``empty``, ascending), as views."""
+def stretches(empty: list[int], count: int) -> Iterator[tuple[int, int]]:
+    """(first, pages) of each run of the ``count`` pages between the zero ones (``empty``, ascending):
+    the contents a RAM section carries, as the sender cuts them and the destination places them."""
     start = 0
     for page in [*empty, count]:
         if page > start:
-            yield data[start * PAGE_SIZE:page * PAGE_SIZE]
+            yield start, page - start
         start = page + 1
 
 
@@ -207,14 +209,10 @@ def load_pages(mr: MemoryRegion, payload: bytes) -> int:
             at = (first + page) * PAGE_SIZE
             if view[at:at + PAGE_SIZE].tobytes() != ZERO_PAGE:  # an untouched page stays unallocated
                 view[at:at + PAGE_SIZE] = ZERO_PAGE
-        start = 0
-        for page in [*empty, n]:
-            if page > start:
-                length = (page - start) * PAGE_SIZE
-                at = (first + start) * PAGE_SIZE
-                view[at:at + length] = data[offset:offset + length]
-                offset += length
-            start = page + 1
+        for start, pages in stretches(empty, n):
+            at, length = (first + start) * PAGE_SIZE, pages * PAGE_SIZE
+            view[at:at + length] = data[offset:offset + length]
+            offset += length
         bit += n
     return total
 
