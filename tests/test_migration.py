@@ -426,3 +426,25 @@ def test_machine_migrate_and_incoming_are_the_package_functions(tmp_path):
     with Machine(ram_size=1 << 20) as dst:
         dst.incoming(f"file:{path}")
         assert dst.run(timeout=30).reason == "stopped" and dst.serial.output == b"Hello from kvmshim guest!\n"
+
+
+def test_a_stale_socket_that_cannot_be_removed_leaks_nothing(tmp_path, monkeypatch):
+    """The stale socket of an earlier run is removed before the new one is made: if that fails, the
+    error is a LinkError naming the URI and no socket is left open."""
+    path = tmp_path / "m.sock"
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(str(path))
+    stale.close()
+
+    def refuse(target):
+        raise PermissionError(1, "Operation not permitted", str(target))
+
+    monkeypatch.setattr("kvmshim.migration.transport.os.unlink", refuse)
+    before = len(list(Path("/proc/self/fd").iterdir()))
+    with pytest.raises(LinkError, match=f"unix:{path}: cannot listen: Operation not permitted") as error:
+        Listener(f"unix:{path}")
+    assert len(list(Path("/proc/self/fd").iterdir())) == before, error.value  # the traceback holds its frames
+    monkeypatch.undo()
+    with Listener(f"unix:{path}") as listener:  # removable again: it is replaced
+        assert listener.sock is not None
+    assert not path.exists()

@@ -44,6 +44,23 @@ def test_migrate_over_tcp_draws_the_rounds(tmp_path):
     assert png_size(png.read_bytes()) == (800, 450) and f"rounds drawn in {png}" in done.stdout
 
 
+def test_a_destination_that_refuses_says_why(tmp_path):
+    """`kvmshim migrate` whose destination process is built with 32M instead of 16M (its command is
+    run through a wrapper that appends `-m 32M`): the destination's ConfigMismatch is shown under the
+    source's error, not only the source's broken link."""
+    wrapper = tmp_path / "python"
+    wrapper.write_text(f'#!/bin/sh\nexec {sys.executable} "$@" -m 32M\n')
+    wrapper.chmod(0o755)
+    source = (f"import runpy, sys; sys.executable = {str(wrapper)!r}; "
+              "sys.argv = ['kvmshim', 'migrate', '-m', '16M', '--seconds', '2']; "
+              "runpy.run_module('kvmshim.cli', run_name='__main__')")
+    done = subprocess.run([sys.executable, "-c", source], capture_output=True, text=True, timeout=120)
+    lines = done.stderr.splitlines()
+    assert done.returncode == EXIT_ERROR and lines[0].startswith("kvmshim: error: unix:"), done.stderr
+    assert ("destination: kvmshim: error: RAM region 'ram': 0x1000000 bytes on the source, 0x2000000 bytes here"
+            in lines[1:]), done.stderr
+
+
 def test_snapshot_save_and_diff_then_restore_in_a_new_process(tmp_path):
     full, diff = tmp_path / "full.snap", tmp_path / "diff.snap"
     saved = kvmshim("snapshot", "save", str(full), "-m", "16M", "--diff", str(diff), "--seconds", "2", "--json")
@@ -68,6 +85,11 @@ def test_run_incoming_resumes_a_guest_from_a_file(tmp_path):
     other = kvmshim("run", "sweeper-check", "-m", "32M", "--incoming", f"file:{path}")
     assert other.returncode == EXIT_ERROR and other.stdout == ""
     assert other.stderr == "kvmshim: error: RAM region 'ram': 0x1000000 bytes on the source, 0x2000000 bytes here\n"
+    spliced = tmp_path / "spliced.mig"
+    spliced.write_bytes(path.read_bytes() + b"junk")
+    junk = kvmshim("run", "sweeper-check", "-m", "16M", "--incoming", f"file:{spliced}")
+    assert junk.returncode == EXIT_ERROR and junk.stdout == "", junk.stderr  # refused, never resumed
+    assert "goes on after the END section" in junk.stderr
 
 
 @pytest.mark.parametrize("argv, phrase", [

@@ -209,3 +209,66 @@ def test_random_payloads_raise_only_migration_errors(dst, tmp_path, kind, payloa
     name = {Kind.RAM: "ram", Kind.CPU: "cpu/0", Kind.DEVICE: "kvmshim-testdev/0", Kind.VM: "vm"}.get(kind, "round")
     with pytest.raises(MigrationError):
         crafted(dst, tmp_path, (kind, name, payload))
+
+
+# ---------------------------------------------------------------- spliced: every section sound, the stream not
+def spliced(stream: bytes, first: int, last: int) -> bytes:
+    """``stream`` without its sections ``first`` to ``last`` (indices into sections_of, inclusive)."""
+    sections = sections_of(stream)
+    return stream[:sections[first][2]] + stream[sections[last][4]:]
+
+
+def test_a_stream_with_a_round_removed_is_refused(stream, dst, tmp_path):
+    """Each ROUND's index must be the rounds seen so far, and the last one must be the final round,
+    so a stream with a round's RAM and ROUND sections cut out (every CRC right) does not load."""
+    rounds = [i for i, s in enumerate(sections_of(stream)) if s[0] == Kind.ROUND]
+    assert len(rounds) == 2  # round 0, then the stop-and-copy round
+    with pytest.raises(StreamError, match=r"ROUND section 'round': round 1 where round 0 was expected") as error:
+        load(dst, tmp_path, spliced(stream, 1, rounds[0]))  # round 0: from the first RAM section on
+    assert error.value.section == "round"
+    with pytest.raises(StreamError, match=r"END after round 0, which is not the final one"):
+        load(dst, tmp_path, spliced(stream, rounds[0] + 1, rounds[1]))  # the stop-and-copy round
+    assert not any(runner.running for runner in dst.runners)
+
+
+@pytest.mark.parametrize("junk", ["a zero byte", "4000 bytes", "a second END"])
+def test_bytes_after_end_in_a_file_are_refused(stream, dst, tmp_path, junk):
+    _, _, end, _, _ = section(stream, Kind.END)
+    junk = {"a zero byte": b"\0", "4000 bytes": b"junk" * 1000, "a second END": stream[end:]}[junk]
+    with pytest.raises(StreamError, match="the file goes on after the END section") as error:
+        load(dst, tmp_path, stream + junk)
+    assert error.value.section == "end" and not any(runner.running for runner in dst.runners)
+
+
+def test_round_sections_out_of_order_or_after_the_final_one_are_refused(dst, tmp_path):
+    def round_(index: object, final: object = False) -> tuple[Kind, str, bytes]:
+        return Kind.ROUND, "round", codec.encode({"index": index, "final": final})
+
+    with pytest.raises(StreamError, match="round 2 where round 1 was expected"):
+        crafted(dst, tmp_path, round_(0), round_(2))
+    with pytest.raises(StreamError, match="ROUND section 'round' after the final round 0"):
+        crafted(dst, tmp_path, round_(0, True), round_(1))
+    with pytest.raises(StreamError, match="RAM section 'ram' after the final round 0"):
+        crafted(dst, tmp_path, round_(0, True), (Kind.RAM, "ram", ram([(0, 1)], b"\x01", b"")))
+    with pytest.raises(StreamError, match=r"ROUND section 'round': not \{'index': int, 'final': bool\}"):
+        crafted(dst, tmp_path, round_(True))
+    with pytest.raises(StreamError, match=r"ROUND section 'round': not \{'index': int, 'final': bool\}"):
+        crafted(dst, tmp_path, (Kind.ROUND, "round", codec.encode([0, False])))
+
+
+@pytest.mark.parametrize("pattern", ["0", "1", "0110", "1001", "10101", "0" * 255 + "1", "1" + "0" * 252 + "111"])
+def test_pages_arrive_wherever_the_zero_pages_are(tmp_path, pattern):
+    """The runs between zero pages are cut by the sender and placed by the destination by one rule:
+    a page of ``pattern`` is written ('1') or zero ('0'); the destination's RAM starts as junk."""
+    from kvmshim import BareMachine
+
+    path = tmp_path / "pattern.mig"
+    with BareMachine(1 << 20) as src, BareMachine(1 << 20) as dst:
+        for page, mark in enumerate(pattern):
+            if mark == "1":
+                src.ram.ram_block.write(page * 4096, page.to_bytes(4, "little") * 1024)
+        dst.ram.ram_block.write(0, b"\xa5" * (1 << 20))
+        migrate(src, f"file:{path}")
+        got = incoming(dst, f"file:{path}")
+        assert got.pages == 256 and got.rounds == 2  # every page in round 0, none dirtied before the stop
+        assert dst.ram.ram_block.read(0, 1 << 20) == src.ram.ram_block.read(0, 1 << 20)

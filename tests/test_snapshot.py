@@ -7,7 +7,8 @@ import time
 import pytest
 
 from kvmshim import Machine
-from kvmshim.migration import LinkError, MigrationError, Snapshots, StateError, restore
+from kvmshim.migration import LinkError, MigrationBlocked, MigrationError, Snapshots, StateError, migrate, restore
+from memapi import GlobalDirty
 from test_migration import FIRST_PAGE, RAM, dwords, finish, sweeper_check, ticking
 
 pytestmark = pytest.mark.kvm
@@ -105,3 +106,88 @@ def test_a_guest_stopped_in_the_middle_of_an_in_resumes_it_once(tmp_path):
         for machine in (src, dst):
             assert machine.exit_status == 0 and dwords(machine, FIRST_PAGE, ticks) == list(range(1, ticks + 1))
         assert port.ticks == ticks + 1  # the count went on from the source's
+
+
+def test_a_migration_is_blocked_while_diff_snapshots_track_the_dirty_pages(tmp_path):
+    """MIGRATION dirty tracking is a flag, not a count: a migration between two saves (here one whose
+    destination refuses the connection) would stop it and take the pages dirtied since the full
+    snapshot, and the diff would silently miss them. It is refused before it connects, and the
+    chain restores a guest whose memory is intact."""
+    full, diff = tmp_path / "full.snap", tmp_path / "diff.snap"
+    with Machine(RAM) as src:
+        sweeper_check(src)
+        thread = src.start()
+        time.sleep(0.2)
+        with Snapshots(src) as snapshots:
+            snapshots.save(full)
+            time.sleep(0.1)
+            with pytest.raises(MigrationBlocked, match="dirty tracking for MIGRATION is already in use"):
+                src.migrate(f"unix:{tmp_path}/nobody.sock", timeout=1)
+            assert thread.is_alive() and src.memory_system.global_dirty_tracking == GlobalDirty.MIGRATION
+            time.sleep(0.1)
+            snapshots.save(diff, diff=True)
+        thread.stop()
+    out = bytearray()
+    with Machine(RAM, on_output=out.extend) as dst:
+        sweeper_check(dst)
+        finish(dst, restore(dst, full, diff))
+        assert dst.exit_status == 0 and out == b"sweeper-check: ok\n"
+
+
+def test_snapshots_and_migrations_refuse_a_migration_client_already_on(tmp_path):
+    """Someone else's MIGRATION tracking: neither a snapshot nor a migration takes its dirty bits or
+    stops it; nothing is written."""
+    with Machine(RAM) as src:
+        src.load("hello")
+        system = src.memory_system
+        assert system.global_dirty_log_start(GlobalDirty.MIGRATION)
+        with pytest.raises(MigrationBlocked, match="dirty tracking for MIGRATION is already in use"):
+            Snapshots(src).save(tmp_path / "guest.snap")
+        with pytest.raises(MigrationBlocked, match="dirty tracking for MIGRATION is already in use"):
+            migrate(src, f"file:{tmp_path}/guest.mig")
+        assert system.global_dirty_tracking == GlobalDirty.MIGRATION and not list(tmp_path.iterdir())
+        system.global_dirty_log_stop(GlobalDirty.MIGRATION)
+
+
+def test_a_diff_after_its_dirty_tracking_was_lost_is_refused(tmp_path):
+    """Tracking stopped under the snapshots (or ended by close()): a diff would miss every page dirtied
+    meanwhile, so it is refused, nothing is written, and the next full snapshot starts over."""
+    with Machine(RAM) as src:
+        src.load("hello")
+        system = src.memory_system
+        with Snapshots(src) as snapshots:
+            snapshots.save(tmp_path / "full.snap")
+            system.global_dirty_log_stop(GlobalDirty.MIGRATION)
+            with pytest.raises(MigrationBlocked, match="take a full snapshot"):
+                snapshots.save(tmp_path / "diff.snap", diff=True)
+            assert not (tmp_path / "diff.snap").exists()
+            again = snapshots.save(tmp_path / "full.snap")
+            assert snapshots.save(tmp_path / "diff.snap", diff=True).parent == again.id
+            snapshots.close()
+            with pytest.raises(MigrationBlocked, match="take a full snapshot"):
+                snapshots.save(tmp_path / "late.snap", diff=True)
+        assert system.global_dirty_tracking == 0
+
+
+def test_restore_reads_and_checks_each_config_once(tmp_path, monkeypatch):
+    """Each file is opened once, its CONFIG checked once and the stream loaded from there on: the
+    chain that was checked is the one loaded."""
+    from kvmshim.migration.layout import MachineLayout
+    from kvmshim.migration.transport import Listener
+
+    full, diff = tmp_path / "full.snap", tmp_path / "diff.snap"
+    with Machine(RAM) as src:
+        src.load("hello")
+        with Snapshots(src) as snapshots:
+            snapshots.save(full)
+            snapshots.save(diff, diff=True)
+    opened, checked = [], []
+    accept, check = Listener.accept, MachineLayout.check
+    monkeypatch.setattr(Listener, "accept", lambda self, *a: opened.append(self.uri) or accept(self, *a))
+    monkeypatch.setattr(MachineLayout, "check", lambda self, config: checked.append(config) or check(self, config))
+    with Machine(RAM) as dst:
+        dst.load("hello")
+        stats = restore(dst, full, diff)
+        assert dst.run(timeout=30).reason == "stopped" and dst.serial.output == b"Hello from kvmshim guest!\n"
+    assert opened == [f"file:{full}", f"file:{diff}"] and len(checked) == 2
+    assert stats.config["snapshot"]["parent"] == checked[0]["snapshot"]["id"]

@@ -5,7 +5,8 @@ all along and checks its own memory at the end) runs in this process; a destinat
 started with ``kvmshim run GUEST -m SIZE --incoming URI``; after ``--after`` ms the guest is
 migrated while it runs. Printed: each round's pages, dirty rate and time, then the downtime, the
 bytes sent, whether every RAM page on the destination equalled the source's at the stop, and the
-guest's exit status on the destination (sweeper-check's 0 means its memory was intact).
+guest's exit status on the destination (sweeper-check's 0 means its memory was intact). A failed
+migration's error carries the destination's error lines under the source's.
 """
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ FIRST_PAGE = 0x100
 PAGE = 4096
 MiB = 1 << 20
 DESTINATION_TIMEOUT = 120.0
+#: How long a failed migration waits for the destination to end and say why (seconds).
+DESTINATION_ERROR_WAIT = 10.0
 
 
 def add_parser(sub: Subparsers) -> argparse.ArgumentParser:
@@ -93,7 +96,7 @@ def _uri(transport: str, directory: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from ..machine import Machine
-    from ..migration import migrate
+    from ..migration import MigrationError, migrate
 
     with tempfile.TemporaryDirectory(prefix="kvmshim-migrate-") as directory:
         uri = _uri(args.transport, directory)
@@ -111,10 +114,13 @@ def run(args: argparse.Namespace) -> int:
                       f"{'throttle':>8}", flush=True)
                 thread = machine.start()
                 time.sleep(args.after / 1000)
-                stats = migrate(machine, uri, downtime_ms=args.downtime_ms,
-                                bandwidth=args.bandwidth * 1e6 if args.bandwidth else None,
-                                max_rounds=args.max_rounds, auto_converge=args.auto_converge, verify=True,
-                                on_round=_print_round)
+                try:
+                    stats = migrate(machine, uri, downtime_ms=args.downtime_ms,
+                                    bandwidth=args.bandwidth * 1e6 if args.bandwidth else None,
+                                    max_rounds=args.max_rounds, auto_converge=args.auto_converge, verify=True,
+                                    on_round=_print_round)
+                except MigrationError as err:  # the source sees a broken link; the destination knows why
+                    raise MigrationError(f"{err}{_destination_error(destination)}") from err
                 thread.join()
             out, _ = destination.communicate(timeout=DESTINATION_TIMEOUT)
         finally:
@@ -129,6 +135,17 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report(stats, status)))
     return 0 if stats.verified and status == 0 else 1
+
+
+def _destination_error(destination: subprocess.Popen[str]) -> str:
+    """What the destination wrote to stderr (its `kvmshim: error:` line) once it has ended, as lines
+    to add to the source's error; it is killed if it has not ended within DESTINATION_ERROR_WAIT s."""
+    try:
+        _, err = destination.communicate(timeout=DESTINATION_ERROR_WAIT)
+    except subprocess.TimeoutExpired:
+        destination.kill()
+        _, err = destination.communicate()
+    return "".join(f"\ndestination: {line}" for line in err.splitlines() if line.strip())
 
 
 def _print_round(r: RoundStats) -> None:

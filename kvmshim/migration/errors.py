@@ -41,4 +41,5 @@ class StateError(MigrationError):
 
 
 class MigrationBlocked(MigrationError):
-    """The machine cannot be migrated now (a device without migration state, a vCPU that will not stop)."""
+    """The machine cannot be migrated or snapshotted now: a device without migration state, a vCPU that
+    will not stop, MIGRATION dirty tracking already in use, or a diff whose tracking was lost."""

@@ -36,7 +36,7 @@ def incoming(machine: MachineBase, uri: str | Listener, *, devices: Iterable[obj
             listener.close()
     with channel:
         reader = StreamReader(channel)
-        stats = load_stream(layout, reader, channel.uri)
+        stats = load_stream(layout, reader, channel.uri, read_config(reader, layout))
         if channel.duplex:
             _handshake(layout, channel, reader, stats)
     return stats
@@ -63,16 +63,15 @@ def read_config(reader: StreamReader, layout: MachineLayout) -> dict[str, Any]:
     return layout.check(config_section(reader))
 
 
-def load_stream(layout: MachineLayout, reader: StreamReader, uri: str,
-                config: dict[str, Any] | None = None) -> IncomingStats:
-    """Read (unless given) and check CONFIG, then apply sections up to END."""
-    if config is None:
-        config = read_config(reader, layout)
+def load_stream(layout: MachineLayout, reader: StreamReader, uri: str, config: dict[str, Any]) -> IncomingStats:
+    """Apply the sections after CONFIG (``config``, already read and checked) up to END."""
     loader = StateLoader(layout)
     while True:
         section = reader.section()
         if section.kind == Kind.END:
             loader.finish(section)
+            if not reader.channel.duplex:
+                reader.end()
             break
         loader.apply(section)
     return IncomingStats(uri, loader.rounds, loader.pages, reader.bytes_read, loader.running, config=config)

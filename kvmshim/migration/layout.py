@@ -111,22 +111,39 @@ class StateLoader:
         self.layout = layout
         self.regions = {str(mr.name): mr for mr in layout.regions}
         self.pages = self.rounds = 0
+        self.final = False  # the stop-and-copy round has come: no RAM or ROUND after it
         self.running = [False] * len(layout.machine.vcpus)
         self._wanted = {f"cpu/{i}" for i in range(len(layout.machine.vcpus))} | set(layout.devices) | {"vm"}
 
     def apply(self, section: Section) -> None:
         kind, name = section.kind, section.name
+        if kind in (Kind.RAM, Kind.ROUND) and self.final:
+            raise StreamError(f"{section.label} after the final round {self.rounds - 1}", name)
         if kind == Kind.RAM:
             mr = self.regions.get(name)
             if mr is None:
                 raise UnknownSection(f"RAM section {name!r}: this destination has no such region", name)
             self.pages += load_pages(mr, section.payload)
         elif kind == Kind.ROUND:
-            self.rounds += 1
+            self._round(section)
         elif kind in (Kind.VM, Kind.CPU, Kind.DEVICE):
             self._state(section)
         else:
             raise StreamError(f"unexpected {section.label} before END", name)
+
+    def _round(self, section: Section) -> None:
+        """Rounds come in order, so a stream with a round cut out (or two spliced) is refused."""
+        try:
+            fields = codec.decode(section.payload)
+        except codec.CodecError as err:
+            raise StreamError(f"{section.label}: {err}", section.name) from err
+        index, final = (fields.get("index"), fields.get("final")) if isinstance(fields, dict) else (None, None)
+        if type(index) is not int or type(final) is not bool:
+            raise StreamError(f"{section.label}: not {{'index': int, 'final': bool}}", section.name)
+        if index != self.rounds:
+            raise StreamError(f"{section.label}: round {index} where round {self.rounds} was expected (rounds "
+                              "missing or out of order: a spliced stream)", section.name)
+        self.rounds, self.final = index + 1, final
 
     def _state(self, section: Section) -> None:
         name = section.name
@@ -155,7 +172,11 @@ class StateLoader:
                 raise StateError(f"{section.label}: {err}") from err
 
     def finish(self, section: Section) -> None:
-        """At END: every state section must have come."""
+        """At END: every state section must have come, and the final round if there were rounds (a
+        snapshot has none)."""
+        if self.rounds and not self.final:
+            raise StreamError(f"END after round {self.rounds - 1}, which is not the final one: the stop-and-copy "
+                              "round is missing", section.name)
         if self._wanted:
             raise StreamError(f"END before section {sorted(self._wanted)[0]!r}", section.name)
 

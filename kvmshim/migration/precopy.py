@@ -1,8 +1,9 @@
 """Pre-copy live migration (QEMU's migration/ram.c algorithm), the source's side.
 
-Round 0 sends every page with global dirty tracking (the MIGRATION client) on; each next round
-takes the pages dirtied meanwhile (KVM's dirty log through memapi, and writes devices made through
-an AddressSpace) and sends them. Once the pages left would go in ``downtime_ms`` at the rate the
+Round 0 sends every page with global dirty tracking (the MIGRATION client) on, which must not be
+on already (diff snapshots use it too, and it is a flag, not a count); each next round takes the
+pages dirtied meanwhile (KVM's dirty log through memapi, and writes devices made through an
+AddressSpace) and sends them. Once the pages left would go in ``downtime_ms`` at the rate the
 link has shown, or after ``max_rounds``, the vCPUs are held out of KVM_RUN, their last exits
 completed, the last dirty pages sent, then the VM, vCPU and device state and END. The destination
 answers LOADED; the source sends COMMIT and stops its vCPUs for good. Until COMMIT has gone,
@@ -24,9 +25,9 @@ from typing import TYPE_CHECKING, Any
 from memapi import PAGE_SIZE, GlobalDirty, MemoryRegion
 
 from . import codec, cpu
-from .errors import LinkError, MigrationBlocked, MigrationError, StreamError
+from .errors import LinkError, MigrationError, StreamError
 from .layout import MachineLayout
-from .ram import RamSender, page_digests, pages_of, take_dirty
+from .ram import RamSender, page_digests, pages_of, start_tracking, take_dirty
 from .stats import MigrationStats, RoundStats
 from .stream import Kind, StreamReader, StreamWriter
 from .transport import Channel, connect
@@ -80,16 +81,15 @@ class Precopy:
         machine, system = self.machine, self.machine.memory_system
         started = time.monotonic()
         stats = MigrationStats(uri, self.layout.ram_bytes)
-        channel = connect(uri, timeout)
-        writer = StreamWriter(channel, bandwidth)
-        committed = tracking = False
+        start_tracking(system, f"migrate to {uri}")
+        channel: Channel | None = None
+        committed = False
         with ExitStack() as held:
             try:
+                channel = connect(uri, timeout)
+                writer = StreamWriter(channel, bandwidth)
                 writer.header()
                 writer.section(Kind.CONFIG, "config", codec.encode(self.layout.config(verify=verify, **meta)))
-                if not system.global_dirty_log_start(GlobalDirty.MIGRATION):
-                    raise MigrationBlocked("a memory listener refused to start dirty logging")
-                tracking = True
                 left, rate = self._precopy(writer, stats)
                 if self.throttle is not None:
                     self.throttle.stop()
@@ -114,9 +114,8 @@ class Precopy:
             finally:
                 if self.throttle is not None:
                     self.throttle.stop()
-                if tracking:
-                    system.global_dirty_log_stop(GlobalDirty.MIGRATION)
-                if not committed:
+                system.global_dirty_log_stop(GlobalDirty.MIGRATION)
+                if channel is not None and not committed:
                     channel.close()
         stats.total_ms = (time.monotonic() - started) * 1000
         stats.bytes_sent = writer.bytes_written

@@ -17,9 +17,9 @@ from array import array
 from collections.abc import Iterable, Iterator, Mapping
 
 import memapi
-from memapi import PAGE_SIZE, DirtyClient, MemoryRegion
+from memapi import PAGE_SIZE, DirtyClient, GlobalDirty, MemoryRegion, MemorySystem
 
-from .errors import ConfigMismatch, StreamError
+from .errors import ConfigMismatch, MigrationBlocked, StreamError
 from .stream import Kind, StreamWriter
 
 #: Pages per RAM section at most (1 MiB of contents).
@@ -64,6 +64,23 @@ def view_of(mr: MemoryRegion) -> memoryview:
 
 def pages_of(mr: MemoryRegion) -> int:
     return -(-mr.size // PAGE_SIZE)
+
+
+def start_tracking(system: MemorySystem, what: str) -> None:
+    """Start the MIGRATION client's global dirty tracking for ``what`` (a migration, diff snapshots).
+    It is a flag, not a count: a second user would take the first one's dirty bits and stop the
+    tracking under it, so it must be off (QEMU too runs one migration at a time)."""
+    with system.lock:
+        if system.global_dirty_tracking & GlobalDirty.MIGRATION:
+            raise MigrationBlocked(f"{what}: dirty tracking for MIGRATION is already in use (a migration, or "
+                                   "the diff snapshots of this machine, until their close()): one at a time")
+        if not system.global_dirty_log_start(GlobalDirty.MIGRATION):
+            raise MigrationBlocked(f"{what}: a memory listener refused to start dirty logging")
+
+
+def tracking(system: MemorySystem) -> bool:
+    """Whether the MIGRATION client's global dirty tracking is on."""
+    return bool(system.global_dirty_tracking & GlobalDirty.MIGRATION)
 
 
 def take_dirty(mr: MemoryRegion) -> list[int]:
@@ -125,7 +142,8 @@ class RamSender:
             empty = zero_pages(data)
             for page in empty:
                 zero |= 1 << (size + page)
-            contents += stretches(memoryview(data), empty, count)
+            pages = memoryview(data)
+            contents += (pages[at * PAGE_SIZE:(at + n) * PAGE_SIZE] for at, n in stretches(empty, count))
             size, zeros = size + count, zeros + len(empty)
         if batch:
             self._section(mr, batch, zero, contents, size, zeros)
@@ -152,12 +170,13 @@ def zero_pages(data: bytes) -> list[int]:
     return found
 
 
-def stretches(data: memoryview, empty: list[int], count: int) -> Iterator[memoryview]:
-    """The runs of pages of ``data`` between the zero ones (``empty``, ascending), as views."""
+def stretches(empty: list[int], count: int) -> Iterator[tuple[int, int]]:
+    """(first, pages) of each run of the ``count`` pages between the zero ones (``empty``, ascending):
+    the contents a RAM section carries, as the sender cuts them and the destination places them."""
     start = 0
     for page in [*empty, count]:
         if page > start:
-            yield data[start * PAGE_SIZE:page * PAGE_SIZE]
+            yield start, page - start
         start = page + 1
 
 
@@ -190,14 +209,10 @@ def load_pages(mr: MemoryRegion, payload: bytes) -> int:
             at = (first + page) * PAGE_SIZE
             if view[at:at + PAGE_SIZE].tobytes() != ZERO_PAGE:  # an untouched page stays unallocated
                 view[at:at + PAGE_SIZE] = ZERO_PAGE
-        start = 0
-        for page in [*empty, n]:
-            if page > start:
-                length = (page - start) * PAGE_SIZE
-                at = (first + start) * PAGE_SIZE
-                view[at:at + length] = data[offset:offset + length]
-                offset += length
-            start = page + 1
+        for start, pages in stretches(empty, n):
+            at, length = (first + start) * PAGE_SIZE, pages * PAGE_SIZE
+            view[at:at + length] = data[offset:offset + length]
+            offset += length
         bit += n
     return total
 

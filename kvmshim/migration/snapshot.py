@@ -3,15 +3,17 @@
 
 ``Snapshots(machine).save(path)`` holds the vCPUs out of KVM_RUN for the save (a running guest
 carries on afterwards) and leaves dirty tracking on, so that ``save(path, diff=True)`` writes the
-pages dirtied since. Every snapshot has an id and a diff names its parent's: ``restore(machine,
-full, diff1, diff2)`` reads every CONFIG section first and refuses a chain that does not link up,
-or a snapshot of another machine, before it loads anything.
+pages dirtied since; meanwhile the MIGRATION client is theirs (a migration is MigrationBlocked),
+and a diff whose tracking was stopped under it is refused. Every snapshot has an id and a diff
+names its parent's: ``restore(machine, full, diff1, diff2)`` reads every CONFIG section first and
+refuses a chain that does not link up, or a snapshot of another machine, before it loads anything.
 """
 from __future__ import annotations
 
 import time
 import uuid
 from collections.abc import Iterable
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,13 +21,13 @@ from typing import TYPE_CHECKING, Any
 from memapi import GlobalDirty
 
 from . import codec, cpu
-from .errors import MigrationError, StreamError
+from .errors import MigrationBlocked, MigrationError, StreamError
 from .incoming import config_section, destination, load_stream, read_config
 from .layout import MachineLayout
-from .ram import RamSender, take_dirty
+from .ram import RamSender, start_tracking, take_dirty, tracking
 from .stats import IncomingStats
 from .stream import Kind, StreamReader, StreamWriter
-from .transport import Listener, connect
+from .transport import Channel, Listener, connect
 
 if TYPE_CHECKING:
     from ..base import MachineBase
@@ -79,10 +81,7 @@ class Snapshots:
         with connect(f"file:{path}") as channel, machine.paused():
             running = cpu.settle(machine.runners)
             system.flush_coalesced()
-            if not self._tracking:
-                if not system.global_dirty_log_start(GlobalDirty.MIGRATION):
-                    raise MigrationError("a memory listener refused to start dirty logging")
-                self._tracking = True
+            self._track(parent)
             dirty = {mr: take_dirty(mr) for mr in self.layout.regions}
             writer = StreamWriter(channel)
             writer.header()
@@ -96,10 +95,26 @@ class Snapshots:
             channel.commit()
         return SnapshotStats(str(path), snapshot_id, parent, sender.pages, sender.zero_pages, writer.bytes_written, 0.0)
 
+    def _track(self, parent: str | None) -> None:
+        """A full snapshot starts dirty tracking unless it is on; a diff needs it on since ``parent``,
+        or the pages dirtied while it was off would be missing."""
+        system = self.layout.machine.memory_system
+        if self._tracking and not tracking(system):
+            self._tracking = False  # stopped under us: global_dirty_log_stop(MIGRATION) by someone else
+        if parent is not None and not self._tracking:
+            raise MigrationBlocked(f"a diff of snapshot {parent}: dirty tracking has stopped since (close(), or "
+                                   "someone stopped the MIGRATION client), so pages would be missing: take a "
+                                   "full snapshot")
+        if not self._tracking:
+            start_tracking(system, "a snapshot")
+            self._tracking = True
+
     def close(self) -> None:
-        if self._tracking:
-            self._tracking = False
-            self.layout.machine.memory_system.global_dirty_log_stop(GlobalDirty.MIGRATION)
+        """End the dirty tracking (if it is still on); the next save must be a full one."""
+        system = self.layout.machine.memory_system
+        if self._tracking and tracking(system):
+            system.global_dirty_log_stop(GlobalDirty.MIGRATION)
+        self._tracking = False
 
     def __enter__(self) -> Snapshots:
         return self
@@ -119,30 +134,28 @@ def read_snapshot_config(path: PathLike) -> dict[str, Any]:
 
 def restore(machine: MachineBase, *paths: PathLike, devices: Iterable[object] = ()) -> IncomingStats:
     """Load a full snapshot and the diffs that follow it, in order, into a machine whose vCPUs are
-    stopped; the last one's vCPU and device state wins. Returns the last one's figures."""
+    stopped; the last one's vCPU and device state wins. Returns the last one's figures. Every file
+    is opened and its CONFIG read and checked once, before the first is loaded."""
     if not paths:
         raise ValueError("restore: no snapshot given")
     layout = destination(machine, devices)
-    configs = [_chain_config(layout, path) for path in paths]
-    for index, config in enumerate(configs):
-        expected = configs[index - 1]["snapshot"]["id"] if index else None
-        if config["snapshot"]["parent"] != expected:
-            what = "a full snapshot" if expected is None else f"a diff of snapshot {expected}"
-            raise MigrationError(f"{paths[index]}: snapshot {config['snapshot']['id']} is not {what} "
-                                 f"(its parent is {config['snapshot']['parent']})")
-    stats = IncomingStats(f"file:{paths[-1]}")
-    for path, config in zip(paths, configs, strict=True):
-        with Listener(f"file:{path}").accept() as channel:
-            reader = StreamReader(channel)
-            read_config(reader, layout)
-            stats = load_stream(layout, reader, channel.uri, config)
-    return stats
+    with ExitStack() as files:
+        opened = [_chain_config(layout, path, files.enter_context(Listener(f"file:{path}").accept()))
+                  for path in paths]
+        for index, (_, config) in enumerate(opened):
+            expected = opened[index - 1][1]["snapshot"]["id"] if index else None
+            if config["snapshot"]["parent"] != expected:
+                what = "a full snapshot" if expected is None else f"a diff of snapshot {expected}"
+                raise MigrationError(f"{paths[index]}: snapshot {config['snapshot']['id']} is not {what} "
+                                     f"(its parent is {config['snapshot']['parent']})")
+        return [load_stream(layout, reader, reader.channel.uri, config) for reader, config in opened][-1]
 
 
-def _chain_config(layout: MachineLayout, path: PathLike) -> dict[str, Any]:
-    with Listener(f"file:{path}").accept() as channel:
-        config = read_config(StreamReader(channel), layout)
+def _chain_config(layout: MachineLayout, path: PathLike, channel: Channel) -> tuple[StreamReader, dict[str, Any]]:
+    """A snapshot's reader, past its CONFIG section (checked against ``layout``), and that section."""
+    reader = StreamReader(channel)
+    config = read_config(reader, layout)
     snapshot = config.get("snapshot")
     if not isinstance(snapshot, dict) or not {"id", "parent"} <= snapshot.keys():
         raise StreamError(f"{path}: a migration stream, not a snapshot (its CONFIG has no snapshot id)", "config")
-    return config
+    return reader, config

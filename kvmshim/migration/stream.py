@@ -168,6 +168,14 @@ class StreamReader:
         self.last = Section(kind, name, payload)
         return self.last
 
+    def end(self) -> None:
+        """After END in a file, which holds one stream: a byte more is a splice or junk, not ignored."""
+        more = self.channel.read(1)
+        if more:
+            self.bytes_read += 1
+            raise StreamError(f"{self.channel.uri}: the file goes on after the END section (not one whole "
+                              "stream: spliced, or junk appended)", self.last.name if self.last else None)
+
     def expect(self, kind: Kind) -> Section:
         """The next section, which must be of ``kind``."""
         section = self.section()

@@ -177,14 +177,14 @@ class Listener:
         if self.scheme == "unix":
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             target: str | tuple[str, int] = self.address
-            if Path(self.address).is_socket():
-                os.unlink(self.address)  # a stale socket of an earlier run
         else:
             host, port = _tcp_address(uri, self.address)
             sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             target = (host, port)
-        try:
+        try:  # whatever fails, the new socket is closed
+            if self.scheme == "unix" and Path(self.address).is_socket():
+                os.unlink(self.address)  # a stale socket of an earlier run
             sock.bind(target)
             sock.listen(1)
         except OSError as err:
