@@ -22,6 +22,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from .qemu_config import (
     DEFAULT_RAM,
+    FW_CFG_MAX_FILE_PATH,
     IDE_BUSES,
     IDE_UNITS,
     MACHINE,
@@ -250,15 +251,16 @@ class _CommandLine:
         self.values["no_reboot"] = True
 
     def opt_fw_cfg(self, loc: str, value: str) -> None:
-        """``-fw_cfg [name=]NAME,file=F|string=S``: one more fw_cfg file (QEMU reads F at start-up)."""
-        props = dict(self._opts(loc, value, "name", ("name", "file", "string")))
-        name = props.get("name", "")
-        if not name:
-            raise QemuOptionError("invalid argument(s)", loc)
-        if ("file" in props) == ("string" in props):
-            raise QemuOptionError("invalid argument(s)", loc)
-        if not name.startswith(("opt/", "etc/")):
-            self.warnings.append('externally provided fw_cfg item names should be prefixed with "opt/"')
+        """``-fw_cfg [name=]NAME,file=F|string=S``: one more fw_cfg file, checked as QEMU's parse_fw_cfg
+        (QEMU reads F at start-up); a name the machine already has fails when the board is built."""
+        props = {key: item for key, item in self._opts(loc, value, "name", ("name", "file", "string")) if item}
+        name = props.get("name")
+        if not name or ("file" in props) == ("string" in props):
+            raise QemuOptionError("name, plus exactly one of file, string and gen_id, are needed", loc)
+        if len(name.encode()) > FW_CFG_MAX_FILE_PATH - 1:
+            raise QemuOptionError(f"name too long (max. {FW_CFG_MAX_FILE_PATH - 1} char)", loc)
+        if not name.startswith("opt/"):
+            self.warnings.append('warning: externally provided fw_cfg item names should be prefixed with "opt/"')
         if "string" in props:
             data = props["string"].encode()
         else:

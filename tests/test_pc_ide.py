@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import memapi
+from kvmshim.errors import KvmshimError
 from kvmshim.pc import ata
 from kvmshim.pc.ata import (
     ABRT,
@@ -606,10 +607,14 @@ def _open_fds_on(path: Path) -> list[str]:
 
 def test_a_bad_drive_closes_the_images_opened_before_it(tmp_path):
     """-hda good -hdb missing: one DiskImageError, and the first image's fd is closed (the board
-    stopped half-way)."""
+    stopped half-way); a duplicate fw_cfg file after the disks does the same."""
     good = make_image(tmp_path / "good.img", 8)
     config = seabios_config(drives=(Drive(good, 0, "raw"), Drive(tmp_path / "missing.img", 1, "raw")))
     with pytest.raises(DiskImageError, match="Could not open"):
+        PcMachine(config)
+    assert _open_fds_on(good) == []
+    config = seabios_config(drives=(Drive(good, 0, "raw"),), fw_cfg=(FwCfgFile("etc/e820", b""),))
+    with pytest.raises(KvmshimError, match=r"^duplicate fw_cfg file name: etc/e820$"):
         PcMachine(config)
     assert _open_fds_on(good) == []
 

@@ -103,9 +103,9 @@ def _qemu(*argv: str) -> subprocess.CompletedProcess[bytes]:
                           capture_output=True, timeout=120)
 
 
-def test_disks_the_board_refuses_are_one_line(tmp_path):
+def test_disks_and_fw_cfg_files_the_board_refuses_are_one_line(tmp_path):
     """A qcow2 -hda (QEMU would probe it; used raw it would be corrupted), a -hdb that does not open
-    after a good -hda: one line each and status 1, as QEMU."""
+    after a good -hda, and a -fw_cfg etc/e820 the machine has: one line each and status 1, as QEMU."""
     qcow2, good = tmp_path / "x.qcow2", tmp_path / "good.img"
     qcow2.write_bytes(b"QFI\xfb\0\0\0\3".ljust(65536, b"\0"))
     good.write_bytes(bytes(512 * 16))
@@ -113,7 +113,9 @@ def test_disks_the_board_refuses_are_one_line(tmp_path):
             (["-hda", str(qcow2)],
              f"kvmshim qemu: disk image '{qcow2}' is a qcow2 image; kvmshim reads raw images only"),
             (["-drive", f"file={good},format=raw", "-hdb", str(tmp_path / "none.img")],
-             f"kvmshim qemu: Could not open '{tmp_path / 'none.img'}': No such file or directory")):
+             f"kvmshim qemu: Could not open '{tmp_path / 'none.img'}': No such file or directory"),
+            (["-fw_cfg", "name=opt/a,string=1", "-fw_cfg", "name=etc/e820,string=x"],
+             "kvmshim qemu: duplicate fw_cfg file name: etc/e820")):
         done = _qemu(*argv)
         assert done.returncode == 1 and done.stderr.decode().splitlines()[-1] == line, done.stderr
         assert b"Traceback" not in done.stderr

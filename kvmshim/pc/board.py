@@ -71,12 +71,12 @@ class PcBoard:
                 self.pci_host = PciHost((self.i440fx, self.piix3, self.pm, self.ide), memory=self.map.pci)
                 self.fw_cfg = FwCfg(config.ram_size, cpus)
                 self.fw_cfg.add_file("etc/e820", e820_table(self.e820()))
+                for item in config.fw_cfg:  # after the machine's files, as QEMU: etc/e820 given again fails
+                    self.fw_cfg.add_file(item.name, item.data)
                 disk_paths = [self.ide.disk_path(i) for i, disk in enumerate(self.ide.disks()) if disk is not None]
                 order = bootorder_file(config.boot.order, lambda letter: disk_paths if letter == "c" else [])
-                if order:
-                    self.fw_cfg.add_file("bootorder", order)
-                for item in config.fw_cfg:
-                    self.fw_cfg.add_file(item.name, item.data)
+                if order:  # QEMU's fw_cfg_machine_reset writes it last, over a user's bootorder
+                    self.fw_cfg.modify_file("bootorder", order)
                 self.cmos = Cmos(self.map.below_4g, self.map.above_4g, cpus)
                 self.cmos.set_boot_order(config.boot.order)
                 self.cmos.set_disks(self.ide.disks())
