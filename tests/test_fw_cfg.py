@@ -2,16 +2,19 @@
 way SeaBIOS reads them: selector write at 0x510, data bytes at 0x511, the big-endian file directory."""
 from __future__ import annotations
 
+import argparse
+import re
 import struct
 
 import pytest
 
 import memapi
 from kvmshim.pc.board import PcBoard
+from kvmshim.pc.cli import add_options, boot
 from kvmshim.pc.cmos import Cmos
 from kvmshim.pc.fw_cfg import FwCfg, FwCfgError, bootorder_file, sercon_port_file
 from kvmshim.pc.ide import PiixIde
-from kvmshim.pc.machine import seabios_config
+from kvmshim.pc.machine import PcMachine, seabios_config
 from kvmshim.qemu_config import Boot, Drive, FwCfgFile
 from memapi import AddressSpace, MemoryRegion
 
@@ -119,6 +122,20 @@ def test_file_names_are_checked(fw_cfg, name):
     assert directory(fw_cfg) == {}
 
 
+@pytest.mark.parametrize("menu", [False, True])
+def test_boot_menu_item(menu):
+    """FW_CFG_BOOT_MENU (0x0e), a u16 QEMU always has: -boot menu=on sets it (SeaBIOS's etc/show-boot-menu)."""
+    io = MemoryRegion.io("io", 0x10000, memapi.UNASSIGNED_IO_OPS)
+    space = AddressSpace(io, "I/O")
+    device = FwCfg(128 * MiB, boot_menu=menu)
+    device.map(io)
+    device.space = space
+    try:
+        assert read_item(device, 0x0E, 2) == struct.pack("<H", menu)
+    finally:
+        space.destroy()
+
+
 def _board(config):
     system = MemoryRegion.container("system", memapi.UINT64_MAX)
     io = MemoryRegion.io("io", 0x10000, memapi.UNASSIGNED_IO_OPS)
@@ -140,6 +157,25 @@ def test_board_adds_user_files_after_its_own_then_writes_bootorder(tmp_path):
         assert board.fw_cfg.files["opt/x"] == b"1"
     finally:
         board.close()
+
+
+def test_run_boot_option_is_checked_as_qemu_boot():
+    parser = argparse.ArgumentParser()
+    add_options(parser)
+    assert parser.parse_args(["--boot", "ba"]).boot == "ba"
+    for order, reason in (("cdna", "Too many boot devices for PC"), ("e", "Invalid boot device for PC: 'e'"),
+                          ("cc", "Boot device 'c' was given twice")):
+        with pytest.raises(argparse.ArgumentTypeError, match=f"^{order}: {re.escape(reason)}$"):
+            boot(order)
+
+
+@pytest.mark.kvm
+@pytest.mark.parametrize("menu", [False, True])
+def test_seabios_offers_its_boot_menu_with_boot_menu_on(menu):
+    """-boot menu=on reaches SeaBIOS through FW_CFG_BOOT_MENU: it prompts, waits, then finds nothing to boot."""
+    with PcMachine(seabios_config(boot=Boot(menu=menu)), stop_at_post_end=True) as machine:
+        machine.boot(timeout=120)
+    assert (b"Press ESC for boot menu." in machine.log) == menu
 
 
 @pytest.mark.parametrize("order, flag2, flag1", [("c", 0x02, 0x00), ("cad", 0x12, 0x30), ("dc", 0x23, 0x00),

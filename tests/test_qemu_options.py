@@ -191,6 +191,10 @@ def test_boot():
     assert error("-boot x").endswith("-boot x: Invalid boot device 'x'")
     assert error("-boot cc").endswith("Boot device 'c' was given twice")
     assert error("-boot order=e").endswith("Invalid boot device for PC: 'e'")
+    assert parse("-boot b").boot == Boot("b") and parse("-boot ba").boot == Boot("ba")  # floppy B, as QEMU
+    assert error("-boot cdna") == "kvmshim qemu: -boot cdna: Too many boot devices for PC"
+    assert error("-boot cdne").endswith("Too many boot devices for PC")  # QEMU counts before the letters
+    assert error("-boot cdnz").endswith("Invalid boot device 'z'")
     assert error("-boot menu=maybe").endswith("Parameter 'boot.menu' expects 'on' or 'off'")
     assert error("-boot c,once=d", UnsupportedOptionError).endswith("unsupported parameter 'once'")
 

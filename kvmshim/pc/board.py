@@ -69,7 +69,7 @@ class PcBoard:
                 self.pm = Piix4Pm()
                 self.ide = PiixIde(disks, [partial(set_irq, line) for _, _, line in LEGACY_CHANNELS])
                 self.pci_host = PciHost((self.i440fx, self.piix3, self.pm, self.ide), memory=self.map.pci)
-                self.fw_cfg = FwCfg(config.ram_size, cpus)
+                self.fw_cfg = FwCfg(config.ram_size, cpus, boot_menu=config.boot.menu)
                 self.fw_cfg.add_file("etc/e820", e820_table(self.e820()))
                 for item in config.fw_cfg:  # after the machine's files, as QEMU: etc/e820 given again fails
                     self.fw_cfg.add_file(item.name, item.data)

@@ -1,7 +1,7 @@
 """QEMU's fw_cfg over port I/O: ``fwcfg`` at 0x510 (16-bit selector write at 0x510, data bytes read at 0x511).
 
 Only the traditional interface (FW_CFG_ID = 1, no DMA: SeaBIOS falls back to byte reads).
-Items: the "QEMU" signature, ID, UUID, RAM size, CPU counts, the IRQ0
+Items: the "QEMU" signature, ID, UUID, RAM size, CPU counts, the boot menu flag, the IRQ0
 override, the file directory and its files, which the machine adds with ``add_file`` (a name
 given twice is refused, as QEMU exits on it): ``etc/e820``, the user's ``-fw_cfg`` files (e.g.
 ``etc/sercon-port``, ``sercon_port_file``), then ``bootorder`` (``bootorder_file``) with
@@ -22,7 +22,7 @@ from .ports import port_region
 
 FW_CFG_IO_BASE = 0x510
 FW_CFG_CTL_SIZE = 2
-SIGNATURE, ID, UUID, RAM_SIZE, NB_CPUS, MAX_CPUS, FILE_DIR = 0x00, 0x01, 0x02, 0x03, 0x05, 0x0F, 0x19
+SIGNATURE, ID, UUID, RAM_SIZE, NB_CPUS, BOOT_MENU, MAX_CPUS, FILE_DIR = 0x00, 0x01, 0x02, 0x03, 0x05, 0x0E, 0x0F, 0x19
 FILE_FIRST = 0x20
 IRQ0_OVERRIDE = 0x8002
 WRITE_CHANNEL = 0x4000
@@ -44,13 +44,14 @@ class FwCfg:
     #: The selected item and the read position (QEMU: cur_entry, cur_offset); the items are the machine's.
     vmstate = VMStateDescription("fw_cfg", fields=("current", "offset"))
 
-    def __init__(self, ram_size: int, cpus: int = 1) -> None:
+    def __init__(self, ram_size: int, cpus: int = 1, *, boot_menu: bool = False) -> None:
         self.items: dict[int, bytes] = {
             SIGNATURE: b"QEMU",
             ID: struct.pack("<I", ID_TRADITIONAL),
             UUID: bytes(16),
             RAM_SIZE: struct.pack("<Q", ram_size),
             NB_CPUS: struct.pack("<H", cpus),
+            BOOT_MENU: struct.pack("<H", boot_menu),  # -boot menu=on; SeaBIOS's etc/show-boot-menu
             MAX_CPUS: struct.pack("<H", cpus),
             IRQ0_OVERRIDE: struct.pack("<I", 1),
         }
