@@ -44,7 +44,7 @@ def qemu(argv: Sequence[str]) -> int:
     from listeners.vcpu_runner import GuestFault, TripleFault
 
     from ..chardev import open_chardevs
-    from ..errors import EXIT_GUEST_FAULT, KvmshimError
+    from ..errors import EXIT_GUEST_FAULT, EXIT_INTERRUPTED, KvmshimError
     from ..pc.machine import PcMachine
     from ..qemu_config import QemuInfo
     from ..qemu_options import QemuOptionError, parse_command_line
@@ -84,7 +84,7 @@ def qemu(argv: Sequence[str]) -> int:
             print(f"{PROG}: {err}; the guest is stopped", file=sys.stderr)
             return EXIT_GUEST_FAULT
         except KeyboardInterrupt:
-            return 130
+            return EXIT_INTERRUPTED
         if machine.reset_requested and not config.no_reboot:
             print(f"{PROG}: the guest asked for a reset; kvmshim does not reset, so it stops", file=sys.stderr)
         return machine.exit_status
