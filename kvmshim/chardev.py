@@ -6,28 +6,18 @@ on ``stack``. Only one device may read stdin, as in QEMU: the first stdio serial
 """
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from contextlib import ExitStack
 from typing import IO, TYPE_CHECKING, TextIO
 
 from .console import StdinConsole
+from .machine import stdout_writer
 from .qemu_config import Chardev, IsaDebugcon
 
 if TYPE_CHECKING:
     from .pc.machine import PcMachine
 
 Sink = Callable[[bytes], None] | None
-
-
-def stdout_writer(data: bytes) -> None:
-    sys.stdout.buffer.write(data)
-    sys.stdout.buffer.flush()
-
-
-def stderr_writer(data: bytes) -> None:
-    sys.stderr.buffer.write(data)
-    sys.stderr.buffer.flush()
 
 
 def sink(stack: ExitStack, spec: Chardev, stdout: Callable[[bytes], None] = stdout_writer) -> Sink:

@@ -14,6 +14,8 @@ MACHINES = {"pc": MACHINE, MACHINE: MACHINE}
 DEFAULT_RAM = 128 * MiB
 PC_MAX_CPUS = 255
 IDE_BUSES, IDE_UNITS = 2, 2
+#: fw_cfg's file name field, NUL included: names are at most 55 bytes.
+FW_CFG_MAX_FILE_PATH = 56
 
 
 @dataclass(frozen=True)

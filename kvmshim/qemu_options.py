@@ -22,6 +22,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from .qemu_config import (
     DEFAULT_RAM,
+    FW_CFG_MAX_FILE_PATH,
     IDE_BUSES,
     IDE_UNITS,
     MACHINE,
@@ -46,10 +47,11 @@ from .qemu_syntax import QemuOptionError, UnsupportedOptionError, parse_bool, pa
 
 __all__ = ["Boot", "Chardev", "Cpu", "Device", "Drive", "IsaDebugExit", "IsaDebugcon", "PcTestdev",
            "PciTestdev", "QemuConfig", "QemuInfo", "QemuOptionError", "Smp", "UnsupportedOptionError",
-           "parse_command_line"]
+           "boot_order", "parse_command_line"]
 
 VERSION = "QEMU emulator version 7.2.0 (kvmshim 0.1.0)"
-PC_BOOT_DEVICES = "acdn"  # floppy, disk, CD-ROM, network: the letters QEMU's pc accepts
+PC_BOOT_DEVICES = "abcdn"  # floppy (a or b), disk, CD-ROM, network: the letters QEMU's pc accepts
+PC_MAX_BOOT_DEVICES = 3  # the CMOS has three boot nibbles
 LOST_TICK_POLICIES = ("delay", "discard")  # what QEMU's kvm-pit accepts
 
 
@@ -156,7 +158,7 @@ class _CommandLine:
         boot = self.values.get("boot", Boot())
         for key, item in split_opts(value, "order", short_booleans=False):
             if key == "order":
-                boot = replace(boot, order=_boot_order(item))
+                boot = replace(boot, order=boot_order(item))
             elif key == "menu":
                 boot = replace(boot, menu=parse_bool("boot.menu", item))
             else:
@@ -250,15 +252,16 @@ class _CommandLine:
         self.values["no_reboot"] = True
 
     def opt_fw_cfg(self, loc: str, value: str) -> None:
-        """``-fw_cfg [name=]NAME,file=F|string=S``: one more fw_cfg file (QEMU reads F at start-up)."""
-        props = dict(self._opts(loc, value, "name", ("name", "file", "string")))
-        name = props.get("name", "")
-        if not name:
-            raise QemuOptionError("invalid argument(s)", loc)
-        if ("file" in props) == ("string" in props):
-            raise QemuOptionError("invalid argument(s)", loc)
-        if not name.startswith(("opt/", "etc/")):
-            self.warnings.append('externally provided fw_cfg item names should be prefixed with "opt/"')
+        """``-fw_cfg [name=]NAME,file=F|string=S``: one more fw_cfg file, checked as QEMU's parse_fw_cfg
+        (QEMU reads F at start-up); a name the machine already has fails when the board is built."""
+        props = {key: item for key, item in self._opts(loc, value, "name", ("name", "file", "string")) if item}
+        name = props.get("name")
+        if not name or ("file" in props) == ("string" in props):
+            raise QemuOptionError("name, plus exactly one of file, string and gen_id, are needed", loc)
+        if len(name.encode()) > FW_CFG_MAX_FILE_PATH - 1:
+            raise QemuOptionError(f"name too long (max. {FW_CFG_MAX_FILE_PATH - 1} char)", loc)
+        if not name.startswith("opt/"):
+            self.warnings.append('warning: externally provided fw_cfg item names should be prefixed with "opt/"')
         if "string" in props:
             data = props["string"].encode()
         else:
@@ -421,13 +424,17 @@ def _topology(given: dict[str, int], warnings: list[str]) -> Smp:
     return smp
 
 
-def _boot_order(order: str) -> str:
-    """validate_bootdevices, then pc's set_boot_dev: letters a-p, each once, and only a, c, d, n on a pc."""
+def boot_order(order: str) -> str:
+    """validate_bootdevices, then pc's set_boot_dev: letters a-p, each once; then at most three, and
+    only a, b, c, d, n on a pc. Also ``kvmshim run --boot``'s check."""
     for i, letter in enumerate(order):
         if not "a" <= letter <= "p":
             raise QemuOptionError(f"Invalid boot device '{letter}'")
         if letter in order[:i]:
             raise QemuOptionError(f"Boot device '{letter}' was given twice")
+    if len(order) > PC_MAX_BOOT_DEVICES:
+        raise QemuOptionError("Too many boot devices for PC")
+    for letter in order:
         if letter not in PC_BOOT_DEVICES:
             raise QemuOptionError(f"Invalid boot device for PC: '{letter}'")
     return order
@@ -519,7 +526,7 @@ OPTIONS: dict[str, tuple[str | None, str]] = {
     "hdb": ("FILE", "IDE disk 1"),
     "hdc": ("FILE", "IDE disk 2"),
     "hdd": ("FILE", "IDE disk 3"),
-    "boot": ("[order=]LETTERS[,menu=on|off]", "boot order: a floppy, c disk, d CD-ROM, n network"),
+    "boot": ("[order=]LETTERS[,menu=on|off]", "boot order, up to 3 of a/b floppy, c disk, d CD-ROM, n network"),
     "serial": ("stdio|null|none|file:F|vc|mon:stdio", "the next serial port's backend"),
     "debugcon": ("stdio|null|file:F", "an isa-debugcon at 0xe9 on that backend"),
     "chardev": ("stdio|null|file,id=ID[,path=F]", "a character backend for -device ...,chardev=ID"),

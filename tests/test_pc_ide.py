@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import memapi
+from kvmshim.errors import KvmshimError
 from kvmshim.pc import ata
 from kvmshim.pc.ata import (
     ABRT,
@@ -27,6 +28,7 @@ from kvmshim.pc.ata import (
     TRANSLATION_NONE,
     AtaDisk,
     DiskImage,
+    DiskImageError,
     guess_geometry,
 )
 from kvmshim.pc.cmos import Cmos
@@ -512,18 +514,109 @@ def test_host_io_errors_become_abrt(rig, image, monkeypatch):
 
 # ------------------------------------------------------------------ images, geometry, CMOS
 def test_disk_image_rules(tmp_path):
+    """As QEMU 7.2 takes them: a size not a multiple of 512 is rounded up (the tail reads as zeros,
+    QEMU accepts a 1000-byte or empty -hda); a file that does not open is QEMU's one line."""
     odd = tmp_path / "odd.img"
-    odd.write_bytes(bytes(1000))
-    with pytest.raises(ValueError, match="multiple of 512"):
-        DiskImage(odd)
+    odd.write_bytes(bytes(range(250)) * 4)
+    with DiskImage(odd) as image:
+        assert image.sectors == 2
+        assert image.read(1, 1) == odd.read_bytes()[512:] + bytes(24)
     (tmp_path / "empty.img").write_bytes(b"")
-    with pytest.raises(ValueError):
-        DiskImage(tmp_path / "empty.img")
+    with DiskImage(tmp_path / "empty.img") as image:
+        assert image.sectors == 0 and guess_geometry(image)[:3] == (2, 16, 63)
+    with pytest.raises(DiskImageError, match=r"^Could not open '.*missing.img': No such file or directory$"):
+        DiskImage(tmp_path / "missing.img")
+    with pytest.raises(DiskImageError, match=r"format 'qcow2' \(kvmshim reads raw images only\)"):
+        DiskImage(odd, format="qcow2")
     image = DiskImage(make_image(tmp_path / "ok.img", 8))
     image.close()
     image.close()
     with pytest.raises(ValueError, match="geometry"):
         AtaDisk(DiskImage(tmp_path / "ok.img"), geometry=(10, 17, 63))
+
+
+#: First bytes QEMU 7.2 probes as another format (each checked with qemu-system-x86_64 -hda), and
+#: near misses it probes as raw.
+FORMAT_HEADERS = [
+    (b"QFI\xfb\0\0\0\1", "qcow"), (b"QFI\xfb\0\0\0\3", "qcow2"), (b"QED\0", "qed"),
+    (bytes(0x40) + b"\x7f\x10\xda\xbe", "vdi"), (b"vhdxfile", "vhdx"), (b"conectix", "vpc"), (b"KDMV", "vmdk"),
+    (b"COWD", "vmdk"), (b"version=1\n", "vmdk"), (b"#x\n#y\n   \nversion=3\r\n", "vmdk"),
+    (b"  \r\nversion=2\r\n", "vmdk"), (b"WithoutFreeSpace\2\0\0\0", "parallels"),
+    (b"WithouFreSpacExt\2\0\0\0", "parallels"), (b"LUKS\xba\xbe\0\1", "luks"),
+    (b"Bochs Virtual HD Image".ljust(32, b"\0") + b"Redolog".ljust(16, b"\0") + b"Growing".ljust(16, b"\0")
+     + b"\0\0\2\0", "bochs"),
+    (b"#!/bin/sh\n#V2.0 Format\nmodprobe cloop file=$0 && mount -r -t iso9660 /dev/cloop $1\n", "cloop"),
+    (b"QFI\xfb\0\0\0\0", "raw"), (b"\nversion=1\n", "raw"), (b"version=4\n", "raw"), (b"LUKS\xba\xbe\0\2", "raw"),
+    (b"\xeb\x3c\x90" + bytes(507) + b"\x55\xaa", "raw"), (b"", "raw"),
+]
+
+
+@pytest.mark.parametrize("head, expected", FORMAT_HEADERS)
+def test_probe_format_as_qemu(head, expected):
+    assert ata.probe_format(head) == expected
+    assert ata.probe_format(head, "image.dmg") == (expected if expected != "raw" else "dmg")
+
+
+def test_an_image_without_a_format_is_probed(tmp_path):
+    """-hda x.qcow2 is refused (used raw, the first write would corrupt it); a raw one is probed."""
+    qcow2 = tmp_path / "x.qcow2"
+    qcow2.write_bytes(b"QFI\xfb\0\0\0\3".ljust(4096, b"\0"))
+    with pytest.raises(DiskImageError) as caught:
+        DiskImage(qcow2, format=None)
+    assert str(caught.value) == f"disk image '{qcow2}' is a qcow2 image; kvmshim reads raw images only"
+    with DiskImage(qcow2) as image:  # format=raw: the user's word, as in QEMU
+        assert not image.probed
+    with DiskImage(make_image(tmp_path / "raw.img", 8), format=None) as image:
+        assert image.probed
+
+
+@pytest.mark.parametrize("fmt", [None, "raw"])
+def test_a_probed_raw_image_refuses_a_sector_0_of_another_format(tmp_path, fmt):
+    """QEMU's raw driver after probing: a write to sector 0 that would probe as another format
+    gets EPERM, which the guest sees as ABRT; format=raw lifts it."""
+    path = make_image(tmp_path / "raw.img")
+    digest = sha(path)
+    machine = Rig([AtaDisk(DiskImage(path, format=fmt))])
+    try:
+        ch = machine.primary
+        qcow2 = b"QFI\xfb\0\0\0\3".ljust(512, b"\0")
+        ch.command(ata.WRITE, count=2, lba=0)
+        ch.write_data(qcow2 + pattern(7))
+        if fmt is None:
+            assert (ch.status & ERR, ch.error) == (ERR, ABRT) and sha(path) == digest
+        else:
+            assert ch.status == DRDY | DSC and path.read_bytes()[:1024] == qcow2 + pattern(7)
+        ch.command(ata.WRITE, count=1, lba=0)
+        ch.write_data(b"\xAB" * 512)  # still raw: allowed
+        assert ch.status == DRDY | DSC and path.read_bytes()[:512] == b"\xAB" * 512
+    finally:
+        machine.close()
+
+
+def _open_fds_on(path: Path) -> list[str]:
+    fds = Path("/proc/self/fd")
+    found = []
+    for fd in fds.iterdir():
+        try:
+            if fd.readlink() == path:
+                found.append(fd.name)
+        except OSError:
+            pass
+    return found
+
+
+def test_a_bad_drive_closes_the_images_opened_before_it(tmp_path):
+    """-hda good -hdb missing: one DiskImageError, and the first image's fd is closed (the board
+    stopped half-way); a duplicate fw_cfg file after the disks does the same."""
+    good = make_image(tmp_path / "good.img", 8)
+    config = seabios_config(drives=(Drive(good, 0, "raw"), Drive(tmp_path / "missing.img", 1, "raw")))
+    with pytest.raises(DiskImageError, match="Could not open"):
+        PcMachine(config)
+    assert _open_fds_on(good) == []
+    config = seabios_config(drives=(Drive(good, 0, "raw"),), fw_cfg=(FwCfgFile("etc/e820", b""),))
+    with pytest.raises(KvmshimError, match=r"^duplicate fw_cfg file name: etc/e820$"):
+        PcMachine(config)
+    assert _open_fds_on(good) == []
 
 
 def _mbr(end_head: int, end_sector: int, sectors: int = 1) -> bytes:
@@ -693,3 +786,70 @@ def test_seabios_int13_reads_and_writes_our_disk(boot_disk):
     after = boot_disk.read_bytes()
     assert after[5 * 512:6 * 512] == original[512:1024]  # sector 1, read and written back to LBA 5
     assert after[:5 * 512] == original[:5 * 512] and after[6 * 512:] == original[6 * 512:]
+
+
+PROBE_GUARD_SECTOR = r"""
+bits 16
+org 0x7c00
+    xor ax, ax
+    mov ds, ax
+    mov ss, ax
+    mov sp, 0x7c00
+    mov [drive], dl
+    mov si, dap_read            ; LBA 1 (a qcow2 header) -> 0x8000
+    mov ah, 0x42
+    int 0x13
+    jc fail
+    mov si, dap_qcow2           ; ... written to LBA 0: must fail
+    mov ax, 0x4300
+    mov dl, [drive]
+    int 0x13
+    jnc fail
+    mov si, dap_self            ; this raw sector written to LBA 0: must work
+    mov ax, 0x4300
+    mov dl, [drive]
+    int 0x13
+    jc fail
+    mov al, 0x21
+    out 0xf4, al                ; isa-debug-exit: status 0x43
+    hlt
+fail:
+    mov al, 0x7f
+    out 0xf4, al
+    hlt
+drive: db 0
+align 4
+dap_read:  db 16, 0
+           dw 1, 0x8000, 0
+           dq 1
+dap_qcow2: db 16, 0
+           dw 1, 0x8000, 0
+           dq 0
+dap_self:  db 16, 0
+           dw 1, 0x7c00, 0
+           dq 0
+times 510 - ($ - $$) db 0
+dw 0xaa55
+"""
+
+
+@pytest.mark.kvm
+def test_a_guest_cannot_turn_a_probed_raw_disk_into_qcow2(tmp_path):
+    """-hda without format= under SeaBIOS: QEMU's warning, then int 13h's write of a qcow2 header to
+    sector 0 fails (ATA ABRT) and the image keeps its bytes, while a raw sector 0 is written."""
+    (tmp_path / "boot.asm").write_text(PROBE_GUARD_SECTOR)
+    subprocess.run(["nasm", "-f", "bin", "-o", str(tmp_path / "boot.bin"), str(tmp_path / "boot.asm")], check=True)
+    disk = tmp_path / "disk.img"
+    boot = (tmp_path / "boot.bin").read_bytes()
+    disk.write_bytes(boot + b"QFI\xfb\0\0\0\3".ljust(512, b"\0") + bytes(512 * 2046))
+    original = disk.read_bytes()
+    config = seabios_config(drives=(Drive(disk, 0, None),), boot=Boot("c"),
+                            devices=seabios_config().devices + (IsaDebugExit(iobase=0xF4, iosize=4),))
+    with PcMachine(config) as machine:
+        assert machine.board.warnings == [ata.probed_raw_warning(disk)]
+        machine.boot(timeout=240)
+    assert machine.exit_status == 0x21 << 1 | 1, machine.log[-400:]
+    after = disk.read_bytes()
+    assert after[512:] == original[512:]
+    # sector 0 is the guest's own copy: its saved drive (0x80), and the failed DAP's count set to 0
+    assert [after[i] for i in range(512) if after[i] != original[i]] == [0x80, 0]

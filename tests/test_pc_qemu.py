@@ -98,6 +98,47 @@ def test_unsupported_options_fail_in_one_line(tmp_path):
         assert done.returncode == 1 and needle in done.stderr and done.stderr.count(b"\n") == 1, done.stderr
 
 
+def _qemu(*argv: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([sys.executable, "-m", "kvmshim.cli", "qemu", "-nodefaults", "-display", "none", *argv],
+                          capture_output=True, timeout=120)
+
+
+def test_disks_and_fw_cfg_files_the_board_refuses_are_one_line(tmp_path):
+    """A qcow2 -hda (QEMU would probe it; used raw it would be corrupted), a -hdb that does not open
+    after a good -hda, and a -fw_cfg etc/e820 the machine has: one line each and status 1, as QEMU."""
+    qcow2, good = tmp_path / "x.qcow2", tmp_path / "good.img"
+    qcow2.write_bytes(b"QFI\xfb\0\0\0\3".ljust(65536, b"\0"))
+    good.write_bytes(bytes(512 * 16))
+    for argv, line in (
+            (["-hda", str(qcow2)],
+             f"kvmshim qemu: disk image '{qcow2}' is a qcow2 image; kvmshim reads raw images only"),
+            (["-drive", f"file={good},format=raw", "-hdb", str(tmp_path / "none.img")],
+             f"kvmshim qemu: Could not open '{tmp_path / 'none.img'}': No such file or directory"),
+            (["-fw_cfg", "name=opt/a,string=1", "-fw_cfg", "name=etc/e820,string=x"],
+             "kvmshim qemu: duplicate fw_cfg file name: etc/e820")):
+        done = _qemu(*argv)
+        assert done.returncode == 1 and done.stderr.decode().splitlines()[-1] == line, done.stderr
+        assert b"Traceback" not in done.stderr
+    assert qcow2.read_bytes()[:8] == b"QFI\xfb\0\0\0\3"
+
+
+def test_a_raw_disk_without_format_gets_qemus_probe_warning(tmp_path):
+    """-hda raw.img: QEMU 7.2's three-line warning, before the guest runs (here a kernel that faults at once)."""
+    (tmp_path / "k.asm").write_text(UNFETCHABLE_KERNEL)
+    subprocess.run(["nasm", "-f", "bin", "-o", str(tmp_path / "k.bin"), str(tmp_path / "k.asm")], check=True)
+    raw = tmp_path / "raw.img"
+    raw.write_bytes(bytes(512 * 16))
+    done = _qemu("-cpu", "max", "-kernel", str(tmp_path / "k.bin"), "-hda", str(raw))
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.decode().splitlines()[:3] == [
+        f"kvmshim qemu: warning: Image format was not specified for '{raw}' and probing guessed raw.",
+        "         Automatically detecting the format is dangerous for raw images, write operations on block 0 "
+        "will be restricted.",
+        "         Specify the 'raw' format explicitly to remove the restrictions."]
+    assert b"Image format" not in _qemu("-cpu", "max", "-kernel", str(tmp_path / "k.bin"), "-drive",
+                                        f"file={raw},format=raw").stderr
+
+
 def test_a_multiboot_kernel_starts_the_second_vcpu_and_exits_through_isa_debug_exit(tmp_path):
     """tests/data/guests/mb-smp.S, a GNU as ELF32 multiboot kernel run the way kvm-unit-tests runs
     theirs: -kernel with -append, -smp 2, pc-testdev and isa-debug-exit at 0xf4; the kernel checks

@@ -191,8 +191,34 @@ def test_boot():
     assert error("-boot x").endswith("-boot x: Invalid boot device 'x'")
     assert error("-boot cc").endswith("Boot device 'c' was given twice")
     assert error("-boot order=e").endswith("Invalid boot device for PC: 'e'")
+    assert parse("-boot b").boot == Boot("b") and parse("-boot ba").boot == Boot("ba")  # floppy B, as QEMU
+    assert error("-boot cdna") == "kvmshim qemu: -boot cdna: Too many boot devices for PC"
+    assert error("-boot cdne").endswith("Too many boot devices for PC")  # QEMU counts before the letters
+    assert error("-boot cdnz").endswith("Invalid boot device 'z'")
     assert error("-boot menu=maybe").endswith("Parameter 'boot.menu' expects 'on' or 'off'")
     assert error("-boot c,once=d", UnsupportedOptionError).endswith("unsupported parameter 'once'")
+
+
+def test_fw_cfg_files(tmp_path):
+    (tmp_path / "blob").write_bytes(b"\x01\x02")
+    config = parse(f"-fw_cfg name=opt/a,string=hi -fw_cfg opt/b,file={tmp_path / 'blob'}")
+    assert [(f.name, f.data) for f in config.fw_cfg] == [("opt/a", b"hi"), ("opt/b", b"\x01\x02")]
+    assert config.warnings == ()
+    assert parse("-fw_cfg name=opt/" + "x" * 51 + ",string=y").fw_cfg[0].name == "opt/" + "x" * 51  # 55 chars
+
+
+def test_fw_cfg_errors_and_warning_as_qemu():
+    """QEMU 7.2's parse_fw_cfg: its wording, and a warning for every name outside opt/ (etc/ too)."""
+    for line in ("-fw_cfg name=opt/x", "-fw_cfg name=opt/x,string=", "-fw_cfg string=x", "-fw_cfg name=,string=x",
+                 "-fw_cfg name=opt/x,string=a,file=b"):
+        assert error(line) == f"kvmshim qemu: {line}: name, plus exactly one of file, string and gen_id, are needed"
+    long = "-fw_cfg name=opt/" + "x" * 52 + ",string=y"
+    assert error(long) == f"kvmshim qemu: {long}: name too long (max. 55 char)"
+    assert error("-fw_cfg name=opt/x,file=/nonexistent").endswith("can't load /nonexistent: No such file or directory")
+    for name in ("etc/sercon-port", "foo"):
+        assert parse(f"-fw_cfg name={name},string=x").warnings == (
+            f"-fw_cfg name={name},string=x: warning: externally provided fw_cfg item names should be prefixed "
+            'with "opt/"',)
 
 
 def test_serial_and_character_devices():

@@ -44,7 +44,7 @@ def qemu(argv: Sequence[str]) -> int:
     from listeners.vcpu_runner import GuestFault, TripleFault
 
     from ..chardev import open_chardevs
-    from ..errors import EXIT_GUEST_FAULT, KvmshimError
+    from ..errors import EXIT_GUEST_FAULT, EXIT_INTERRUPTED, KvmshimError
     from ..pc.machine import PcMachine
     from ..qemu_config import QemuInfo
     from ..qemu_options import QemuOptionError, parse_command_line
@@ -68,7 +68,7 @@ def qemu(argv: Sequence[str]) -> int:
         print(f"{PROG}: {err}", file=sys.stderr)
         return 1
     with machine, ExitStack() as stack:
-        for warning in machine.warnings:
+        for warning in (*machine.board.warnings, *machine.warnings):  # QEMU opens the disks first
             print(f"{PROG}: warning: {warning}", file=sys.stderr)
         open_chardevs(stack, machine, quit=machine.stop)
         if config.display == "curses" and machine.board.vga is not None:
@@ -84,7 +84,7 @@ def qemu(argv: Sequence[str]) -> int:
             print(f"{PROG}: {err}; the guest is stopped", file=sys.stderr)
             return EXIT_GUEST_FAULT
         except KeyboardInterrupt:
-            return 130
+            return EXIT_INTERRUPTED
         if machine.reset_requested and not config.no_reboot:
             print(f"{PROG}: the guest asked for a reset; kvmshim does not reset, so it stops", file=sys.stderr)
         return machine.exit_status

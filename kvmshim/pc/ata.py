@@ -11,16 +11,20 @@ READ VERIFY checks the range, INITIALIZE DEVICE PARAMETERS sets the CHS translat
 offer them). As in QEMU, writes to the task file or a new command while DRQ is set are
 ignored and the transfer carries on; SRST abandons it. Data written by the guest reaches
 the image only when a whole block has arrived, so an abandoned transfer leaves the image
-as it was; a failing host I/O answers ABRT, never an exception.
+as it was; a failing host I/O answers ABRT, never an exception. An image given without a format
+is probed as QEMU probes it (``probe_format``): kvmshim refuses any format but raw, and refuses
+the guest a sector 0 that would change what the probe finds (ABRT).
 """
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
 from memapi import AccessRules, MemoryRegion
 
+from ..errors import KvmshimError
 from ..migration.vmstate import VMStateDescription, check_index
 from .ports import port_region
 
@@ -56,28 +60,86 @@ POWER_COMMANDS = (0x94, 0x95, 0x96, 0x97, 0x99, 0xE0, 0xE1, 0xE2, 0xE3, 0xE6)
 TRANSLATION_NONE, TRANSLATION_LBA, TRANSLATION_LARGE = 1, 2, 3
 
 
-class DiskImage:
-    """A raw image file; ``readonly`` opens it O_RDONLY. Writes go straight to the file, ``flush`` fsyncs."""
+class DiskImageError(KvmshimError):
+    """A disk image kvmshim cannot attach: it does not open, or it is in a format other than raw."""
 
-    def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
+
+#: QEMU's BLOCK_PROBE_BUF_SIZE: the format probes look at the first sector only.
+PROBE_SIZE = SECTOR
+_VMDK_DESCRIPTOR = re.compile(rb"(?:#[^\n]*\n| +\r?\n)*version=[123]\r?\n")
+_CLOOP_MAGIC = b"#!/bin/sh\n#V2.0 Format\nmodprobe cloop file=$0 && mount -r -t iso9660 /dev/cloop $1\n"
+_BOCHS_HEADER = (b"Bochs Virtual HD Image\0", b"Redolog\0", b"Growing\0")
+
+
+def probe_format(head: bytes, filename: str | None = None) -> str:
+    """bdrv_probe_all as QEMU 7.2 runs it: the format the first sector (zero padded) shows, else "raw".
+    ``filename`` counts for dmg only, which QEMU knows by its ``.dmg`` name."""
+    head = head[:PROBE_SIZE].ljust(PROBE_SIZE, b"\0")
+    version = int.from_bytes(head[4:8], "big")
+    checks = (
+        ("qcow", head[:4] == b"QFI\xfb" and version == 1),
+        ("qcow2", head[:4] == b"QFI\xfb" and version >= 2),
+        ("qed", head[:4] == b"QED\0"),
+        ("vdi", head[0x40:0x44] == b"\x7f\x10\xda\xbe"),
+        ("vhdx", head[:8] == b"vhdxfile"),
+        ("vpc", head[:8] == b"conectix"),
+        ("vmdk", head[:4] in (b"KDMV", b"COWD") or _VMDK_DESCRIPTOR.match(head) is not None),
+        ("parallels", head[:16] in (b"WithoutFreeSpace", b"WithouFreSpacExt") and head[16:20] == b"\2\0\0\0"),
+        ("luks", head[:8] == b"LUKS\xba\xbe\0\1"),
+        ("bochs", (head[:23], head[32:40], head[48:56]) == _BOCHS_HEADER
+         and head[64:68] in (b"\0\0\1\0", b"\0\0\2\0")),
+        ("cloop", head.startswith(_CLOOP_MAGIC)),
+        ("dmg", filename is not None and len(filename) > 4 and filename.endswith(".dmg")),
+    )
+    return next((name for name, found in checks if found), "raw")
+
+
+def probed_raw_warning(path: str | Path) -> str:
+    """QEMU's warning for an image opened without ``format=`` that probed as raw."""
+    return (f"Image format was not specified for '{path}' and probing guessed raw.\n"
+            "         Automatically detecting the format is dangerous for raw images, write operations on "
+            "block 0 will be restricted.\n"
+            "         Specify the 'raw' format explicitly to remove the restrictions.")
+
+
+class DiskImage:
+    """A raw image file; ``readonly`` opens it O_RDONLY. Writes go straight to the file, ``flush`` fsyncs.
+
+    ``format`` None probes the image as QEMU does when ``format=`` is not given: another format
+    is refused (used as raw, its first guest write would corrupt it), and ``probed`` is set, so a
+    write to sector 0 that would make the image probe as another format fails (PermissionError,
+    QEMU's EPERM). As in QEMU, a size that is not a multiple of 512 is rounded up: the tail reads
+    as zeros, and a write there extends the file.
+    """
+
+    def __init__(self, path: str | Path, *, readonly: bool = False, format: str | None = "raw") -> None:
         self.path = Path(path)
         self.readonly = readonly
-        self.fd = os.open(self.path, (os.O_RDONLY if readonly else os.O_RDWR) | os.O_CLOEXEC)
-        size = os.fstat(self.fd).st_size
-        if not size or size % SECTOR:
+        self.probed = format is None
+        if format not in (None, "raw"):
+            raise DiskImageError(f"disk image '{path}': format '{format}' (kvmshim reads raw images only)")
+        try:
+            self.fd = os.open(self.path, (os.O_RDONLY if readonly else os.O_RDWR) | os.O_CLOEXEC)
+        except OSError as err:  # QEMU's wording
+            raise DiskImageError(f"Could not open '{path}': {err.strerror}") from None
+        try:
+            size = os.lseek(self.fd, 0, os.SEEK_END)  # a block device's size too
+            if self.probed and (found := probe_format(self.read(0, 1), str(path))) != "raw":
+                raise DiskImageError(f"disk image '{path}' is a {found} image; kvmshim reads raw images only")
+        except BaseException:
             os.close(self.fd)
-            raise ValueError(f"disk image {self.path}: {size} bytes, not a positive multiple of {SECTOR}")
-        self.sectors = size // SECTOR
+            raise
+        self.sectors = -(-size // SECTOR)
 
     def read(self, lba: int, count: int) -> bytes:
-        data = os.pread(self.fd, count * SECTOR, lba * SECTOR)
-        if len(data) != count * SECTOR:
-            raise OSError(f"{self.path}: short read at sector {lba}")
-        return data
+        """``count`` sectors from ``lba``; past the end of the file (a partial last sector), zeros."""
+        return os.pread(self.fd, count * SECTOR, lba * SECTOR).ljust(count * SECTOR, b"\0")
 
     def write(self, lba: int, data: bytes | bytearray | memoryview) -> None:
         if self.readonly:
             raise PermissionError(f"{self.path} is read-only")
+        if self.probed and lba == 0 and (found := probe_format(bytes(data[:PROBE_SIZE]))) != "raw":
+            raise PermissionError(f"{self.path}: writing sector 0 would make this probed raw image a {found}")
         view, offset = memoryview(data), lba * SECTOR
         while view:
             done = os.pwrite(self.fd, view, offset)

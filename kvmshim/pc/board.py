@@ -14,6 +14,7 @@ their input, and each ``debugcons[i].on_output`` (kvmshim.chardev opens QEMU's b
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import ExitStack
 from functools import partial
 
 from memapi import MemoryRegion
@@ -23,7 +24,7 @@ from ..qemu_config import IsaDebugExit as DebugExitConfig
 from ..qemu_config import PciTestdev as PciTestdevConfig
 from ..qemu_config import PcTestdev as PcTestdevConfig
 from ..uart import Uart16550
-from .ata import AtaDisk, DiskImage
+from .ata import AtaDisk, DiskImage, probed_raw_warning
 from .cmos import Cmos
 from .debugcon import DebugCon
 from .fw_cfg import FwCfg, bootorder_file, e820_table
@@ -57,55 +58,60 @@ class PcBoard:
                  set_irq: SetIrq, request_reset: Callable[[], None],
                  guest_exit: Callable[[int], None] = lambda status: None) -> None:
         cpus = config.smp.cpus
-        with system.transaction():
-            self.map = PcMemoryMap(system, config.ram_size, bios_image)
-            self.i440fx = I440FX(system, self.map.pci, self.map.ram)
-            self.piix3 = Piix3(request_reset)
-            self.pm = Piix4Pm()
-            self.ide = PiixIde(_disks(config), [partial(set_irq, line) for _, _, line in LEGACY_CHANNELS])
-            self.pci_host = PciHost((self.i440fx, self.piix3, self.pm, self.ide), memory=self.map.pci)
-            self.fw_cfg = FwCfg(config.ram_size, cpus)
-            self.fw_cfg.add_file("etc/e820", e820_table(self.e820()))
-            disk_paths = [self.ide.disk_path(i) for i, disk in enumerate(self.ide.disks()) if disk is not None]
-            order = bootorder_file(config.boot.order, lambda letter: disk_paths if letter == "c" else [])
-            if order:
-                self.fw_cfg.add_file("bootorder", order)
-            for item in config.fw_cfg:
-                self.fw_cfg.add_file(item.name, item.data)
-            self.cmos = Cmos(self.map.below_4g, self.map.above_4g, cpus)
-            self.cmos.set_boot_order(config.boot.order)
-            self.cmos.set_disks(self.ide.disks())
-            self.port92 = Port92(request_reset)
-            serial_ports = SERIAL_PORTS[:len(config.serial)]  # a fifth -serial gets no ISA port, as in QEMU
-            self.serials = [Uart16550(partial(set_irq, irq), name="serial") for _, irq in serial_ports]
-            for device in (self.pci_host, self.piix3, self.pm, self.ide, self.fw_cfg, self.cmos, self.port92):
-                device.map(io)
-            for uart, (port, _) in zip(self.serials, serial_ports, strict=True):
-                uart.map(io, port)
-            self.vga: VgaText | None = None
-            slot = FIRST_FREE_SLOT
-            if config.vga == "std":
-                self.vga = VgaText()
-                self.vga.map(self.map.pci, io)
-                slot += 1
-            self.debug_exits: list[IsaDebugExit] = []
-            self.debugcons: list[DebugCon] = []
-            self.testdevs: list[PcTestdev] = []
-            self.pci_testdevs: list[PciTestdev] = []
-            for spec in config.devices:
-                if isinstance(spec, DebugExitConfig):
-                    self.debug_exits.append(IsaDebugExit(guest_exit, spec.iobase, spec.iosize))
-                    self.debug_exits[-1].map(io)
-                elif isinstance(spec, IsaDebugcon):
-                    self.debugcons.append(DebugCon(iobase=spec.iobase, readback=spec.readback))
-                    self.debugcons[-1].map(io)
-                elif isinstance(spec, PcTestdevConfig):
-                    self.testdevs.append(PcTestdev(set_irq))
-                    self.testdevs[-1].map(system, io)
-                elif isinstance(spec, PciTestdevConfig):
-                    self.pci_testdevs.append(PciTestdev(devfn(slot, 0)))
-                    self.pci_host.add(self.pci_testdevs[-1])
+        #: What QEMU would warn of (an image whose format was probed); the caller shows them.
+        self.warnings: list[str] = []
+        with ExitStack() as opened:  # until the board is whole, a failure closes the images opened so far
+            disks = _disks(config, opened, self.warnings)
+            with system.transaction():
+                self.map = PcMemoryMap(system, config.ram_size, bios_image)
+                self.i440fx = I440FX(system, self.map.pci, self.map.ram)
+                self.piix3 = Piix3(request_reset)
+                self.pm = Piix4Pm()
+                self.ide = PiixIde(disks, [partial(set_irq, line) for _, _, line in LEGACY_CHANNELS])
+                self.pci_host = PciHost((self.i440fx, self.piix3, self.pm, self.ide), memory=self.map.pci)
+                self.fw_cfg = FwCfg(config.ram_size, cpus, boot_menu=config.boot.menu)
+                self.fw_cfg.add_file("etc/e820", e820_table(self.e820()))
+                for item in config.fw_cfg:  # after the machine's files, as QEMU: etc/e820 given again fails
+                    self.fw_cfg.add_file(item.name, item.data)
+                disk_paths = [self.ide.disk_path(i) for i, disk in enumerate(self.ide.disks()) if disk is not None]
+                order = bootorder_file(config.boot.order, lambda letter: disk_paths if letter == "c" else [])
+                if order:  # QEMU's fw_cfg_machine_reset writes it last, over a user's bootorder
+                    self.fw_cfg.modify_file("bootorder", order)
+                self.cmos = Cmos(self.map.below_4g, self.map.above_4g, cpus)
+                self.cmos.set_boot_order(config.boot.order)
+                self.cmos.set_disks(self.ide.disks())
+                self.port92 = Port92(request_reset)
+                serial_ports = SERIAL_PORTS[:len(config.serial)]  # a fifth -serial gets no ISA port, as in QEMU
+                self.serials = [Uart16550(partial(set_irq, irq), name="serial") for _, irq in serial_ports]
+                for device in (self.pci_host, self.piix3, self.pm, self.ide, self.fw_cfg, self.cmos, self.port92):
+                    device.map(io)
+                for uart, (port, _) in zip(self.serials, serial_ports, strict=True):
+                    uart.map(io, port)
+                self.vga: VgaText | None = None
+                slot = FIRST_FREE_SLOT
+                if config.vga == "std":
+                    self.vga = VgaText()
+                    self.vga.map(self.map.pci, io)
                     slot += 1
+                self.debug_exits: list[IsaDebugExit] = []
+                self.debugcons: list[DebugCon] = []
+                self.testdevs: list[PcTestdev] = []
+                self.pci_testdevs: list[PciTestdev] = []
+                for spec in config.devices:
+                    if isinstance(spec, DebugExitConfig):
+                        self.debug_exits.append(IsaDebugExit(guest_exit, spec.iobase, spec.iosize))
+                        self.debug_exits[-1].map(io)
+                    elif isinstance(spec, IsaDebugcon):
+                        self.debugcons.append(DebugCon(iobase=spec.iobase, readback=spec.readback))
+                        self.debugcons[-1].map(io)
+                    elif isinstance(spec, PcTestdevConfig):
+                        self.testdevs.append(PcTestdev(set_irq))
+                        self.testdevs[-1].map(system, io)
+                    elif isinstance(spec, PciTestdevConfig):
+                        self.pci_testdevs.append(PciTestdev(devfn(slot, 0)))
+                        self.pci_host.add(self.pci_testdevs[-1])
+                        slot += 1
+            opened.pop_all()
 
     def e820(self) -> list[tuple[int, int, int]]:
         """The RAM entries, plus KVM's identity map and TSS pages as QEMU reserves them."""
@@ -116,9 +122,13 @@ class PcBoard:
         self.ide.close()
 
 
-def _disks(config: QemuConfig) -> list[AtaDisk | None]:
-    """The four IDE units, from the config's drives (index = 2 * bus + unit)."""
+def _disks(config: QemuConfig, opened: ExitStack, warnings: list[str]) -> list[AtaDisk | None]:
+    """The four IDE units, from the config's drives (index = 2 * bus + unit); each image's close is
+    on ``opened``. A drive without a format is probed, with QEMU's warning when it is raw."""
     disks: list[AtaDisk | None] = [None] * 4
     for drive in config.drives:
-        disks[drive.index] = AtaDisk(DiskImage(drive.file, readonly=drive.readonly))
+        image = opened.enter_context(DiskImage(drive.file, readonly=drive.readonly, format=drive.format))
+        if image.probed:
+            warnings.append(probed_raw_warning(drive.file))
+        disks[drive.index] = AtaDisk(image)
     return disks

@@ -48,6 +48,16 @@ def disk(text: str) -> tuple[Path, bool]:
     return Path(name), bool(flag)
 
 
+def boot(text: str) -> str:
+    """--boot: QEMU's -boot order letters, checked as kvmshim qemu checks them."""
+    from ..qemu_options import QemuOptionError, boot_order
+
+    try:
+        return boot_order(text)
+    except QemuOptionError as err:
+        raise argparse.ArgumentTypeError(f"{text}: {err.reason}") from None
+
+
 def add_options(p: argparse.ArgumentParser) -> None:
     """The pc machine's options (``--append`` and ``--initrd`` are the run command's, shared)."""
     p.add_argument("--machine", choices=("test", "pc"), default="test",
@@ -56,7 +66,8 @@ def add_options(p: argparse.ArgumentParser) -> None:
     pc.add_argument("--bios", type=bios_file, help="firmware (default: Debian's SeaBIOS bios-256k.bin)")
     pc.add_argument("--disk", type=disk, action="append", default=[], metavar="FILE[,readonly]",
                     help="a raw disk image on the PIIX3 IDE (repeat for the next unit, up to four)")
-    pc.add_argument("--boot", default=None, metavar="ORDER", help="boot order, QEMU's letters (default c with a disk)")
+    pc.add_argument("--boot", type=boot, default=None, metavar="ORDER",
+                    help="boot order, up to 3 of QEMU's letters a-d, n (default c with a disk)")
     pc.add_argument("--kernel", type=Path, help="boot a multiboot kernel directly (with --append, --initrd)")
     pc.add_argument("--smp", type=int, default=1, metavar="N", help="vCPUs (the others start by INIT/SIPI)")
     pc.add_argument("--cpu", default="qemu64", help="QEMU's -cpu: qemu64[,+feat,-feat]")

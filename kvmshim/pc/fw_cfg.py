@@ -1,9 +1,11 @@
 """QEMU's fw_cfg over port I/O: ``fwcfg`` at 0x510 (16-bit selector write at 0x510, data bytes read at 0x511).
 
 Only the traditional interface (FW_CFG_ID = 1, no DMA: SeaBIOS falls back to byte reads).
-Items: the "QEMU" signature, ID, UUID, RAM size, CPU counts, the IRQ0 override, the file
-directory and its files, which the machine adds with ``add_file``: ``etc/e820``,
-``bootorder`` (``bootorder_file``) and ``etc/sercon-port`` (``sercon_port_file``).
+Items: the "QEMU" signature, ID, UUID, RAM size, CPU counts, the boot menu flag, the IRQ0
+override, the file directory and its files, which the machine adds with ``add_file`` (a name
+given twice is refused, as QEMU exits on it): ``etc/e820``, the user's ``-fw_cfg`` files (e.g.
+``etc/sercon-port``, ``sercon_port_file``), then ``bootorder`` (``bootorder_file``) with
+``modify_file``, which replaces a user's file of that name as QEMU's reset does.
 Any other selector reads as zeros, QEMU's "no such entry".
 """
 from __future__ import annotations
@@ -13,17 +15,22 @@ from collections.abc import Callable, Iterable
 
 from memapi import AccessRules, MemoryRegion, MemTxAttrs
 
+from ..errors import KvmshimError
 from ..migration.vmstate import VMStateDescription
+from ..qemu_config import FW_CFG_MAX_FILE_PATH
 from .ports import port_region
 
 FW_CFG_IO_BASE = 0x510
 FW_CFG_CTL_SIZE = 2
-SIGNATURE, ID, UUID, RAM_SIZE, NB_CPUS, MAX_CPUS, FILE_DIR = 0x00, 0x01, 0x02, 0x03, 0x05, 0x0F, 0x19
+SIGNATURE, ID, UUID, RAM_SIZE, NB_CPUS, BOOT_MENU, MAX_CPUS, FILE_DIR = 0x00, 0x01, 0x02, 0x03, 0x05, 0x0E, 0x0F, 0x19
 FILE_FIRST = 0x20
 IRQ0_OVERRIDE = 0x8002
 WRITE_CHANNEL = 0x4000
 ID_TRADITIONAL = 1
-FILE_NAME_SIZE = 56
+
+
+class FwCfgError(KvmshimError):
+    """A fw_cfg file the table cannot take: a name already there, empty, too long or with a NUL."""
 
 
 def _combined_valid(mr: MemoryRegion, offset: int, size: int, is_write: bool, attrs: MemTxAttrs) -> bool:
@@ -37,13 +44,14 @@ class FwCfg:
     #: The selected item and the read position (QEMU: cur_entry, cur_offset); the items are the machine's.
     vmstate = VMStateDescription("fw_cfg", fields=("current", "offset"))
 
-    def __init__(self, ram_size: int, cpus: int = 1) -> None:
+    def __init__(self, ram_size: int, cpus: int = 1, *, boot_menu: bool = False) -> None:
         self.items: dict[int, bytes] = {
             SIGNATURE: b"QEMU",
             ID: struct.pack("<I", ID_TRADITIONAL),
             UUID: bytes(16),
             RAM_SIZE: struct.pack("<Q", ram_size),
             NB_CPUS: struct.pack("<H", cpus),
+            BOOT_MENU: struct.pack("<H", boot_menu),  # -boot menu=on; SeaBIOS's etc/show-boot-menu
             MAX_CPUS: struct.pack("<H", cpus),
             IRQ0_OVERRIDE: struct.pack("<I", 1),
         }
@@ -58,10 +66,16 @@ class FwCfg:
         io.add_subregion(FW_CFG_IO_BASE, self.region)
 
     def add_file(self, name: str, data: bytes) -> None:
-        """fw_cfg_add_file (replacing a file of the same name, as fw_cfg_modify_file does)."""
+        """fw_cfg_add_file: a new file; a name already in the table is refused, as QEMU exits on it."""
+        if name in self.files:
+            raise FwCfgError(f"duplicate fw_cfg file name: {name}")
+        self.modify_file(name, data)
+
+    def modify_file(self, name: str, data: bytes) -> None:
+        """fw_cfg_modify_file: the file's new contents, added if it is not there yet."""
         encoded = name.encode()
-        if not encoded or len(encoded) >= FILE_NAME_SIZE or b"\0" in encoded:
-            raise ValueError(f"fw_cfg file name {name!r}: 1 to {FILE_NAME_SIZE - 1} bytes, no NUL")
+        if not encoded or len(encoded) >= FW_CFG_MAX_FILE_PATH or b"\0" in encoded:
+            raise FwCfgError(f"fw_cfg file name {name!r}: 1 to {FW_CFG_MAX_FILE_PATH - 1} bytes, no NUL")
         self.files[name] = bytes(data)
         self._directory()
 
