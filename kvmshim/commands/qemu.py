@@ -68,7 +68,7 @@ def qemu(argv: Sequence[str]) -> int:
         print(f"{PROG}: {err}", file=sys.stderr)
         return 1
     with machine, ExitStack() as stack:
-        for warning in (*machine.board.warnings, *machine.warnings):  # QEMU opens the disks first
+        for warning in machine.warnings:
             print(f"{PROG}: warning: {warning}", file=sys.stderr)
         open_chardevs(stack, machine, quit=machine.stop)
         if config.display == "curses" and machine.board.vga is not None:
