@@ -310,3 +310,18 @@ def test_ioeventfds_absorb_the_writes_in_kvm(tmp_path, kind, number, absorbed):
                 assert test.notifier.read() == 16
         finally:
             device.close()
+
+
+@pytest.mark.kvm
+def test_the_pc_machines_testdev_flushes_its_guest_ram():
+    """-device pc-testdev on the pc machine: the flush port remaps the page of the machine's own
+    memory (with no memory it could only log), and the guest's bytes survive."""
+    from kvmshim.pc.machine import PcMachine
+    from kvmshim.qemu_options import parse_command_line
+
+    with PcMachine(parse_command_line(["-nodefaults", "-device", "pc-testdev"])) as m:
+        (testdev,) = m.board.testdevs
+        assert testdev.memory is m.memory
+        m.memory.write(0x5000, b"flush me" * 8)
+        m.io_space.write_int(0xE4, 0x5000, 4)
+        assert testdev.flushed == [0x5000] and m.memory.read(0x5000, 64)[0] == b"flush me" * 8

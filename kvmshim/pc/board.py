@@ -17,7 +17,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from functools import partial
 
-from memapi import MemoryRegion
+from memapi import AddressSpace, MemoryRegion
 
 from ..qemu_config import IsaDebugcon, QemuConfig
 from ..qemu_config import IsaDebugExit as DebugExitConfig
@@ -51,12 +51,13 @@ SetIrq = Callable[[int, int], None]
 class PcBoard:
     """i440FX + PIIX3/PIIX4 and the devices of ``config``, mapped into ``system`` and ``io``.
 
-    ``guest_exit(status)`` is called by isa-debug-exit with QEMU's status ``(v << 1) | 1``.
+    ``guest_exit(status)`` is called by isa-debug-exit with QEMU's status ``(v << 1) | 1``;
+    ``memory`` (the guest's memory space) is what pc-testdev's flush port remaps pages of.
     """
 
     def __init__(self, system: MemoryRegion, io: MemoryRegion, config: QemuConfig, bios_image: bytes, *,
                  set_irq: SetIrq, request_reset: Callable[[], None],
-                 guest_exit: Callable[[int], None] = lambda status: None) -> None:
+                 guest_exit: Callable[[int], None] = lambda status: None, memory: AddressSpace | None = None) -> None:
         cpus = config.smp.cpus
         #: What QEMU would warn of (an image whose format was probed); the caller shows them.
         self.warnings: list[str] = []
@@ -105,7 +106,7 @@ class PcBoard:
                         self.debugcons.append(DebugCon(iobase=spec.iobase, readback=spec.readback))
                         self.debugcons[-1].map(io)
                     elif isinstance(spec, PcTestdevConfig):
-                        self.testdevs.append(PcTestdev(set_irq))
+                        self.testdevs.append(PcTestdev(set_irq, memory))
                         self.testdevs[-1].map(system, io)
                     elif isinstance(spec, PciTestdevConfig):
                         self.pci_testdevs.append(PciTestdev(devfn(slot, 0)))

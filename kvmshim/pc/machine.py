@@ -79,7 +79,7 @@ class PcMachine(MachineBase):
 
     def _build(self) -> None:
         self.board = PcBoard(self.system, self.io, self.config, self.bios_image, set_irq=self._set_irq,
-                             request_reset=self.request_reset, guest_exit=self._guest_exit)
+                             request_reset=self.request_reset, guest_exit=self._guest_exit, memory=self.memory)
         self.warnings.extend(self.board.warnings)  # the disk probe's, before the CPU's as in QEMU
         self._post_tail, self._post_seen = bytearray(), False
         for debugcon in self.board.debugcons:
