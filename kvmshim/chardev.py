@@ -38,13 +38,15 @@ def sink(stack: ExitStack, spec: Chardev, stdout: Callable[[bytes], None] = stdo
 def open_chardevs(stack: ExitStack, machine: PcMachine, quit: Callable[[], None],
                   stdin: TextIO | None = None) -> StdinConsole | None:
     """Connect ``machine.board``'s serial ports and debug consoles to the backends of its config;
-    returns the console reading stdin, if a stdio serial port has one (Ctrl-A x calls ``quit``)."""
+    returns the console reading stdin, if a stdio serial port has one (on a mux'd one, ``mon:stdio``
+    or ``-nographic``'s, Ctrl-A x calls ``quit``)."""
     board, config = machine.board, machine.config
     console = None
     for uart, spec in zip(board.serials, config.serial, strict=False):  # a fifth -serial has no port
         uart.on_output = sink(stack, spec)
         if spec.backend == "stdio" and console is None:
-            console = stack.enter_context(StdinConsole(quit, None if stdin is None else stdin.fileno()))
+            fd = None if stdin is None else stdin.fileno()
+            console = stack.enter_context(StdinConsole(quit, fd, escapes=spec.mux_monitor))
             console.attach(uart)
     debugcons = [device for device in config.devices if isinstance(device, IsaDebugcon)]
     for debugcon, debugcon_spec in zip(board.debugcons, debugcons, strict=True):

@@ -110,12 +110,15 @@ class ScriptedInput(SerialFeed):
 
 class StdinConsole(SerialFeed):
     """The host's stdin for the block: raw mode on a terminal, restored when the block ends however it
-    ends, and a reader thread. QEMU's escapes: Ctrl-A x calls ``on_quit``, Ctrl-A Ctrl-A sends one
-    Ctrl-A. Ctrl-C stays the host's interrupt (KeyboardInterrupt), so it also restores the terminal."""
+    ends, and a reader thread. With ``escapes`` (QEMU's mux, as ``-nographic`` or ``mon:stdio`` give):
+    Ctrl-A x calls ``on_quit``, Ctrl-A Ctrl-A sends one Ctrl-A; without, every key reaches the guest,
+    as QEMU's plain ``-serial stdio``. Ctrl-C stays the host's interrupt (KeyboardInterrupt), so it
+    also restores the terminal."""
 
-    def __init__(self, on_quit: Callable[[], None], fd: int | None = None) -> None:
+    def __init__(self, on_quit: Callable[[], None], fd: int | None = None, *, escapes: bool = True) -> None:
         super().__init__()
         self.on_quit = on_quit
+        self.escapes = escapes
         self.fd = sys.stdin.fileno() if fd is None else fd
         self.quit_requested = False
         self._saved: list[Any] | None = None  # termios attributes
@@ -171,7 +174,7 @@ class StdinConsole(SerialFeed):
                     self.on_quit()
                 elif byte == CTRL_A:
                     out.append(CTRL_A)
-            elif byte == CTRL_A:
+            elif byte == CTRL_A and self.escapes:
                 self._escape = True
             else:
                 out.append(byte)

@@ -221,6 +221,14 @@ def test_stdin_console_raw_mode_escapes_and_restore():
         os.close(slave)
 
 
+def test_a_console_without_escapes_hands_ctrl_a_to_the_guest():
+    """QEMU's plain -serial stdio (no mux): Ctrl-A x is two keys for the guest, not a quit."""
+    quits = []
+    console = StdinConsole(on_quit=lambda: quits.append(1), fd=0, escapes=False)  # never entered: fd unused
+    console.feed_keys(b"a\x01x\x01\x01")
+    assert quits == [] and not console.quit_requested and console.take(8) == b"a\x01x\x01\x01"
+
+
 # ------------------------------------------------------------------ the test machine's guests
 @pytest.mark.kvm
 @pytest.mark.parametrize("name, text", [("hello", b"Hello from kvmshim guest!\n"), ("strio", b"strio ok!\n")])

@@ -2,10 +2,12 @@
 
 The arguments are QEMU's, read by kvmshim.qemu_options (any option kvmshim does not model is
 one line and status 1, as QEMU fails). The guest runs until isa-debug-exit (status ``(v << 1)
-| 1``, as QEMU), a reset or shutdown request (0, kvmshim does not reboot), Ctrl-A x on a stdio
-serial port, or Ctrl-C. A guest fault KVM cannot go on from (an emulation failure, say) is one
-line and ``EXIT_GUEST_FAULT`` (2): QEMU would stop the VM and wait at its monitor, which kvmshim
-does not have, and an odd status or 1 would read as a debug-exit or a kvm-unit-tests pass.
+| 1``, as QEMU), a reset or shutdown request (0, kvmshim does not reboot), Ctrl-A x on a mux'd
+stdio serial port (``-nographic``, ``-serial mon:stdio``; plain ``-serial stdio`` hands Ctrl-A to
+the guest, as QEMU does), or Ctrl-C (status 130). A guest fault KVM cannot go on from (an
+emulation failure, say) is one line and ``EXIT_GUEST_FAULT`` (2): QEMU would stop the VM and wait
+at its monitor, which kvmshim does not have, and an odd status or 1 would read as a debug-exit or
+a kvm-unit-tests pass.
 kvm-unit-tests' run_tests.sh can use it: ``QEMU=$(which kvmshim-qemu)``.
 """
 from __future__ import annotations

@@ -90,7 +90,7 @@ def config(args: argparse.Namespace) -> QemuConfig:
     return QemuConfig(ram_size=args.ram or DEFAULT_RAM, bios=args.bios, smp=Smp(args.smp, maxcpus=args.smp,
                       cores=args.smp), cpu=Cpu(cpu, tuple(features)), kernel=args.kernel,
                       append=getattr(args, "append", None), initrd=getattr(args, "initrd", None), drives=drives,
-                      boot=Boot(args.boot or ("c" if drives else "cad")), serial=(Chardev("stdio"),),
+                      boot=Boot(args.boot or ("c" if drives else "cad")), serial=(Chardev("stdio", mux_monitor=True),),
                       devices=(IsaDebugcon(log_sink, iobase=0x402), IsaDebugExit()), fw_cfg=fw_cfg,
                       vga="std" if args.screen or args.screenshot else "none", nodefaults=True)
 
