@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
@@ -55,39 +56,57 @@ def kvmshim_pc(ram: int, path: Path) -> dict:
     return {"total_ms": stats.total_ms, "downtime_ms": stats.downtime_ms, "bytes": stats.bytes_sent}
 
 
+#: Seconds QEMU gets to create its QMP socket, and SeaBIOS to reach its prompt.
+QMP_DEADLINE, POST_DEADLINE = 10, 120
+
+
+def _wait_until(ready: Callable[[], bool], what: str, qemu: subprocess.Popen, seconds: float) -> None:
+    """Poll ``ready``; a QEMU that exits or never gets there raises instead of hanging the bench."""
+    deadline = time.monotonic() + seconds
+    while not ready():
+        if qemu.poll() is not None:
+            raise RuntimeError(f"QEMU exited with status {qemu.returncode} before {what}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"QEMU: no {what} after {seconds} s")
+        time.sleep(0.05)
+
+
 def qemu_pc(ram: int, path: Path) -> dict:
     """QEMU 7.2 booting the same SeaBIOS to its prompt, then `migrate exec:cat > path` over QMP."""
-    directory = Path(tempfile.mkdtemp(prefix="bench-qemu-"))
-    qmp, log = directory / "qmp.sock", directory / "debugcon.log"
-    qemu = subprocess.Popen(["qemu-system-x86_64", "-M", "pc", "-accel", "kvm", "-cpu", "qemu64", "-m", str(ram // MiB),
-                             "-nodefaults", "-display", "none", "-qmp", f"unix:{qmp},server=on,wait=off",
-                             "-chardev", f"file,id=log,path={log}", "-device", "isa-debugcon,iobase=0x402,chardev=log"],
-                            stderr=subprocess.DEVNULL)
-    try:
-        while not qmp.exists():
-            time.sleep(0.02)
-        with socket.socket(socket.AF_UNIX) as sock:
-            sock.connect(str(qmp))
-            channel = sock.makefile("rw")
+    with tempfile.TemporaryDirectory(prefix="bench-qemu-") as name:
+        qmp, log = Path(name) / "qmp.sock", Path(name) / "debugcon.log"
+        qemu = subprocess.Popen(["qemu-system-x86_64", "-M", "pc", "-accel", "kvm", "-cpu", "qemu64",
+                                 "-m", str(ram // MiB), "-nodefaults", "-display", "none",
+                                 "-qmp", f"unix:{qmp},server=on,wait=off", "-chardev", f"file,id=log,path={log}",
+                                 "-device", "isa-debugcon,iobase=0x402,chardev=log"], stderr=subprocess.DEVNULL)
+        try:
+            _wait_until(qmp.exists, "QMP socket", qemu, QMP_DEADLINE)
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.settimeout(60)  # a QEMU that stops answering raises TimeoutError
+                sock.connect(str(qmp))
+                channel = sock.makefile("rw")
 
-            def command(name: str, **arguments) -> dict:
-                channel.write(json.dumps({"execute": name, "arguments": arguments}) + "\n")
-                channel.flush()
-                while "return" not in (reply := json.loads(channel.readline())) and "error" not in reply:
-                    pass
-                return reply
+                def command(name: str, **arguments) -> dict:
+                    channel.write(json.dumps({"execute": name, "arguments": arguments}) + "\n")
+                    channel.flush()
+                    while "return" not in (reply := json.loads(channel.readline())) and "error" not in reply:
+                        pass
+                    return reply
 
-            channel.readline()
-            command("qmp_capabilities")
-            while not log.exists() or b"No bootable device" not in log.read_bytes():
-                time.sleep(0.05)
-            time.sleep(0.5)
-            command("migrate", uri=f"exec:cat > {path}")
-            while (status := command("query-migrate")["return"]).get("status") not in ("completed", "failed"):
-                time.sleep(0.01)
-            command("quit")
-    finally:
-        qemu.wait(30)
+                channel.readline()
+                command("qmp_capabilities")
+                _wait_until(lambda: log.exists() and b"No bootable device" in log.read_bytes(),
+                            "SeaBIOS prompt on debugcon", qemu, POST_DEADLINE)
+                time.sleep(0.5)
+                command("migrate", uri=f"exec:cat > {path}")
+                while (status := command("query-migrate")["return"]).get("status") not in ("completed", "failed"):
+                    time.sleep(0.01)
+                command("quit")
+            qemu.wait(30)
+        finally:
+            if qemu.poll() is None:
+                qemu.kill()
+                qemu.wait()
     return {"total_ms": status.get("total-time", 0), "downtime_ms": status.get("downtime", 0),
             "bytes": status["ram"]["transferred"] if "ram" in status else 0}
 

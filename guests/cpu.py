@@ -18,6 +18,7 @@ CODE32, DATA, CODE64 = 0x08, 0x10, 0x18
 _GDT = (0, 0x00CF9B000000FFFF, 0x00CF93000000FFFF, 0x00AF9B000000FFFF)
 _PRESENT_WRITABLE, _LARGE = 0x3, 0x80
 _MAPPED_GIB = 4
+_PAGE_TABLES_SIZE = (2 + _MAPPED_GIB) * PAGE  # what identity_page_tables returns: PML4, PDPT, directories
 STACK_SIZE = 0x4000
 LOW_START, LOW_END = 0x1000, 0x9F000  # above the real-mode IVT/BDA, below the EBDA
 
@@ -36,13 +37,18 @@ def identity_page_tables(base: int) -> bytes:
     return pml4 + pdpt_page + struct.pack(f"<{512 * _MAPPED_GIB}Q", *entries)
 
 
+def page_up(addr: int) -> int:
+    """``addr`` rounded up to a page boundary."""
+    return -(-addr // PAGE) * PAGE
+
+
 def free_low_area(taken: Sequence[Segment], size: int, name: str) -> int:
     """The lowest page-aligned address in [LOW_START, LOW_END) where ``size`` bytes overlap no segment."""
     start = LOW_START
     for s in sorted((s for s in taken if s.end > LOW_START), key=lambda s: s.gpa):
         if start + size <= s.gpa:
             break
-        start = max(start, -(-s.end // PAGE) * PAGE)
+        start = max(start, page_up(s.end))
     if start + size > LOW_END:
         raise GuestLoadError(f"{name}: no {size:#x} free bytes below {LOW_END:#x} for the GDT, "
                              "page tables and stack (the image fills low memory)")
@@ -53,7 +59,7 @@ def enter(mode: Mode, ip: int, taken: Sequence[Segment], name: str,
           regs: Mapping[str, int] | None = None) -> tuple[list[Segment], Entry]:
     """The GDT (+ page tables in long mode) and stack segments for entering at ``ip`` in ``mode``,
     placed beside ``taken``, and the Entry that uses them."""
-    tables = 0x6000 if mode is Mode.LONG else 0  # PML4, PDPT and four page directories
+    tables = _PAGE_TABLES_SIZE if mode is Mode.LONG else 0
     base = free_low_area(taken, PAGE + tables + STACK_SIZE, name)
     segments = [Segment(base, gdt(), "GDT")]
     if tables:

@@ -27,7 +27,6 @@ INFO_MEMORY, INFO_BOOT_DEVICE, INFO_CMDLINE, INFO_MODS, INFO_MMAP, INFO_LOADER_N
 INFO_SIZE, MODULE_SIZE, MMAP_ENTRY_SIZE = 88, 16, 24
 BOOT_DEVICE = 0x8000FFFF  # first BIOS hard disk, no partition (what QEMU passes)
 LOADER_NAME = b"kvmshim\0"
-PAGE = 0x1000
 
 
 class Header(NamedTuple):
@@ -75,11 +74,11 @@ def plan(kernel: bytes, *, cmdline: str = "", modules: Sequence[Module] = (),
     placed = []  # (start, end, cmdline) of each module
     end = max(s.end for s in segments)
     for index, module in enumerate(modules):
-        start = _page_up(end)
+        start = cpu.page_up(end)
         segments.append(Segment(start, bytes(module.data), f"module {index}"))
         end = start + len(module.data)
         placed.append((start, end, module.cmdline))
-    info_addr = _page_up(end)
+    info_addr = cpu.page_up(end)
     segments.append(Segment(info_addr, _info(info_addr, cmdline, placed, memory_map), "multiboot info"))
     system, entry = cpu.enter(Mode.PROTECTED, entry_point, segments, name,
                               regs={"rax": BOOTLOADER_MAGIC, "rbx": info_addr})
@@ -139,8 +138,3 @@ def _info(base: int, cmdline: str, modules: Sequence[tuple[int, int, str]],
                        mods_addr if modules else 0, 0, 0, 0, 0, len(entries)) + struct.pack("<I", mmap_addr)
     info += struct.pack("<4I", 0, 0, 0, loader_name)  # drives, config table, boot loader name
     return info.ljust(INFO_SIZE, b"\0") + module_list + entries + bytes(strings)
-
-
-def _page_up(addr: int) -> int:
-    return -(-addr // PAGE) * PAGE
-

@@ -149,7 +149,7 @@ class LoadPlan:
 
     def check(self, memory_map: Sequence[MemoryRange]) -> None:
         """Raise GuestLoadError unless every piece of the plan lands in RAM of ``memory_map``."""
-        ram = _merged(memory_map)
+        ram = merged_ram(memory_map)
         footprint = self.footprint()
         top = max((r.start + r.size for r in ram), default=0)
         for what, start, end in footprint:
@@ -163,8 +163,9 @@ class LoadPlan:
             raise GuestLoadError(f"{self.name}: {what} is not RAM on this machine (RAM: {_describe(ram)})")
 
 
-def _merged(memory_map: Iterable[MemoryRange]) -> list[MemoryRange]:
-    """The RAM entries of a memory map with adjacent ones joined."""
+def merged_ram(memory_map: Iterable[MemoryRange]) -> list[MemoryRange]:
+    """The RAM entries of a memory map, sorted, with adjacent or overlapping ones joined and empty
+    ones dropped: the form ``check()`` and ``kvmshim.loader.memory_map`` compare plans against."""
     out: list[MemoryRange] = []
     for r in sorted(r for r in (MemoryRange(*r) for r in memory_map) if r.type == E820_RAM):
         if out and out[-1].start + out[-1].size >= r.start:
@@ -177,7 +178,7 @@ def _merged(memory_map: Iterable[MemoryRange]) -> list[MemoryRange]:
 
 def ram_below(memory_map: Sequence[MemoryRange], start: int) -> int:
     """Bytes of RAM contiguous from ``start`` (0 if ``start`` is not RAM)."""
-    for r in _merged(memory_map):
+    for r in merged_ram(memory_map):
         if r.start <= start < r.start + r.size:
             return r.start + r.size - start
     return 0

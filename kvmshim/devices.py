@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import ClassVar
 
-from memapi import AccessRules, Endianness, MemoryRegion, MemoryRegionOps
+from memapi import AccessRules, MemoryRegion
 
 from .migration.vmstate import VMStateDescription
+from .pc.ports import port_region
 
 _LSR = 5
 _LSR_THR_EMPTY_AND_IDLE = 0x60
@@ -27,9 +28,7 @@ class Serial:
     def __init__(self, on_output: Callable[[bytes], None] | None = None) -> None:
         self.output = bytearray()
         self.on_output = on_output
-        ops = MemoryRegionOps(read=self._read, write=self._write, endianness=Endianness.LITTLE,
-                              valid=AccessRules(1, 1), impl=AccessRules(1, 1))
-        self.region = MemoryRegion.io("serial", 8, ops)
+        self.region = port_region("serial", 8, self._read, self._write, valid=AccessRules(1, 1))
 
     def _read(self, mr: MemoryRegion, offset: int, size: int) -> int:
         return _LSR_THR_EMPTY_AND_IDLE if offset == _LSR else 0
@@ -49,8 +48,9 @@ class DebugExit:
     def __init__(self, on_exit: Callable[[int], None]) -> None:
         self.status: int | None = None
         self._on_exit = on_exit
-        self.region = MemoryRegion.io("debug-exit", 1, MemoryRegionOps(
-            read=lambda mr, offset, size: 0, write=self._write, endianness=Endianness.LITTLE))
+        # impl stays unrestricted: a wide write reaches _write once, so status is its low byte
+        self.region = port_region("debug-exit", 1, lambda mr, offset, size: 0, self._write,
+                                  impl=AccessRules())
 
     def _write(self, mr: MemoryRegion, offset: int, value: int, size: int) -> None:
         self.status = value & 0xFF
@@ -69,9 +69,8 @@ class TestDevice:
     def __init__(self) -> None:
         self.regs = {0x4: 0, 0x8: 0, 0xA: 0, 0x10: 0}
         self.accesses: list[tuple[str, int, int, int]] = []
-        self.region = MemoryRegion.io("testdev", 0x1000, MemoryRegionOps(
-            read=self._read, write=self._write, endianness=Endianness.LITTLE,
-            valid=AccessRules(1, 4), impl=AccessRules(1, 4)))
+        self.region = port_region("testdev", 0x1000, self._read, self._write,
+                                  valid=AccessRules(1, 4), impl=AccessRules(1, 4))
 
     def _read(self, mr: MemoryRegion, offset: int, size: int) -> int:
         value = TESTDEV_ID if offset == 0 else self.regs.get(offset, 0)
@@ -97,9 +96,8 @@ class PortTestDevice:
 
     def __init__(self) -> None:
         self.writes: list[tuple[int, int, int]] = []
-        self.region = MemoryRegion.io("pio-test", 0x10, MemoryRegionOps(
-            read=self._read, write=self._write, endianness=Endianness.LITTLE,
-            valid=AccessRules(1, 4, unaligned=True), impl=AccessRules(1, 4, unaligned=True)))
+        unaligned = AccessRules(1, 4, unaligned=True)
+        self.region = port_region("pio-test", 0x10, self._read, self._write, valid=unaligned, impl=unaligned)
 
     def _read(self, mr: MemoryRegion, offset: int, size: int) -> int:
         return self.READS.get(offset, 0) & ((1 << (8 * size)) - 1)

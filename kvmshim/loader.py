@@ -14,6 +14,7 @@ from typing import Protocol
 import guests
 from guests import GuestLoadError, LoadPlan, MemoryRange, Module, Rom, Segment
 from guests.formats import EntryPoint
+from guests.plans import merged_ram
 from kvm import Vcpu
 from memapi import AddressSpace, MemoryRegion, MemTxResult
 
@@ -30,15 +31,8 @@ class Loadable(Protocol):
 def memory_map(machine: Loadable) -> list[MemoryRange]:
     """The machine's RAM as its memory FlatView shows it: writable RAM ranges, adjacent ones joined
     (a device or ROM mapped over RAM leaves a hole)."""
-    ram: list[MemoryRange] = []
-    for r in machine.memory.flatview.ranges:
-        if not r.mr.is_ram or r.readonly or r.mr.is_rom or r.mr.is_ram_device:
-            continue
-        if ram and ram[-1].start + ram[-1].size == r.start:
-            ram[-1] = MemoryRange(ram[-1].start, ram[-1].size + r.end - r.start)
-        else:
-            ram.append(MemoryRange(r.start, r.end - r.start))
-    return ram
+    return merged_ram(MemoryRange(r.start, r.end - r.start) for r in machine.memory.flatview.ranges
+                      if r.mr.is_ram and not r.readonly and not r.mr.is_rom and not r.mr.is_ram_device)
 
 
 def load(machine: Loadable, guest: str | Path, *, load: int | None = None,

@@ -7,7 +7,7 @@ from kvm import ExitReason, IoDirection, ffi, lib
 from kvmshim.cli import main
 from kvmshim.errors import EXIT_ERROR
 from kvmshim.trace import IoctlEvent, Summary, format_event, format_summary
-from kvmshim.trace.decode import Hex, PageList, decode_arg, decode_exit, set_bits
+from kvmshim.trace.decode import Hex, PageList, UnreadableMemory, decode_arg, decode_exit, set_bits
 from kvmshim.trace.requests import NAMES, request_name
 
 
@@ -49,6 +49,20 @@ def test_memory_region_with_flag_names_and_address_space():
 def test_unreadable_struct_falls_back_to_the_pointer():
     assert decode_arg("KVM_IOEVENTFD", lib.KVM_IOEVENTFD, 0x7FF0, None) == Hex(0x7FF0)
     assert str(decode_arg("KVM_IOEVENTFD", lib.KVM_IOEVENTFD, 0x7FF0, None)) == "0x7ff0"
+
+
+def test_table_whose_entries_cannot_be_read_shows_its_header():
+    header = _bytes("struct kvm_msrs", {"nmsrs": 2})
+    entries = b"".join(_bytes("struct kvm_msr_entry", {"index": 0x10 + i, "data": i}) for i in range(2))
+
+    def read(addr: int, size: int) -> bytes:
+        if addr != 0x8000 + len(header):
+            raise UnreadableMemory(f"{size} bytes at {addr:#x}")
+        return entries[:size]
+
+    assert decode_arg("KVM_SET_MSRS", lib.KVM_SET_MSRS, 0x8000, header, read=read) == {
+        "nmsrs": 2, "entries": {0x10: 0, 0x11: 1}}
+    assert decode_arg("KVM_SET_MSRS", lib.KVM_SET_MSRS, 0x9000, header, read=read) == {"nmsrs": 2}
 
 
 def test_value_arguments():

@@ -13,7 +13,7 @@ from kvm import HAVE_SET_USER_MEMORY_REGION2, Cap, ExitReason, IoDirection, Ioev
 from kvm.constants import enum_name, flag_names
 
 from .decode_state import STATE_DECODERS
-from .decode_tables import TABLES, Reader, decode_table
+from .decode_tables import TABLES, Reader, UnreadableMemory, decode_table
 from .requests import ioc_size
 from .values import Hex, PageList
 from .values import fields as _fields
@@ -21,10 +21,6 @@ from .values import fields as _fields
 __all__ = ["Hex", "PageList", "UnreadableMemory", "decode_arg", "decode_exit", "set_bits", "struct"]
 
 CData = Any
-
-
-class UnreadableMemory(Exception):
-    """Tracee memory a decoder needed could not be read."""
 
 
 def struct(ctype: str, data: bytes) -> CData:
@@ -134,7 +130,7 @@ def decode_arg(name: str, request: int, arg: int, data: bytes | None, *,
     only reads), *entry* as it was passed, *read* reads further tracee memory for tables
     (None after a failed call)."""
     if name == "KVM_IRQ_LINE_STATUS" and entry is not None:
-        after = struct("struct kvm_irq_level", data) if data is not None and data is not entry else None
+        after = struct("struct kvm_irq_level", data) if data is not None else None
         return _irq_line_status(struct("struct kvm_irq_level", entry), after)
     if name in STRUCT_DECODERS or name in TABLES:
         ctype, decoder = STRUCT_DECODERS[name] if name in STRUCT_DECODERS else (TABLES[name].ctype, None)

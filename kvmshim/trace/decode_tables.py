@@ -15,7 +15,11 @@ from .values import Hex, fields
 CData = Any
 #: Tables longer than this are cut (a garbage count must not make us read the whole tracee).
 MAX_ENTRIES = 4096
-Reader = Callable[[int, int], bytes]
+Reader = Callable[[int, int], bytes]  # (addr, size) -> bytes; raises UnreadableMemory
+
+
+class UnreadableMemory(Exception):
+    """Tracee memory a decoder needed could not be read."""
 
 
 @dataclass(frozen=True)
@@ -58,14 +62,18 @@ TABLES: dict[str, Table] = {
 
 
 def decode_table(table: Table, header: CData, arg: int, read: Reader | None) -> dict[str, Any]:
-    """``{count: n, entries: [...]}``; without *read* (a failed call) only the count."""
+    """``{count: n, entries: [...]}``; only the count without *read* (a failed call) or when the
+    entries cannot be read."""
     count = getattr(header, table.count)
     out: dict[str, Any] = {table.count: count}
     if read is None or not count:
         return out
     shown = min(count, MAX_ENTRIES)
     item = dict(ffi.typeof(table.ctype).fields)[table.entries].type.item
-    data = read(arg + ffi.offsetof(table.ctype, table.entries), shown * ffi.sizeof(item))
+    try:
+        data = read(arg + ffi.offsetof(table.ctype, table.entries), shown * ffi.sizeof(item))
+    except UnreadableMemory:
+        return out
     entries = ffi.from_buffer(f"{item.cname}[]", data)
     out[table.entries] = table.collect([table.entry(e) for e in entries])
     return out

@@ -19,7 +19,9 @@ class Summary:
         self.errors: Counter[str] = Counter()  # request name -> failed calls
         self.exits: Counter[str] = Counter()  # exit reason -> KVM_RUN returns
         self._tables: dict[int, SlotTable] = {}  # VM serial -> its slots now
-        self._before_teardown: dict[int, list[Memslot]] = {}  # VM serial -> its slots before teardown
+        #: VM serial -> its slots when its teardown began (the first delete since its last run or slot
+        #: add), copied once then rather than at every KVM_RUN
+        self._before_teardown: dict[int, list[Memslot]] = {}
 
     @classmethod
     def of(cls, events: Iterable[IoctlEvent]) -> Summary:
@@ -39,17 +41,21 @@ class Summary:
             return
         table = self._tables.setdefault(event.vm, SlotTable())
         if event.request in MEMORY_REGION_REQUESTS and event.result == 0 and isinstance(event.arg, dict):
+            if not event.arg["memory_size"]:  # a delete: teardown, unless the VM adds a slot or runs again
+                if event.vm not in self._before_teardown:
+                    self._before_teardown[event.vm] = table.table()
+                table.apply(event.arg)
+                return
             table.apply(event.arg)
-            if not event.arg["memory_size"]:
-                return  # a delete: teardown, unless the VM adds a slot or runs again
-        if event.request in (*MEMORY_REGION_REQUESTS, "KVM_RUN") or event.vm not in self._before_teardown:
-            self._before_teardown[event.vm] = table.table()
+        if event.request in (*MEMORY_REGION_REQUESTS, "KVM_RUN"):
+            self._before_teardown.pop(event.vm, None)  # not teardown after all
 
     @property
     def memslots(self) -> dict[int, list[Memslot]]:
         """VM serial -> its slots before teardown: as they stood at the VM's last KVM_RUN or
         slot add, so deletes made while shutting down (kvmshim closes its slots) leave them."""
-        return {vm: self._before_teardown.get(vm, []) for vm in sorted(self._tables)}
+        return {vm: self._before_teardown[vm] if vm in self._before_teardown else table.table()
+                for vm, table in sorted(self._tables.items())}
 
     def to_dict(self) -> dict[str, Any]:
         return {"calls": dict(self.calls), "errors": dict(self.errors), "exits": dict(self.exits),

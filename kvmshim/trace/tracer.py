@@ -296,7 +296,7 @@ class Tracer:
             pid=task.pid, fd=call.fd, kind=target.kind,
             vm=target.vm.serial if target.vm else None,
             vcpu=target.vcpu.id if target.vcpu else None, request=name,
-            arg=_decode(name, call, read),
+            arg=decode_arg(name, call.request, call.arg, call.data, entry=call.entry, read=read),
             result=-1 if err is not None else result,
             errno=None if err is None else _errno.errorcode.get(err, str(err)))
 
@@ -305,14 +305,6 @@ class Tracer:
             self.events.append(event)
         if self.on_event is not None:
             self.on_event(event)
-
-
-def _decode(name: str, call: Call, read: Callable[[int, int], bytes] | None) -> object:
-    """The decoded argument; a table whose entries cannot be read shows its header only."""
-    try:
-        return decode_arg(name, call.request, call.arg, call.data, entry=call.entry, read=read)
-    except UnreadableMemory:
-        return decode_arg(name, call.request, call.arg, call.data, entry=call.entry)
 
 
 def _try_read(task: Task, addr: int, size: int) -> bytes | None:
