@@ -370,6 +370,26 @@ class MemoryRegion:
         for sub in self.subregions:
             yield from sub.walk()
 
+    def reachable(self, follow: Callable[[MemoryRegion], bool] | None = None) -> Iterator[MemoryRegion]:
+        """This region and every region it reaches through subregions and alias targets, each once.
+
+        Depth first: a region, then its alias target's reach, then its subregions' in sibling order.
+        The order depends on the tree alone, so two machines built alike list their regions alike
+        (a migration stream names RAM in this order). A region for which ``follow`` is false is
+        yielded, but what it reaches is not followed from it.
+        """
+        stack, seen = [self], set()
+        while stack:
+            mr = stack.pop()
+            if id(mr) in seen:
+                continue
+            seen.add(id(mr))
+            yield mr
+            if follow is None or follow(mr):
+                stack.extend(reversed(mr.subregions))
+                if mr.alias_target is not None:
+                    stack.append(mr.alias_target)
+
     def __repr__(self) -> str:
         where = f" @{self.addr:#x}" if self.parent is not None else ""
         alias = f" -> {self.alias_target.name}+{self.alias_offset:#x}" if self.alias_target is not None else ""
@@ -417,7 +437,7 @@ class MemoryRegion:
             raise AliasSubregionError(
                 f"region {sub.name!r} cannot be added at {offset:#x} to alias {self.name!r}: "
                 "subregions of an alias are never rendered")
-        if sub is self or _reaches(sub, self):
+        if any(mr is self for mr in sub.reachable()):
             raise AliasCycleError(
                 f"adding {sub.name!r} to {self.name!r} at {offset:#x} would make {self.name!r} "
                 "contain itself (through subregions or alias targets)")
@@ -640,18 +660,3 @@ def _mask_repeats(name: str | None, size: int, mask: int) -> int:
             f"bytes, more than MAX_MASK_REPEATS ({MAX_MASK_REPEATS})")
     return mask
 
-
-def _reaches(start: MemoryRegion, goal: MemoryRegion) -> bool:
-    """True if ``goal`` is reachable from ``start`` through subregions and alias targets."""
-    stack, seen = [start], set()
-    while stack:
-        mr = stack.pop()
-        if mr is goal:
-            return True
-        if id(mr) in seen:
-            continue
-        seen.add(id(mr))
-        stack.extend(mr.subregions)
-        if mr.alias_target is not None:
-            stack.append(mr.alias_target)
-    return False

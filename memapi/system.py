@@ -17,7 +17,7 @@ import itertools
 import logging
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -222,7 +222,7 @@ def bindable(mr: MemoryRegion, system: MemorySystem, into: MemoryRegion | None =
     subregions and alias targets); CrossSystemError, naming both regions and both systems, if any
     region in reach belongs to another system. Changes nothing."""
     floating = []
-    for reached in _reach(mr):
+    for reached in mr.reachable():
         other = reached.system
         if other is None:
             floating.append(reached)
@@ -238,19 +238,6 @@ def bind(mr: MemoryRegion, system: MemorySystem) -> None:
     """Bind ``mr`` and every floating region it reaches to ``system`` (all or nothing)."""
     for region in bindable(mr, system):
         region.system = system
-
-
-def _reach(mr: MemoryRegion) -> Iterable[MemoryRegion]:
-    stack, seen = [mr], set()
-    while stack:
-        node = stack.pop()
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        yield node
-        stack.extend(node.subregions)
-        if node.alias_target is not None:
-            stack.append(node.alias_target)
 
 
 def _render_all(spaces: list[AddressSpace]) -> dict[int, FlatView]:
