@@ -23,7 +23,7 @@ from .errors import (
 )
 from .ops import UNASSIGNED_MEM_OPS, MemoryRegionOps
 from .ram import DirtyClient, RamBlock, memfd
-from .system import MemorySystem, bindable, core_of
+from .system import MemorySystem, core_of, floating_among
 
 if TYPE_CHECKING:
     from .access import IOMMUTLBEntry
@@ -437,13 +437,19 @@ class MemoryRegion:
             raise AliasSubregionError(
                 f"region {sub.name!r} cannot be added at {offset:#x} to alias {self.name!r}: "
                 "subregions of an alias are never rendered")
-        if any(mr is self for mr in sub.reachable()):
-            raise AliasCycleError(
-                f"adding {sub.name!r} to {self.name!r} at {offset:#x} would make {self.name!r} "
-                "contain itself (through subregions or alias targets)")
-        if self.system is None:
+        # One walk finds both a cycle (sub reaches self) and the regions that join self's system. A bound
+        # region reaches only regions of its system, so self cannot be behind one of another system
+        # (or any bound one while self floats): the walk stops there, yet lists it for the error.
+        system, reached = self.system, []
+        for mr in sub.reachable(follow=lambda mr: mr.system is None or mr.system is system):
+            if mr is self:
+                raise AliasCycleError(
+                    f"adding {sub.name!r} to {self.name!r} at {offset:#x} would make {self.name!r} "
+                    "contain itself (through subregions or alias targets)")
+            reached.append(mr)
+        if system is None:
             return core_of(sub), []
-        return self.system, bindable(sub, self.system, self)
+        return system, floating_among(reached, sub, system, self)
 
     def _link(self, offset: int, sub: MemoryRegion, system: MemorySystem) -> None:
         sub.parent = self

@@ -17,7 +17,7 @@ import itertools
 import logging
 import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -217,20 +217,28 @@ def core_of(mr: MemoryRegion) -> MemorySystem:
     return mr.system or _DEFAULT
 
 
-def bindable(mr: MemoryRegion, system: MemorySystem, into: MemoryRegion | None = None) -> list[MemoryRegion]:
+def bindable(mr: MemoryRegion, system: MemorySystem) -> list[MemoryRegion]:
     """The floating regions that join ``system`` when ``mr`` does (it and everything it reaches through
-    subregions and alias targets); CrossSystemError, naming both regions and both systems, if any
-    region in reach belongs to another system. Changes nothing."""
+    subregions and alias targets); CrossSystemError if any region in reach belongs to another system.
+    Changes nothing. A bound region reaches only regions of its own system, so the walk stops at one."""
+    return floating_among(mr.reachable(follow=lambda reached: reached.system is None), mr, system)
+
+
+def floating_among(reached: Iterable[MemoryRegion], mr: MemoryRegion, system: MemorySystem,
+                   into: MemoryRegion | None = None) -> list[MemoryRegion]:
+    """The floating regions of ``reached`` (what ``mr``, joining ``system`` through region ``into`` or an
+    address space root, reaches); CrossSystemError, naming both regions and both systems, at the first
+    region of another system."""
     floating = []
-    for reached in mr.reachable():
-        other = reached.system
+    for region in reached:
+        other = region.system
         if other is None:
-            floating.append(reached)
+            floating.append(region)
         elif other is not system:
             where = f"region {into.name!r}" if into is not None else "an address space root"
             raise CrossSystemError(
                 f"region {mr.name!r} cannot join memory system {system.name!r} through {where}: it reaches "
-                f"region {reached.name!r}, which belongs to memory system {other.name!r}")
+                f"region {region.name!r}, which belongs to memory system {other.name!r}")
     return floating
 
 
