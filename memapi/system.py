@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any
 
-from .errors import CrossSystemError, TransactionError
+from .errors import CrossSystemError, RegionKindError, TransactionError
 from .listener import listener_order
 from .ops import MemTxResult
 
@@ -83,9 +83,18 @@ class MemorySystem:
         return next(self._listener_seq)
 
     def adopt(self, *regions: MemoryRegion) -> None:
-        """Bind floating regions (and everything they reach) to this system explicitly."""
+        """Bind floating regions, and every floating region they reach, to this system before they are
+        linked under one of its roots, so their changes batch with its transactions from the start.
+        All or nothing: CrossSystemError if any of them reaches a region of another system."""
+        from .region import MemoryRegion
+
         for mr in regions:
-            bind(mr, self)
+            if not isinstance(mr, MemoryRegion):
+                raise RegionKindError(f"memory system {self.name!r}: cannot adopt {mr!r}, not a MemoryRegion")
+        joining = [region for mr in regions for region in bindable(mr, self)]
+        with self.lock:
+            for region in joining:
+                region.system = self
 
     # ------------------------------------------------------------ transactions
     def begin(self) -> None:
@@ -240,12 +249,6 @@ def floating_among(reached: Iterable[MemoryRegion], mr: MemoryRegion, system: Me
                 f"region {mr.name!r} cannot join memory system {system.name!r} through {where}: it reaches "
                 f"region {region.name!r}, which belongs to memory system {other.name!r}")
     return floating
-
-
-def bind(mr: MemoryRegion, system: MemorySystem) -> None:
-    """Bind ``mr`` and every floating region it reaches to ``system`` (all or nothing)."""
-    for region in bindable(mr, system):
-        region.system = system
 
 
 def _render_all(spaces: list[AddressSpace]) -> dict[int, FlatView]:

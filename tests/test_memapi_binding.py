@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from memapi import AddressSpace, AliasCycleError, CrossSystemError, MemorySystem
+from memapi import AddressSpace, AliasCycleError, CrossSystemError, MemorySystem, RegionKindError, default_system
 from memapi import MemoryRegion as MR
 
 PAGE = 0x1000
@@ -49,3 +49,26 @@ def test_a_floating_tree_reaching_another_system_cannot_root_a_space():
     assert all(f"'{name}'" in str(info.value) for name in ("tree", "a-ram", "a", "b")), info.value
     assert tree.system is None and tree.subregions[0].system is None and b.address_spaces() == []
 
+
+def test_adopt_binds_a_floating_tree_before_it_is_linked():
+    system, root, ram = machine("vm")
+    rom = MR.rom("rom", PAGE)
+    device = MR.container("device", 1 << 16)
+    device.add_subregion(0, MR.alias("window", rom, 0, PAGE))
+    system.adopt(device, ram)  # ram is the system's already: nothing to do for it
+    assert {mr.name: mr.system for mr in device.reachable()} == {"device": system, "window": system, "rom": system}
+    with device.transaction():  # the device batches with its machine, not with the default system
+        assert system.depth == 1 and default_system().depth == 0
+    root.add_subregion(0x100000, device)
+    assert [fr.mr.name for fr in AddressSpace(root, "again").current_map] == ["vm-ram", "rom"]
+
+
+def test_adopt_is_all_or_nothing():
+    a, _, _ = machine("a")
+    _, _, b_ram = machine("b")
+    mine, theirs = MR.ram("mine", PAGE), MR.alias("into-b", b_ram, 0, PAGE)
+    with pytest.raises(CrossSystemError, match=r"'into-b'.*'b-ram'"):
+        a.adopt(mine, theirs)
+    assert mine.system is None and theirs.system is None
+    with pytest.raises(RegionKindError, match="'not a region'"):
+        a.adopt("not a region")
