@@ -449,7 +449,7 @@ class MemoryRegion:
             reached.append(mr)
         if system is None:
             return core_of(sub), []
-        return system, floating_among(reached, sub, system, self)
+        return system, floating_among(reached, sub, system, f"region {self.name!r}")
 
     def _link(self, offset: int, sub: MemoryRegion, system: MemorySystem) -> None:
         sub.parent = self

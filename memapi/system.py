@@ -91,7 +91,7 @@ class MemorySystem:
         for mr in regions:
             if not isinstance(mr, MemoryRegion):
                 raise RegionKindError(f"memory system {self.name!r}: cannot adopt {mr!r}, not a MemoryRegion")
-        joining = [region for mr in regions for region in bindable(mr, self)]
+        joining = [region for mr in regions for region in bindable(mr, self, "MemorySystem.adopt")]
         with self.lock:
             for region in joining:
                 region.system = self
@@ -226,27 +226,26 @@ def core_of(mr: MemoryRegion) -> MemorySystem:
     return mr.system or _DEFAULT
 
 
-def bindable(mr: MemoryRegion, system: MemorySystem) -> list[MemoryRegion]:
+def bindable(mr: MemoryRegion, system: MemorySystem, through: str = "an address space root") -> list[MemoryRegion]:
     """The floating regions that join ``system`` when ``mr`` does (it and everything it reaches through
     subregions and alias targets); CrossSystemError if any region in reach belongs to another system.
     Changes nothing. A bound region reaches only regions of its own system, so the walk stops at one."""
-    return floating_among(mr.reachable(follow=lambda reached: reached.system is None), mr, system)
+    return floating_among(mr.reachable(follow=lambda reached: reached.system is None), mr, system, through)
 
 
 def floating_among(reached: Iterable[MemoryRegion], mr: MemoryRegion, system: MemorySystem,
-                   into: MemoryRegion | None = None) -> list[MemoryRegion]:
-    """The floating regions of ``reached`` (what ``mr``, joining ``system`` through region ``into`` or an
-    address space root, reaches); CrossSystemError, naming both regions and both systems, at the first
-    region of another system."""
+                   through: str) -> list[MemoryRegion]:
+    """The floating regions of ``reached`` (what ``mr``, joining ``system`` ``through`` a container, a root
+    or adopt, reaches); CrossSystemError, naming both regions and both systems and the way in, at the
+    first region of another system."""
     floating = []
     for region in reached:
         other = region.system
         if other is None:
             floating.append(region)
         elif other is not system:
-            where = f"region {into.name!r}" if into is not None else "an address space root"
             raise CrossSystemError(
-                f"region {mr.name!r} cannot join memory system {system.name!r} through {where}: it reaches "
+                f"region {mr.name!r} cannot join memory system {system.name!r} through {through}: it reaches "
                 f"region {region.name!r}, which belongs to memory system {other.name!r}")
     return floating
 
