@@ -17,7 +17,7 @@ from __future__ import annotations
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
@@ -280,20 +280,10 @@ class MachineBase:
         return f"<{type(self).__name__} {self.memory_system.name!r} {state}>"
 
 
-def _ram_blocks(*roots: MemoryRegion) -> Iterator[RamBlock]:
+def _ram_blocks(*roots: MemoryRegion) -> list[RamBlock]:
     """Each RAM block reachable from ``roots`` (subregions and alias targets), once."""
-    stack, seen = list(roots), set()
-    while stack:
-        mr = stack.pop()
-        if id(mr) in seen:
-            continue
-        seen.add(id(mr))
-        if mr.ram_block is not None and id(mr.ram_block) not in seen:
-            seen.add(id(mr.ram_block))
-            yield mr.ram_block
-        stack.extend(mr.subregions)
-        if mr.alias_target is not None:
-            stack.append(mr.alias_target)
+    blocks = {id(mr.ram_block): mr.ram_block for root in roots for mr in root.reachable() if mr.ram_block is not None}
+    return list(blocks.values())
 
 
 class VcpuThread:

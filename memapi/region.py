@@ -23,7 +23,7 @@ from .errors import (
 )
 from .ops import UNASSIGNED_MEM_OPS, MemoryRegionOps
 from .ram import DirtyClient, RamBlock, memfd
-from .system import MemorySystem, bindable, core_of
+from .system import MemorySystem, core_of, floating_among
 
 if TYPE_CHECKING:
     from .access import IOMMUTLBEntry
@@ -370,6 +370,26 @@ class MemoryRegion:
         for sub in self.subregions:
             yield from sub.walk()
 
+    def reachable(self, follow: Callable[[MemoryRegion], bool] | None = None) -> Iterator[MemoryRegion]:
+        """This region and every region it reaches through subregions and alias targets, each once.
+
+        Depth first: a region, then its alias target's reach, then its subregions' in sibling order.
+        The order depends on the tree alone, so two machines built alike list their regions alike
+        (a migration stream names RAM in this order). A region for which ``follow`` is false is
+        yielded, but what it reaches is not followed from it.
+        """
+        stack, seen = [self], set()
+        while stack:
+            mr = stack.pop()
+            if id(mr) in seen:
+                continue
+            seen.add(id(mr))
+            yield mr
+            if follow is None or follow(mr):
+                stack.extend(reversed(mr.subregions))
+                if mr.alias_target is not None:
+                    stack.append(mr.alias_target)
+
     def __repr__(self) -> str:
         where = f" @{self.addr:#x}" if self.parent is not None else ""
         alias = f" -> {self.alias_target.name}+{self.alias_offset:#x}" if self.alias_target is not None else ""
@@ -417,13 +437,19 @@ class MemoryRegion:
             raise AliasSubregionError(
                 f"region {sub.name!r} cannot be added at {offset:#x} to alias {self.name!r}: "
                 "subregions of an alias are never rendered")
-        if sub is self or _reaches(sub, self):
-            raise AliasCycleError(
-                f"adding {sub.name!r} to {self.name!r} at {offset:#x} would make {self.name!r} "
-                "contain itself (through subregions or alias targets)")
-        if self.system is None:
+        # One walk finds both a cycle (sub reaches self) and the regions that join self's system. A bound
+        # region reaches only regions of its system, so self cannot be behind one of another system
+        # (or any bound one while self floats): the walk stops there, yet lists it for the error.
+        system, reached = self.system, []
+        for mr in sub.reachable(follow=lambda mr: mr.system is None or mr.system is system):
+            if mr is self:
+                raise AliasCycleError(
+                    f"adding {sub.name!r} to {self.name!r} at {offset:#x} would make {self.name!r} "
+                    "contain itself (through subregions or alias targets)")
+            reached.append(mr)
+        if system is None:
             return core_of(sub), []
-        return self.system, bindable(sub, self.system, self)
+        return system, floating_among(reached, sub, system, f"region {self.name!r}")
 
     def _link(self, offset: int, sub: MemoryRegion, system: MemorySystem) -> None:
         sub.parent = self
@@ -640,18 +666,3 @@ def _mask_repeats(name: str | None, size: int, mask: int) -> int:
             f"bytes, more than MAX_MASK_REPEATS ({MAX_MASK_REPEATS})")
     return mask
 
-
-def _reaches(start: MemoryRegion, goal: MemoryRegion) -> bool:
-    """True if ``goal`` is reachable from ``start`` through subregions and alias targets."""
-    stack, seen = [start], set()
-    while stack:
-        mr = stack.pop()
-        if mr is goal:
-            return True
-        if id(mr) in seen:
-            continue
-        seen.add(id(mr))
-        stack.extend(mr.subregions)
-        if mr.alias_target is not None:
-            stack.append(mr.alias_target)
-    return False

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any
 
-from .errors import CrossSystemError, TransactionError
+from .errors import CrossSystemError, RegionKindError, TransactionError
 from .listener import listener_order
 from .ops import MemTxResult
 
@@ -83,9 +83,18 @@ class MemorySystem:
         return next(self._listener_seq)
 
     def adopt(self, *regions: MemoryRegion) -> None:
-        """Bind floating regions (and everything they reach) to this system explicitly."""
+        """Bind floating regions, and every floating region they reach, to this system before they are
+        linked under one of its roots, so their changes batch with its transactions from the start.
+        All or nothing: CrossSystemError if any of them reaches a region of another system."""
+        from .region import MemoryRegion
+
         for mr in regions:
-            bind(mr, self)
+            if not isinstance(mr, MemoryRegion):
+                raise RegionKindError(f"memory system {self.name!r}: cannot adopt {mr!r}, not a MemoryRegion")
+        joining = [region for mr in regions for region in bindable(mr, self, "MemorySystem.adopt")]
+        with self.lock:
+            for region in joining:
+                region.system = self
 
     # ------------------------------------------------------------ transactions
     def begin(self) -> None:
@@ -217,40 +226,28 @@ def core_of(mr: MemoryRegion) -> MemorySystem:
     return mr.system or _DEFAULT
 
 
-def bindable(mr: MemoryRegion, system: MemorySystem, into: MemoryRegion | None = None) -> list[MemoryRegion]:
+def bindable(mr: MemoryRegion, system: MemorySystem, through: str = "an address space root") -> list[MemoryRegion]:
     """The floating regions that join ``system`` when ``mr`` does (it and everything it reaches through
-    subregions and alias targets); CrossSystemError, naming both regions and both systems, if any
-    region in reach belongs to another system. Changes nothing."""
+    subregions and alias targets); CrossSystemError if any region in reach belongs to another system.
+    Changes nothing. A bound region reaches only regions of its own system, so the walk stops at one."""
+    return floating_among(mr.reachable(follow=lambda reached: reached.system is None), mr, system, through)
+
+
+def floating_among(reached: Iterable[MemoryRegion], mr: MemoryRegion, system: MemorySystem,
+                   through: str) -> list[MemoryRegion]:
+    """The floating regions of ``reached`` (what ``mr``, joining ``system`` ``through`` a container, a root
+    or adopt, reaches); CrossSystemError, naming both regions and both systems and the way in, at the
+    first region of another system."""
     floating = []
-    for reached in _reach(mr):
-        other = reached.system
+    for region in reached:
+        other = region.system
         if other is None:
-            floating.append(reached)
+            floating.append(region)
         elif other is not system:
-            where = f"region {into.name!r}" if into is not None else "an address space root"
             raise CrossSystemError(
-                f"region {mr.name!r} cannot join memory system {system.name!r} through {where}: it reaches "
-                f"region {reached.name!r}, which belongs to memory system {other.name!r}")
+                f"region {mr.name!r} cannot join memory system {system.name!r} through {through}: it reaches "
+                f"region {region.name!r}, which belongs to memory system {other.name!r}")
     return floating
-
-
-def bind(mr: MemoryRegion, system: MemorySystem) -> None:
-    """Bind ``mr`` and every floating region it reaches to ``system`` (all or nothing)."""
-    for region in bindable(mr, system):
-        region.system = system
-
-
-def _reach(mr: MemoryRegion) -> Iterable[MemoryRegion]:
-    stack, seen = [mr], set()
-    while stack:
-        node = stack.pop()
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        yield node
-        stack.extend(node.subregions)
-        if node.alias_target is not None:
-            stack.append(node.alias_target)
 
 
 def _render_all(spaces: list[AddressSpace]) -> dict[int, FlatView]:

@@ -32,23 +32,13 @@ _RUN = struct.Struct(">II")
 
 def ram_regions(root: MemoryRegion) -> list[MemoryRegion]:
     """The migratable RAM regions of a memory tree, mapped now or not (QEMU migrates every RAM
-    block), each block once, in a depth-first walk through subregions and alias targets. Two with
-    one name would be ambiguous in the stream: ConfigMismatch."""
-    found: list[MemoryRegion] = []
-    seen: set[int] = set()
-    stack = [root]
-    while stack:
-        mr = stack.pop()
-        if id(mr) in seen:
-            continue
-        seen.add(id(mr))
-        block = mr.ram_block
-        if block is not None and mr.migratable and id(block) not in seen:
-            seen.add(id(block))
-            found.append(mr)
-        stack.extend(reversed(mr.subregions))
-        if mr.alias_target is not None:
-            stack.append(mr.alias_target)
+    block), each block once, in the order of ``root.reachable()``, which both ends of a migration
+    share. Two with one name would be ambiguous in the stream: ConfigMismatch."""
+    first: dict[int, MemoryRegion] = {}  # id(RAM block): the first region reached that maps it
+    for mr in root.reachable():
+        if mr.ram_block is not None and mr.migratable:
+            first.setdefault(id(mr.ram_block), mr)
+    found = list(first.values())
     names = [str(mr.name) for mr in found]
     twice = sorted({name for name in names if names.count(name) > 1})
     if twice:

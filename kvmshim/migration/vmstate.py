@@ -227,18 +227,9 @@ def _parts(device: object) -> Iterator[object]:
 
 def _region_owners(*roots: MemoryRegion) -> Iterator[tuple[object, MemoryRegion]]:
     """(owner, region) for each region under ``roots`` whose owner or ops' bound object is known."""
-    stack, seen = list(reversed(roots)), set()
-    while stack:
-        mr = stack.pop()
-        if id(mr) in seen:
-            continue
-        seen.add(id(mr))
+    for mr in dict.fromkeys(mr for root in roots for mr in root.reachable()):  # each region once
         owners = [mr.owner] if mr.owner is not None else [getattr(cb, "__self__", None) for cb in (mr.ops.read,
                                                                                                   mr.ops.write)]
         for owner in owners:
             if owner is not None:
                 yield owner, mr
-        stack.extend(reversed(mr.subregions))
-        if mr.alias_target is not None:
-            stack.append(mr.alias_target)
-
