@@ -191,6 +191,12 @@ class MachineBase:
 
         return incoming(self, uri, **options)
 
+    def activate_storage(self) -> None:
+        """Take over the machine's disk images (a migration's destination, once the source let go)."""
+
+    def inactivate_storage(self) -> None:
+        """Flush and let go of the disk images, refusing writes (a migration's source, vCPUs stopped)."""
+
     def registers(self, vcpu: int = 0) -> Registers:
         """vCPU ``vcpu``'s general registers as plain ints (KVM_GET_REGS)."""
         return self.vcpus[vcpu].registers()

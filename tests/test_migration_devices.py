@@ -60,7 +60,8 @@ def test_the_pc_board_comes_back_with_its_mappings():
 
 def test_an_ide_read_half_done_goes_on_in_the_new_function(tmp_path):
     image = make_image(tmp_path / "disk.img")
-    old, new = Rig([AtaDisk(DiskImage(image))]), Rig([AtaDisk(DiskImage(image))])
+    source, destination = DiskImage(image), DiskImage(image, active=False)  # QEMU's -incoming: inactive
+    old, new = Rig([AtaDisk(source)]), Rig([AtaDisk(destination)])
     try:
         old.config_write(0x20, 0xC001)  # BAR4
         old.config_write(0x04, 0x05, 2)  # I/O decoding and bus master
@@ -68,6 +69,8 @@ def test_an_ide_read_half_done_goes_on_in_the_new_function(tmp_path):
         head = old.primary.read_data(700)
         moved(SimpleNamespace(system=old.host.memory, io=old.io, memory=old.space, ide=old.ide),
               SimpleNamespace(system=new.host.memory, io=new.io, memory=new.space, ide=new.ide))
+        source.inactivate()  # the image passes over, as in a migration's handshake
+        destination.activate()
         assert head + new.primary.read_data(2 * SECTOR - 700) == pattern(5) + pattern(6)
         assert new.ide.bar_address(4) == 0xC000 and new.space.lookup(0xC000).mr.name == "piix-bmdma"
     finally:

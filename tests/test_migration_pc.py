@@ -12,8 +12,10 @@ import pytest
 
 from kvmshim.migration import Listener, resume
 from kvmshim.migration.vmstate import find_devices
+from kvmshim.pc.ata import DiskImage
+from kvmshim.pc.image_lock import ImageLockError
 from kvmshim.pc.machine import PcMachine, seabios_config
-from kvmshim.qemu_config import Chardev, IsaDebugcon, IsaDebugExit, PciTestdev, PcTestdev
+from kvmshim.qemu_config import Chardev, Drive, IsaDebugcon, IsaDebugExit, PciTestdev, PcTestdev
 from test_migration import migrate_between
 
 pytestmark = pytest.mark.kvm  # and Debian's SeaBIOS, which make test installs
@@ -43,6 +45,24 @@ def test_the_pc_machine_after_post_migrates_with_its_map(tmp_path):
         assert dst.mtree(flatview=True) == source_map
         for thread in threads:
             assert thread.stop().reason == "stopped"
+
+
+def test_a_shared_disk_passes_to_the_destination_at_the_stop(tmp_path):
+    """Shared storage, as QEMU migrates it: the destination (``incoming``, QEMU's -incoming) opens
+    the image without its locks, the source lets go of it once its vCPUs stopped, and the
+    destination holds it once the guest has arrived; a third user is refused throughout."""
+    image = tmp_path / "disk.img"
+    image.write_bytes(bytes(1 << 20))
+    config = seabios_config(drives=(Drive(image, 0, "raw"),))
+    with PcMachine(config, stop_at_post_end=True) as src, PcMachine(config, incoming=True) as dst, \
+            ThreadPoolExecutor(1) as pool:
+        (source,), (destination,) = src.board.images, dst.board.images
+        assert src.boot().reason == "stopped" and source.active and not destination.active
+        with Listener(f"unix:{tmp_path}/m.sock") as listener:
+            stats, got = migrate_between(pool, src, dst, listener, verify=True)
+        assert stats.verified and destination.active and not source.active
+        with pytest.raises(ImageLockError):
+            DiskImage(image)
 
 
 def test_run_machine_pc_incoming_takes_over_a_booted_pc(tmp_path):

@@ -9,6 +9,7 @@ import hashlib
 import random
 import struct
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,7 @@ from kvmshim.pc.ata import (
 from kvmshim.pc.cmos import Cmos
 from kvmshim.pc.fw_cfg import sercon_port_file
 from kvmshim.pc.ide import PiixIde
+from kvmshim.pc.image_lock import ImageLockError
 from kvmshim.pc.machine import PcMachine, seabios_config
 from kvmshim.pc.pci import PciHost
 from kvmshim.qemu_config import Boot, Drive, FwCfgFile, IsaDebugExit
@@ -853,3 +855,57 @@ def test_a_guest_cannot_turn_a_probed_raw_disk_into_qcow2(tmp_path):
     assert after[512:] == original[512:]
     # sector 0 is the guest's own copy: its saved drive (0x80), and the failed DAP's count set to 0
     assert [after[i] for i in range(512) if after[i] != original[i]] == [0x80, 0]
+
+
+# ------------------------------------------------------------------ image locking, as QEMU's
+LOCKED = 'Failed to get "write" lock\nIs another process using the image'
+
+
+def test_a_second_writer_or_reader_of_a_locked_image_is_refused(tmp_path):
+    image = make_image(tmp_path / "disk.img")
+    with DiskImage(image):
+        with pytest.raises(ImageLockError, match=LOCKED):
+            DiskImage(image)
+        with pytest.raises(ImageLockError, match='Failed to get shared "write" lock'):
+            DiskImage(image, readonly=True)  # nobody shares writes, as QEMU's IDE disks
+    with DiskImage(image, readonly=True), pytest.raises(ImageLockError, match=LOCKED):
+        DiskImage(image)
+    DiskImage(image).close()  # every lock went with its image
+
+
+def test_kvmshim_and_qemu_refuse_each_others_image(tmp_path):
+    """The same lock bytes as QEMU 7.2, both ways: neither writes an image the other has open."""
+    image = make_image(tmp_path / "disk.img")
+    qemu = ["qemu-system-x86_64", "-accel", "kvm", "-S", "-display", "none", "-nodefaults",
+            "-drive", f"file={image},format=raw,if=ide"]
+    with DiskImage(image):
+        refused = subprocess.run([*qemu, "-no-shutdown"], capture_output=True, timeout=60)
+    assert refused.returncode == 1 and f'{LOCKED} [{image}]?' in refused.stderr.decode()
+    running = subprocess.Popen([*qemu, "-qmp", f"unix:{tmp_path}/qmp,server=on,wait=off"], stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "qmp").exists():  # made after the disks are opened and locked
+            assert running.poll() is None and time.monotonic() < deadline, "QEMU did not start"
+            time.sleep(0.05)
+        with pytest.raises(ImageLockError, match=LOCKED):
+            DiskImage(image)
+    finally:
+        running.kill()
+        running.wait(30)
+    DiskImage(image).close()
+
+
+def test_an_inactive_image_holds_no_lock_and_takes_no_write(tmp_path):
+    """A migration's destination (QEMU's -incoming): the source keeps the image until it lets go."""
+    image = make_image(tmp_path / "disk.img")
+    digest = sha(image)
+    with DiskImage(image) as source, DiskImage(image, active=False) as destination:
+        with pytest.raises(PermissionError, match="inactive"):
+            destination.write(3, bytes(ata.SECTOR))
+        with pytest.raises(ImageLockError):
+            destination.activate()
+        source.inactivate()
+        destination.activate()
+        with pytest.raises(PermissionError, match="inactive"):
+            source.write(3, bytes(ata.SECTOR))
+    assert sha(image) == digest

@@ -48,7 +48,7 @@ def _destination(args: argparse.Namespace) -> MachineBase:
         from ..pc import cli as pc_cli
         from ..pc.machine import PcMachine
 
-        return PcMachine(pc_cli.config(args))
+        return PcMachine(pc_cli.config(args), incoming=True)
     machine = Machine(args.ram or 16 << 20, on_output=stdout_writer, debug_exit=args.debug_exit,
                       debug_exit_port=args.debug_exit_port, strict_unassigned=args.strict)
     try:

@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 def incoming(machine: MachineBase, uri: str | Listener, *, devices: Iterable[object] = (),
              timeout: float | None = None) -> IncomingStats:
     """Wait (up to ``timeout`` s) for a source at ``uri`` (or on a Listener already bound) and load
-    its stream into ``machine``; returns once the source has committed, the vCPUs still stopped."""
+    its stream into ``machine``; returns once the source has committed (and let go of the disk
+    images, which ``machine`` then takes over), the vCPUs still stopped."""
     layout = destination(machine, devices)
     listener = uri if isinstance(uri, Listener) else Listener(uri)
     try:
@@ -39,6 +40,7 @@ def incoming(machine: MachineBase, uri: str | Listener, *, devices: Iterable[obj
         stats = load_stream(layout, reader, channel.uri, read_config(reader, layout))
         if channel.duplex:
             _handshake(layout, channel, reader, stats)
+    machine.activate_storage()
     return stats
 
 

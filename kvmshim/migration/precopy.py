@@ -83,7 +83,7 @@ class Precopy:
         stats = MigrationStats(uri, self.layout.ram_bytes)
         start_tracking(system, f"migrate to {uri}")
         channel: Channel | None = None
-        committed = False
+        committed = inactive = False
         with ExitStack() as held:
             try:
                 channel = connect(uri, timeout)
@@ -97,6 +97,8 @@ class Precopy:
                 held.enter_context(machine.paused())
                 running = cpu.settle(machine.runners)
                 system.flush_coalesced()
+                machine.inactivate_storage()  # flushed and unlocked: the destination takes the disks over
+                inactive = True
                 stats.stop_ms = (time.monotonic() - stopped) * 1000
                 self._final_round(writer, stats, left, rate, running)
                 sent = time.monotonic()
@@ -117,6 +119,8 @@ class Precopy:
                 system.global_dirty_log_stop(GlobalDirty.MIGRATION)
                 if channel is not None and not committed:
                     channel.close()
+                if inactive and not committed:  # the source runs on: its disks are its own again
+                    machine.activate_storage()
         stats.total_ms = (time.monotonic() - started) * 1000
         stats.bytes_sent = writer.bytes_written
         with channel:

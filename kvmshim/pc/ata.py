@@ -26,6 +26,7 @@ from memapi import AccessRules, MemoryRegion
 
 from ..errors import KvmshimError
 from ..migration.vmstate import VMStateDescription, check_index
+from .image_lock import lock_image, unlock_image
 from .ports import port_region
 
 SECTOR = 512
@@ -110,12 +111,19 @@ class DiskImage:
     write to sector 0 that would make the image probe as another format fails (PermissionError,
     QEMU's EPERM). As in QEMU, a size that is not a multiple of 512 is rounded up: the tail reads
     as zeros, and a write there extends the file.
+
+    An active image holds QEMU's locks (kvmshim.pc.image_lock), so a second writer, kvmshim or
+    QEMU, is refused. ``active=False`` is a migration destination's image (QEMU's inactive image
+    under ``-incoming``): no locks and no writes until ``activate()``, after the source's
+    ``inactivate()`` handed it over.
     """
 
-    def __init__(self, path: str | Path, *, readonly: bool = False, format: str | None = "raw") -> None:
+    def __init__(self, path: str | Path, *, readonly: bool = False, format: str | None = "raw",
+                 active: bool = True) -> None:
         self.path = Path(path)
         self.readonly = readonly
         self.probed = format is None
+        self.active = False
         if format not in (None, "raw"):
             raise DiskImageError(f"disk image '{path}': format '{format}' (kvmshim reads raw images only)")
         try:
@@ -126,6 +134,8 @@ class DiskImage:
             size = os.lseek(self.fd, 0, os.SEEK_END)  # a block device's size too
             if self.probed and (found := probe_format(self.read(0, 1), str(path))) != "raw":
                 raise DiskImageError(f"disk image '{path}' is a {found} image; kvmshim reads raw images only")
+            if active:
+                self.activate()
         except BaseException:
             os.close(self.fd)
             raise
@@ -135,9 +145,24 @@ class DiskImage:
         """``count`` sectors from ``lba``; past the end of the file (a partial last sector), zeros."""
         return os.pread(self.fd, count * SECTOR, lba * SECTOR).ljust(count * SECTOR, b"\0")
 
+    def activate(self) -> None:
+        """Take the image's locks (ImageLockError if another user holds them); writes may follow."""
+        if not self.active:
+            lock_image(self.fd, self.path, write=not self.readonly)
+            self.active = True
+
+    def inactivate(self) -> None:
+        """Flush and give the locks up, refusing writes from now on (a migration source's last step)."""
+        if self.active:
+            self.flush()
+            unlock_image(self.fd, write=not self.readonly)
+            self.active = False
+
     def write(self, lba: int, data: bytes | bytearray | memoryview) -> None:
         if self.readonly:
             raise PermissionError(f"{self.path} is read-only")
+        if not self.active:
+            raise PermissionError(f"{self.path} is inactive: a migration has not handed it over")
         if self.probed and lba == 0 and (found := probe_format(bytes(data[:PROBE_SIZE]))) != "raw":
             raise PermissionError(f"{self.path}: writing sector 0 would make this probed raw image a {found}")
         view, offset = memoryview(data), lba * SECTOR

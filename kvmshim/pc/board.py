@@ -57,12 +57,15 @@ class PcBoard:
 
     def __init__(self, system: MemoryRegion, io: MemoryRegion, config: QemuConfig, bios_image: bytes, *,
                  set_irq: SetIrq, request_reset: Callable[[], None],
-                 guest_exit: Callable[[int], None] = lambda status: None, memory: AddressSpace | None = None) -> None:
+                 guest_exit: Callable[[int], None] = lambda status: None, memory: AddressSpace | None = None,
+                 incoming: bool = False) -> None:
         cpus = config.smp.cpus
         #: What QEMU would warn of (an image whose format was probed); the caller shows them.
         self.warnings: list[str] = []
         with ExitStack() as opened:  # until the board is whole, a failure closes the images opened so far
-            disks = _disks(config, opened, self.warnings)
+            disks = _disks(config, opened, self.warnings, active=not incoming)
+            #: The disk images, inactive on a migration's destination (``incoming``) until handed over.
+            self.images = [disk.image for disk in disks if disk is not None]
             with system.transaction():
                 self.map = PcMemoryMap(system, config.ram_size, bios_image)
                 self.i440fx = I440FX(system, self.map.pci, self.map.ram)
@@ -123,12 +126,13 @@ class PcBoard:
         self.ide.close()
 
 
-def _disks(config: QemuConfig, opened: ExitStack, warnings: list[str]) -> list[AtaDisk | None]:
+def _disks(config: QemuConfig, opened: ExitStack, warnings: list[str], active: bool) -> list[AtaDisk | None]:
     """The four IDE units, from the config's drives (index = 2 * bus + unit); each image's close is
     on ``opened``. A drive without a format is probed, with QEMU's warning when it is raw."""
     disks: list[AtaDisk | None] = [None] * 4
     for drive in config.drives:
-        image = opened.enter_context(DiskImage(drive.file, readonly=drive.readonly, format=drive.format))
+        image = opened.enter_context(DiskImage(drive.file, readonly=drive.readonly, format=drive.format,
+                                               active=active))
         if image.probed:
             warnings.append(probed_raw_warning(drive.file))
         disks[drive.index] = AtaDisk(image)

@@ -51,12 +51,14 @@ class PcMachine(MachineBase):
 
     ``stop_at_post_end`` ends ``boot()`` when SeaBIOS reports "No bootable device" on a debug
     console at 0x402 (its retry loop would run forever). ``exit_status`` is what QEMU would exit
-    with: isa-debug-exit's ``(v << 1) | 1``, else 0. ``options`` are MachineBase's.
+    with: isa-debug-exit's ``(v << 1) | 1``, else 0. ``incoming`` builds a migration's destination,
+    as QEMU's ``-incoming``: its disk images stay inactive (unlocked, unwritable) until the stream
+    has arrived and the source let go of them. ``options`` are MachineBase's.
     """
 
     name = "pc"
 
-    def __init__(self, config: QemuConfig | None = None, *, stop_at_post_end: bool = False,
+    def __init__(self, config: QemuConfig | None = None, *, stop_at_post_end: bool = False, incoming: bool = False,
                  **options: Unpack[MemoryOptions]) -> None:
         self.config = config = config or seabios_config()
         bios = config.bios or DEFAULT_BIOS
@@ -67,6 +69,7 @@ class PcMachine(MachineBase):
         parse_cpu_option(cpu)  # as QEMU, a bad -cpu fails before the kernel is looked at
         self.kernel = _read_kernel(config)
         self.stop_at_post_end = stop_at_post_end
+        self.incoming_storage = incoming
         self.exit_status = 0
         self.reset_requested = False
         super().__init__(vcpus=config.smp.cpus, cpu=cpu, **options)
@@ -79,7 +82,8 @@ class PcMachine(MachineBase):
 
     def _build(self) -> None:
         self.board = PcBoard(self.system, self.io, self.config, self.bios_image, set_irq=self._set_irq,
-                             request_reset=self.request_reset, guest_exit=self._guest_exit, memory=self.memory)
+                             request_reset=self.request_reset, guest_exit=self._guest_exit, memory=self.memory,
+                             incoming=self.incoming_storage)
         self.warnings.extend(self.board.warnings)  # the disk probe's, before the CPU's as in QEMU
         self._post_tail, self._post_seen = bytearray(), False
         for debugcon in self.board.debugcons:
@@ -154,6 +158,14 @@ class PcMachine(MachineBase):
     def log(self) -> bytes:
         """What the firmware wrote on its debug console (0x402), if the config has one."""
         return b"".join(bytes(d.output) for d in self.board.debugcons if d.iobase == SEABIOS_DEBUG_IOPORT)
+
+    def activate_storage(self) -> None:
+        for image in self.board.images:
+            image.activate()
+
+    def inactivate_storage(self) -> None:
+        for image in self.board.images:
+            image.inactivate()
 
     def close(self) -> None:
         """MachineBase.close, then the disk images are flushed and closed."""
