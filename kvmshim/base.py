@@ -270,6 +270,9 @@ class MachineBase:
             vcpu.close()
         if self.vm is not None:
             self.vm.close()
+        for listener in (self.kvm_memory, self.kvm_io):
+            if listener is not None:  # after the VM: KVM held the eventfds until then
+                listener.release_eventfds()
         if self.kvm is not None:
             self.kvm.close()
 

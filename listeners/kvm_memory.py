@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -77,11 +78,18 @@ class _KvmIoEvents:
     """ioeventfds and coalesced zones of one address space (MMIO, or PIO with ``pio``).
 
     KVM_IOEVENTFD takes QEMU's truncations: data to 32 bits, and for PIO the address
-    and data to 16 bits. Coalescing errors are ignored, as QEMU does.
+    and data to 16 bits. Coalescing errors are ignored, as QEMU does. KVM finds an ioeventfd
+    to remove by its eventfd, so a dup of the notifier's fd is kept while it is assigned: a
+    notifier its owner closed first is still removed (through the dup; otherwise, as QEMU,
+    through the notifier's own fd).
     """
 
     pio = False
     vm: Vm
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._assigned: dict[tuple[int, int, int | None, int], int] = {}  # -> our dup of the fd
 
     def eventfd_add(self, section: MemoryRegionSection, match_data: bool, data: int, notifier: Any) -> None:
         self._eventfd(section, match_data, data, notifier, deassign=False)
@@ -91,13 +99,33 @@ class _KvmIoEvents:
 
     def _eventfd(self, section: MemoryRegionSection, match_data: bool, data: int, notifier: Any,
                  deassign: bool) -> None:
-        if deassign and getattr(notifier, "closed", False):
-            return  # its owner closed it: KVM cannot look it up any more and drops it with the VM
         addr, bits = section.offset_within_address_space, (16 if self.pio else 32)
         if self.pio:
             addr &= 0xFFFF
         datamatch = data & ((1 << bits) - 1) if match_data else None
-        self.vm.ioeventfd(notifier.fileno(), addr, section.size, datamatch, pio=self.pio, deassign=deassign)
+        key = (addr, section.size, datamatch, id(notifier))
+        if deassign:
+            kept = self._assigned.pop(key, None)
+            if kept is None:  # its assignment failed: KVM has nothing to remove
+                return
+            try:
+                fd = kept if getattr(notifier, "closed", False) else notifier.fileno()
+                self.vm.ioeventfd(fd, addr, section.size, datamatch, pio=self.pio, deassign=True)
+            finally:
+                os.close(kept)
+            return
+        kept = os.dup(notifier.fileno())
+        try:
+            self.vm.ioeventfd(notifier.fileno(), addr, section.size, datamatch, pio=self.pio)
+        except BaseException:
+            os.close(kept)
+            raise
+        self._assigned[key] = kept
+
+    def release_eventfds(self) -> None:
+        """Close the fds of ioeventfds never deassigned (the VM, closed, dropped them)."""
+        while self._assigned:
+            os.close(self._assigned.popitem()[1])
 
     def coalesced_io_add(self, section: MemoryRegionSection, addr: int, size: int) -> None:
         with contextlib.suppress(KvmError):

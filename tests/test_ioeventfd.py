@@ -114,3 +114,20 @@ def test_moving_the_region_moves_the_ioeventfd(machine):
         assert machine.memory.read_int(BELL_GPA + 0x1000, 4) == 0
         machine.system.add_subregion_overlap(BELL_GPA, region, 1)
         region.del_eventfd(0, 4, False, 0, e)
+
+
+@pytest.mark.kvm
+def test_a_notifier_closed_before_its_ioeventfd_is_deleted_still_leaves_kvm(machine):
+    """KVM finds the ioeventfd to remove by fd: the listener kept its own copy, so after the owner
+    closed the notifier first, the doorbell's writes reach the device again and nothing leaks."""
+    bell = machine.pio_bell
+    e = EventNotifier()
+    bell.region.add_eventfd(0, 4, False, 0, e)
+    assert ring(machine, PORT=BELL_PORT, VALUE=5) < 10 and bell.writes == []
+    e.close()
+    bell.region.del_eventfd(0, 4, False, 0, e)
+    assert ring(machine, PORT=BELL_PORT, VALUE=5) >= COUNT and bell.writes == [5] * COUNT
+    bell.region.add_eventfd(0, 4, False, 0, f := EventNotifier())  # no EEXIST: the old one is gone
+    assert ring(machine, PORT=BELL_PORT, VALUE=5) < 10 and f.read() == COUNT
+    bell.region.del_eventfd(0, 4, False, 0, f)
+    f.close()
