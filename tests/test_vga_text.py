@@ -123,6 +123,29 @@ def test_attribute_controller_and_dac(board):
     assert board.inb(0x3CF) == 0x0E
 
 
+def test_registers_keep_only_their_bits_as_in_qemu(board):
+    """All ones written to every sequencer, graphics and attribute register read back masked as
+    QEMU's sr_mask, gr_mask and attribute writes leave them; the PEL mask port reads 0."""
+    seen = {}
+    for index_port, data_port, count in ((0x3C4, 0x3C5, 8), (0x3CE, 0x3CF, 16)):
+        for index in range(count):
+            board.out(index_port, index)
+            board.out(data_port, 0xFF)
+            seen[data_port, index] = board.inb(data_port)
+    assert [seen[0x3C5, i] for i in range(8)] == [0x03, 0x3D, 0x0F, 0x3F, 0x0E, 0, 0, 0xFF]
+    assert [seen[0x3CF, i] for i in range(16)] == [0x0F, 0x0F, 0x0F, 0x1F, 0x03, 0x7B, 0x0F, 0x0F, 0xFF] + [0] * 7
+    attributes = []
+    for index in (0x00, 0x0F, 0x10, 0x11, 0x12, 0x13, 0x14):
+        board.inb(0x3DA)
+        board.out(0x3C0, index)
+        board.out(0x3C0, 0xFF)
+        board.out(0x3C0, index)
+        attributes.append(board.inb(0x3C1))
+    assert attributes == [0x3F, 0x3F, 0xEF, 0xFF, 0x3F, 0x0F, 0x0F]
+    board.out(0x3C6, 0x12)
+    assert board.inb(0x3C6) == 0
+
+
 def test_refresh_follows_the_vga_dirty_bits(board):
     vga = board.vga
     assert vga.refresh() is not None  # the first frame

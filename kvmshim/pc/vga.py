@@ -41,6 +41,11 @@ CURSOR_OFF = 0x20
 MISC_COLOR = 0x01  # I/O address select: CRTC at 0x3d4 (colour), else 0x3b4 (mono)
 ST01_TOGGLE = 0x09  # vertical retrace | display disabled: QEMU's "dumb" retrace flips them per read
 AR_COUNT = 0x15
+#: The bits each sequencer, graphics and attribute register keeps (the rest read back as 0, as
+#: QEMU's sr_mask/gr_mask and its attribute writes force them).
+SR_BITS = bytes((0x03, 0x3D, 0x0F, 0x3F, 0x0E, 0x00, 0x00, 0xFF))
+GR_BITS = bytes((0x0F, 0x0F, 0x0F, 0x1F, 0x03, 0x7B, 0x0F, 0x0F, 0xFF)).ljust(16, b"\0")
+AR_BITS = bytes((0x3F,) * 16 + (0xEF, 0xFF, 0x3F, 0x0F, 0x0F))  # palette, mode (no bit 4), ...
 #: Code page 437's pictures for the control codes (the VGA font draws them; Python's codec does not).
 _CP437_LOW = " ☺☻♥♦♣♠•◘○◙♂♀♪♫☼►◄↕‼¶§▬↨↑↓→←∟↔▲▼"
 
@@ -84,7 +89,7 @@ class VgaText:
 
     #: The registers (QEMU's vmstate_vga_common); the buffer is RAM (``vga.text``) and migrates as such.
     vmstate = VMStateDescription("vga", fields=(
-        "msr", "fcr", "st01", "pel_mask", "cr", "sr", "gr", "ar", "cr_index", "sr_index", "gr_index", "ar_index",
+        "msr", "fcr", "st01", "cr", "sr", "gr", "ar", "cr_index", "sr_index", "gr_index", "ar_index",
         "ar_flip_flop", "dac", "dac_read", "dac_write", "dac_sub", "dac_state", "dac_cache"))
 
     def __init__(self) -> None:
@@ -96,7 +101,7 @@ class VgaText:
         self.text.set_log(True)
         self.ports = [(base, port_region("vga", size, self._port_reader(base), self._port_writer(base)))
                       for base, size in PORTS]
-        self.msr, self.fcr, self.st01, self.pel_mask = MODE3_MISC, 0, 0, 0xFF
+        self.msr, self.fcr, self.st01 = MODE3_MISC, 0, 0
         self.cr, self.sr, self.gr, self.ar = bytearray(256), bytearray(8), bytearray(16), bytearray(AR_COUNT)
         self.cr[:len(MODE3_CRTC)], self.sr[:5], self.gr[:9], self.ar[:] = MODE3_CRTC, MODE3_SEQ, MODE3_GFX, MODE3_ATTR
         self.cr_index = self.sr_index = self.gr_index = self.ar_index = 0
@@ -205,7 +210,7 @@ class VgaText:
             if self.dac_sub == 3:
                 self.dac_sub, self.dac_read = 0, (self.dac_read + 1) & 0xFF
             return value
-        registers = {0x4: self.sr_index, 0x5: self.sr[self.sr_index], 0x6: self.pel_mask, 0x7: self.dac_state,
+        registers = {0x4: self.sr_index, 0x5: self.sr[self.sr_index], 0x7: self.dac_state,
                      0x8: self.dac_write, 0xA: self.fcr, 0xC: self.msr, 0xE: self.gr_index,
                      0xF: self.gr[self.gr_index]}
         return registers.get(low, 0)  # 0x3c2 is input status 0: no switch sense, no interrupt
@@ -220,17 +225,15 @@ class VgaText:
         elif port == 0x3C0:
             if not self.ar_flip_flop:
                 self.ar_index = value & 0x3F
-            elif (self.ar_index & 0x1F) < AR_COUNT:
-                self.ar[self.ar_index & 0x1F] = value
+            elif (index := self.ar_index & 0x1F) < AR_COUNT:
+                self.ar[index] = value & AR_BITS[index]
             self.ar_flip_flop ^= 1
         elif port == 0x3C2:
             self.msr = value & ~0x10
         elif port == 0x3C4:
             self.sr_index = value & 7
         elif port == 0x3C5:
-            self.sr[self.sr_index] = value
-        elif port == 0x3C6:
-            self.pel_mask = value
+            self.sr[self.sr_index] = value & SR_BITS[self.sr_index]
         elif port in (0x3C7, 0x3C8):
             if port == 0x3C7:
                 self.dac_read, self.dac_state = value, 3
@@ -242,7 +245,7 @@ class VgaText:
         elif port == 0x3CE:
             self.gr_index = value & 0xF
         elif port == 0x3CF:
-            self.gr[self.gr_index] = value
+            self.gr[self.gr_index] = value & GR_BITS[self.gr_index]
 
     def _write_crtc(self, value: int) -> None:
         if self.cr[CR_VSYNC_END] & CR11_LOCK and self.cr_index <= 7:
