@@ -27,7 +27,7 @@ from listeners.kvm_memory import KVMIoListener, KVMMemoryListener
 from listeners.vcpu_runner import CoalescedRing, RunOutcome, VcpuRunner, paused
 from memapi import UINT64_MAX, UNASSIGNED_IO_OPS, AddressSpace, MemoryRegion, MemorySystem, RamBlock
 
-from .cpuid import cpu_model_table
+from .cpuid import Topology, cpu_model_table
 from .errors import MachineStateError
 
 if TYPE_CHECKING:
@@ -121,12 +121,16 @@ class MachineBase:
         self.memory.register_listener(self.kvm_memory)
         self.io_space.register_listener(self.kvm_io)
 
+    def _topology(self, vcpus: int) -> Topology:
+        """One package of ``vcpus`` cores, as QEMU 7.2 reads ``-smp N``; the pc machine's is -smp's."""
+        return Topology(cores=vcpus)
+
     def _add_vcpus(self, kvm: Kvm, vm: Vm, count: int, cpu: str, strict_unassigned: bool) -> None:
         supported = kvm.supported_cpuid()
         for index in range(count):
             vcpu = vm.create_vcpu(index)
             self.vcpus.append(vcpu)
-            table = cpu_model_table(supported, cpu, index)
+            table = cpu_model_table(supported, cpu, index, self._topology(count))
             vcpu.set_cpuid2(table.entries)
             if not index:
                 self.warnings.extend(table.warnings())

@@ -5,7 +5,10 @@ passes to KVM_SET_CPUID2 for ``-accel kvm -cpu qemu64`` in the leaves that defin
 model: vendor (KVM's, i.e. the host's, as QEMU does under KVM), family/model/stepping,
 the brand string, and the feature words of leaves 1, 7 and 0x80000001, each masked by
 what KVM_GET_SUPPORTED_CPUID offers. Requested features KVM lacks are dropped and named
-in ``CpuidTable.missing`` (QEMU warns "host doesn't support requested feature").
+in ``CpuidTable.missing`` (QEMU warns "host doesn't support requested feature"). The cache
+leaves (2, 4, 0x80000005-6) are QEMU's legacy cache model, and the topology fields (leaf 1's
+logical count, leaf 4's core count and sharing, leaf 0xB, 0x80000008 ECX) follow ``-smp``'s
+cores and threads per package, as QEMU encodes them.
 
 The kernel cannot hide every bit: kvm_pvm shows the guest host bits outside the table
 (XSAVE, AVX and others in leaf 1 ECX, see docs/kvm.md); ``KVM_GET_CPUID2`` after
@@ -202,8 +205,56 @@ def _regs(text: bytes) -> dict[str, int]:
     return {reg: int.from_bytes(text[i * 4:i * 4 + 4], "little") for i, reg in enumerate(("eax", "ebx", "ecx", "edx"))}
 
 
-def cpu_model_table(supported: list[CpuidEntry], option: str = "qemu64", vcpu_index: int = 0) -> CpuidTable:
-    """The CPUID table of the model *option* on top of KVM's *supported* table."""
+@dataclass(frozen=True)
+class Topology:
+    """One package as ``-smp`` describes it: cores, and threads per core (dies are 1 here)."""
+
+    cores: int = 1
+    threads: int = 1
+
+    @property
+    def logical(self) -> int:
+        return self.cores * self.threads
+
+    @property
+    def core_offset(self) -> int:
+        """APIC ID bits below the core number (QEMU's apicid_core_offset)."""
+        return (self.threads - 1).bit_length()
+
+    @property
+    def package_offset(self) -> int:
+        """APIC ID bits below the package number (QEMU's apicid_pkg_offset)."""
+        return self.core_offset + (self.cores - 1).bit_length()
+
+
+#: QEMU's legacy cache model (legacy_l1d_cache ... legacy_l3_cache) as leaf 4's EAX low bits (type,
+#: level, self-initializing), EBX, ECX and EDX, and who shares each: a thread, a core, a package.
+_CACHES = ((0x121, 0x01C0003F, 0x3F, 1, "thread"), (0x122, 0x01C0003F, 0x3F, 1, "thread"),
+           (0x143, 0x03C0003F, 0xFFF, 1, "core"), (0x163, 0x03C0003F, 0x3FFF, 6, "package"))
+#: Leaf 2's descriptors and leaves 0x80000005-6 (AMD's L1 and L2/L3 words) of the same model.
+_LEAF_2 = {"eax": 1, "ebx": 0, "ecx": 0x4D, "edx": 0x2C307D}
+_AMD_L1 = {"eax": 0x01FF01FF, "ebx": 0x01FF01FF, "ecx": 0x40020140, "edx": 0x40020140}
+_AMD_L2 = {"eax": 0, "ebx": 0x42004200, "ecx": 0x02008140, "edx": 0x00808140}
+
+
+def _topology_leaves(topology: Topology, apic_id: int) -> list[CpuidEntry]:
+    """Leaves 4 (one subleaf per cache, then the null one) and 0xB (SMT, core, invalid)."""
+    sharing = {"thread": 1, "core": topology.threads, "package": 1 << topology.package_offset}
+    leaf4 = [CpuidEntry(4, n, SIGNIFICANT_INDEX, eax=low | (sharing[who] - 1) << 14 | (topology.cores - 1) << 26,
+                        ebx=ebx, ecx=ecx, edx=edx) for n, (low, ebx, ecx, edx, who) in enumerate(_CACHES)]
+    leaf4.append(CpuidEntry(4, len(_CACHES), SIGNIFICANT_INDEX))
+    leaf_b = [CpuidEntry(0xB, 0, SIGNIFICANT_INDEX, eax=topology.core_offset, ebx=topology.threads, ecx=0x100,
+                         edx=apic_id),
+              CpuidEntry(0xB, 1, SIGNIFICANT_INDEX, eax=topology.package_offset, ebx=topology.logical, ecx=0x201,
+                         edx=apic_id),
+              CpuidEntry(0xB, 2, SIGNIFICANT_INDEX, ecx=2, edx=apic_id)]
+    return leaf4 + leaf_b
+
+
+def cpu_model_table(supported: list[CpuidEntry], option: str = "qemu64", vcpu_index: int = 0,
+                    topology: Topology = Topology()) -> CpuidTable:
+    """The CPUID table of the model *option* on top of KVM's *supported* table, for the vCPU whose
+    APIC ID is *vcpu_index* in packages of *topology*."""
     parsed = parse_cpu_option(option)
     model, features = parsed.model, parsed.features
     if model is None:
@@ -231,6 +282,10 @@ def cpu_model_table(supported: list[CpuidEntry], option: str = "qemu64", vcpu_in
         return {reg: _word(features, (f, i, reg)) for (f, i, reg) in FEATURE_WORDS if (f, i) == (function, index)}
 
     brand = _brand(parsed.model_id or model.model_id)
+    leaf1 = masked(1, 0, **words(1, 0))
+    logical = topology.logical if topology.logical > 1 else 0  # more than one: the count and HTT
+    if logical:
+        leaf1["edx"] |= 1 << 28
     kvm_leaf = offered.get((0x40000001, 0), CpuidEntry(0x40000001))
     kvm_signature = _regs(bytes(4) + KVM_SIGNATURE)
     entries = [
@@ -238,12 +293,17 @@ def cpu_model_table(supported: list[CpuidEntry], option: str = "qemu64", vcpu_in
                    edx=kvm_signature["edx"]),
         CpuidEntry(0x40000001, eax=kvm_leaf.eax & KVM_PV_FEATURES),
         CpuidEntry(0, eax=model.level, **signature),
-        CpuidEntry(1, eax=version, ebx=(vcpu_index & 0xFF) << 24 | 8 << 8, **masked(1, 0, **words(1, 0))),
+        CpuidEntry(1, eax=version, ebx=(vcpu_index & 0xFF) << 24 | logical << 16 | 8 << 8, **leaf1),
+        CpuidEntry(2, **_LEAF_2),
+        *_topology_leaves(topology, vcpu_index),
         CpuidEntry(7, 0, SIGNIFICANT_INDEX, eax=0, **masked(7, 0, **words(7, 0)), edx=0),
         CpuidEntry(0x80000000, eax=model.xlevel, **signature),
         CpuidEntry(0x80000001, eax=version, **masked(0x80000001, 0, **words(0x80000001, 0))),
         *(CpuidEntry(0x80000002 + n, **brand[n]) for n in range(3)),
-        CpuidEntry(0x80000008, eax=model.virt_bits << 8 | phys_bits),
+        CpuidEntry(0x80000005, **_AMD_L1),
+        CpuidEntry(0x80000006, **_AMD_L2),
+        CpuidEntry(0x80000008, eax=model.virt_bits << 8 | phys_bits,
+                   ecx=topology.package_offset << 12 | max(logical - 1, 0)),
     ]
     return CpuidTable(entries, missing)
 
@@ -296,4 +356,5 @@ def _passthrough(supported: list[CpuidEntry], parsed: CpuOption, vcpu_index: int
 
 
 __all__ = ["ALIASES", "FEATURES", "FEATURE_WORDS", "MODELS", "PASSTHROUGH_MODELS", "QEMU64", "CpuModel",
-           "CpuModelError", "CpuOption", "CpuidTable", "cpu_model_table", "feature_name", "parse_cpu_option"]
+           "CpuModelError", "CpuOption", "CpuidTable", "Topology", "cpu_model_table", "feature_name",
+           "parse_cpu_option"]

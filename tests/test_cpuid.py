@@ -9,7 +9,7 @@ import pytest
 
 import guests
 from kvm import CpuidEntry, ExitReason
-from kvmshim.cpuid import CpuModelError, cpu_model_table, feature_name, parse_cpu_option
+from kvmshim.cpuid import CpuModelError, Topology, cpu_model_table, feature_name, parse_cpu_option
 from test_kvm_binding import RAM_SIZE, host_addr, system  # noqa: F401 (fixture)
 
 GUEST = Path(__file__).parent / "data" / "guests" / "cpuid-report.S"
@@ -37,6 +37,19 @@ def test_qemu64_is_qemu_7_2s_model():
     brand = b"".join(v.to_bytes(4, "little") for leaf in (0x80000002, 0x80000003) for v in regs(table, leaf))
     assert brand.rstrip(b"\0") == b"QEMU Virtual CPU version 2.5+"
     assert table.missing == []
+
+
+def test_topology_fields_follow_the_package():
+    """-smp 4,cores=2,threads=2 seen by APIC ID 3: QEMU's encodings (tests/test_pc_qemu.py compares
+    the whole guest view with QEMU 7.2's)."""
+    table = cpu_model_table(EVERYTHING, "qemu64", 3, Topology(cores=2, threads=2))
+    assert regs(table, 1)[1] >> 16 == 0x0304 and regs(table, 1)[3] >> 28 & 1  # APIC ID 3, 4 logical, HTT
+    assert [regs(table, 4, n)[0] >> 14 for n in range(4)] == [0x1000, 0x1000, 0x1001, 0x1003]  # cores-1, sharing-1
+    assert regs(table, 4, 4) == (0, 0, 0, 0)
+    assert [regs(table, 0xB, n) for n in range(3)] == [(1, 2, 0x100, 3), (2, 4, 0x201, 3), (0, 0, 2, 3)]
+    assert regs(table, 0x80000008)[2] == 0x2003
+    single = cpu_model_table(EVERYTHING, "qemu64")
+    assert regs(single, 1)[1] >> 16 == 0 and not regs(single, 1)[3] >> 28 & 1 and regs(single, 0x80000008)[2] == 0
 
 
 def test_features_on_and_off_like_qemu():

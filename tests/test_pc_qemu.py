@@ -142,14 +142,20 @@ def test_a_raw_disk_without_format_gets_qemus_probe_warning(tmp_path):
                                         f"file={raw},format=raw").stderr
 
 
+def multiboot_kernel(tmp_path: Path, name: str) -> Path:
+    """tests/data/guests/NAME.S assembled and linked into an ELF32 multiboot kernel at 1 MiB."""
+    obj, kernel = tmp_path / f"{name}.o", tmp_path / f"{name}.elf"
+    subprocess.run(["as", "--32", "-o", str(obj), str(Path(__file__).parent / f"data/guests/{name}.S")], check=True)
+    subprocess.run(["ld", "-m", "elf_i386", "-N", "--no-warn-rwx-segments", "-Ttext=0x100000", "-o", str(kernel),
+                    str(obj)], check=True)
+    return kernel
+
+
 def test_a_multiboot_kernel_starts_the_second_vcpu_and_exits_through_isa_debug_exit(tmp_path):
     """tests/data/guests/mb-smp.S, a GNU as ELF32 multiboot kernel run the way kvm-unit-tests runs
     theirs: -kernel with -append, -smp 2, pc-testdev and isa-debug-exit at 0xf4; the kernel checks
     each step itself (QEMU 7.2 prints the same two lines and exits 1 too)."""
-    obj, kernel = tmp_path / "mb-smp.o", tmp_path / "mb-smp.elf"
-    subprocess.run(["as", "--32", "-o", str(obj), str(Path(__file__).parent / "data/guests/mb-smp.S")], check=True)
-    subprocess.run(["ld", "-m", "elf_i386", "-N", "--no-warn-rwx-segments", "-Ttext=0x100000", "-o", str(kernel),
-                    str(obj)], check=True)
+    kernel = multiboot_kernel(tmp_path, "mb-smp")
     done = subprocess.run([sys.executable, "-m", "kvmshim.cli", "qemu", "--no-reboot", "-nodefaults", "-display",
                            "none", "-serial", "stdio", "-smp", "2", "-device", "pc-testdev", "-device",
                            "isa-debug-exit,iobase=0xf4,iosize=0x4", "-kernel", str(kernel), "-append", "hello world"],
@@ -241,3 +247,16 @@ def test_run_machine_pc_boots_a_disk_shows_its_screen_and_takes_its_status(tmp_p
     assert done.returncode == 0x43, done
     assert b"hello from a boot sector" in done.stdout
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("smp", ["1", "2", "4,cores=2,threads=2", "4,sockets=2,cores=2", "6,cores=3,threads=2"])
+def test_the_guest_sees_qemus_cpuid_for_each_topology(tmp_path, smp):
+    """tests/data/guests/cpuid-mb.S prints leaves 0-2, 4 (every cache), 0xB, 0xD and 0x8000000x
+    under QEMU 7.2 and under `kvmshim qemu`, same command line: the same bytes, topology included."""
+    kernel = multiboot_kernel(tmp_path, "cpuid-mb")
+    argv = ["-cpu", "qemu64", "-smp", smp, "-nodefaults", "-display", "none", "-serial", "stdio", "-device",
+            "isa-debug-exit,iobase=0xf4,iosize=4", "-kernel", str(kernel)]
+    qemu = subprocess.run(["qemu-system-x86_64", "-accel", "kvm", *argv], capture_output=True, timeout=60)
+    ours = subprocess.run([str(Path(sys.executable).parent / "kvmshim-qemu"), *argv], capture_output=True, timeout=60)
+    assert qemu.returncode == ours.returncode == 1 and qemu.stdout.count(b"\n") == 15
+    assert ours.stdout == qemu.stdout

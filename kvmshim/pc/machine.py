@@ -23,7 +23,7 @@ from listeners.vcpu_runner import RunOutcome
 
 from .. import loader
 from ..base import MachineBase, MemoryOptions, VcpuThread
-from ..cpuid import parse_cpu_option
+from ..cpuid import Topology, parse_cpu_option
 from ..qemu_config import Chardev, IsaDebugcon, QemuConfig
 from .board import IDENTITY_MAP_ADDR, TSS_ADDR, PcBoard
 from .debugcon import SEABIOS_DEBUG_IOPORT
@@ -158,6 +158,9 @@ class PcMachine(MachineBase):
     def log(self) -> bytes:
         """What the firmware wrote on its debug console (0x402), if the config has one."""
         return b"".join(bytes(d.output) for d in self.board.debugcons if d.iobase == SEABIOS_DEBUG_IOPORT)
+
+    def _topology(self, vcpus: int) -> Topology:
+        return Topology(cores=self.config.smp.cores, threads=self.config.smp.threads)
 
     def activate_storage(self) -> None:
         for image in self.board.images:
