@@ -238,15 +238,17 @@ _AMD_L2 = {"eax": 0, "ebx": 0x42004200, "ecx": 0x02008140, "edx": 0x00808140}
 
 
 def _topology_leaves(topology: Topology, apic_id: int) -> list[CpuidEntry]:
-    """Leaves 4 (one subleaf per cache, then the null one) and 0xB (SMT, core, invalid)."""
+    """Leaves 4 (one subleaf per cache, then the null one) and 0xB (SMT, core, invalid); each count
+    is cut to its field's width, as a package larger than the fields can say has it cut."""
     sharing = {"thread": 1, "core": topology.threads, "package": 1 << topology.package_offset}
-    leaf4 = [CpuidEntry(4, n, SIGNIFICANT_INDEX, eax=low | (sharing[who] - 1) << 14 | (topology.cores - 1) << 26,
+    cores = (topology.cores - 1) & 0x3F
+    leaf4 = [CpuidEntry(4, n, SIGNIFICANT_INDEX, eax=low | ((sharing[who] - 1) & 0xFFF) << 14 | cores << 26,
                         ebx=ebx, ecx=ecx, edx=edx) for n, (low, ebx, ecx, edx, who) in enumerate(_CACHES)]
     leaf4.append(CpuidEntry(4, len(_CACHES), SIGNIFICANT_INDEX))
-    leaf_b = [CpuidEntry(0xB, 0, SIGNIFICANT_INDEX, eax=topology.core_offset, ebx=topology.threads, ecx=0x100,
-                         edx=apic_id),
-              CpuidEntry(0xB, 1, SIGNIFICANT_INDEX, eax=topology.package_offset, ebx=topology.logical, ecx=0x201,
-                         edx=apic_id),
+    leaf_b = [CpuidEntry(0xB, 0, SIGNIFICANT_INDEX, eax=topology.core_offset, ebx=topology.threads & 0xFFFF,
+                         ecx=0x100, edx=apic_id),
+              CpuidEntry(0xB, 1, SIGNIFICANT_INDEX, eax=topology.package_offset, ebx=topology.logical & 0xFFFF,
+                         ecx=0x201, edx=apic_id),
               CpuidEntry(0xB, 2, SIGNIFICANT_INDEX, ecx=2, edx=apic_id)]
     return leaf4 + leaf_b
 
@@ -283,8 +285,8 @@ def cpu_model_table(supported: list[CpuidEntry], option: str = "qemu64", vcpu_in
 
     brand = _brand(parsed.model_id or model.model_id)
     leaf1 = masked(1, 0, **words(1, 0))
-    logical = topology.logical if topology.logical > 1 else 0  # more than one: the count and HTT
-    if logical:
+    logical = topology.logical & 0xFF if topology.logical > 1 else 0  # more than one: the count and HTT
+    if topology.logical > 1:
         leaf1["edx"] |= 1 << 28
     kvm_leaf = offered.get((0x40000001, 0), CpuidEntry(0x40000001))
     kvm_signature = _regs(bytes(4) + KVM_SIGNATURE)
@@ -303,7 +305,7 @@ def cpu_model_table(supported: list[CpuidEntry], option: str = "qemu64", vcpu_in
         CpuidEntry(0x80000005, **_AMD_L1),
         CpuidEntry(0x80000006, **_AMD_L2),
         CpuidEntry(0x80000008, eax=model.virt_bits << 8 | phys_bits,
-                   ecx=topology.package_offset << 12 | max(logical - 1, 0)),
+                   ecx=(topology.package_offset & 0xF) << 12 | (topology.logical - 1) & 0xFF),
     ]
     return CpuidTable(entries, missing)
 
