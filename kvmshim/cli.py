@@ -21,7 +21,8 @@ EPILOG = f"""\
 exit status:
   run      the guest's debug-exit status (0 for a guest that halts)
   qemu     qemu-system-x86_64's: isa-debug-exit's status, 1 for an option it does not model,
-           {EXIT_GUEST_FAULT} for a guest fault (where QEMU would stop the VM at its monitor)
+           0 after SIGINT/SIGTERM/SIGHUP ("terminating on signal N"), {EXIT_GUEST_FAULT} for a guest
+           fault (where QEMU would stop the VM at its monitor)
   trace    the traced command's status
   {EXIT_ERROR}      kvmshim itself failed (a bad command line, a guest that cannot be built or
            loaded, a guest fault or timeout, a failed ioctl): a 'kvmshim: error:' line on

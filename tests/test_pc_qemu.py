@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 
 from grub_image import MENU_READY, PROMPT, grub_image  # noqa: F401
+from kvmshim.pc.ata import DiskImage
+from kvmshim.pc.image_lock import ImageLockError
 
 pytestmark = pytest.mark.kvm
 GRUB_TIMEOUT = 300.0
@@ -61,7 +63,9 @@ class Session:
     def quit(self) -> int:
         """Ctrl-C, as at a terminal (plain ``-serial stdio`` has no Ctrl-A x, as in QEMU); the exit status."""
         self.proc.send_signal(signal.SIGINT)
-        return self.proc.wait(60)
+        status = self.proc.wait(60)
+        assert self.proc.stderr.read().endswith(b"kvmshim qemu: terminating on signal 2\n")
+        return status
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +93,7 @@ def test_grub_menu_prompt_and_commands(grub):
     prompt = session.expect(PROMPT, listing)
     session.type(b"cho typed after Ctrl-A\x01e\r")  # plain -serial stdio: Ctrl-A is GRUB's, line start
     session.expect(b"\n\rtyped after Ctrl-A\n", prompt)
-    assert session.quit() == 130  # Ctrl-C, as kvmshim reports it
+    assert session.quit() == 0  # Ctrl-C: QEMU's "terminating on signal 2" and status
     assert hashlib.sha256(image.read_bytes()).hexdigest() == digest  # GRUB only read the disk
 
 
@@ -260,3 +264,44 @@ def test_the_guest_sees_qemus_cpuid_for_each_topology(tmp_path, smp):
     ours = subprocess.run([str(Path(sys.executable).parent / "kvmshim-qemu"), *argv], capture_output=True, timeout=60)
     assert qemu.returncode == ours.returncode == 1 and qemu.stdout.count(b"\n") == 15
     assert ours.stdout == qemu.stdout
+
+
+LOOPING_KERNEL = """
+bits 32
+org 0x100000
+header:
+    dd 0x1BADB002, 0x00010003, -(0x1BADB002 + 0x00010003)
+    dd header, header, image_end, image_end, start
+start:
+    jmp start
+image_end:
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+def test_a_terminating_signal_ends_the_run_as_it_ends_qemus(tmp_path, signum):
+    """QEMU's words and status 0, and the disk image closed: its lock is free again at once."""
+    (tmp_path / "k.asm").write_text(LOOPING_KERNEL)
+    subprocess.run(["nasm", "-f", "bin", "-o", str(tmp_path / "k.bin"), str(tmp_path / "k.asm")], check=True)
+    disk = tmp_path / "disk.img"
+    disk.write_bytes(bytes(1 << 20))
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "kvmshim-qemu"), "-nodefaults", "-display", "none",
+                             "-drive", f"file={disk},format=raw,if=ide", "-kernel", str(tmp_path / "k.bin")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while not _held(disk):  # the image is locked once the machine is built
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else "slow"
+        time.sleep(0.05)
+    time.sleep(0.2)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and err.endswith(f"kvmshim qemu: terminating on signal {int(signum)}\n".encode()), err
+    DiskImage(disk).close()
+
+
+def _held(path: Path) -> bool:
+    try:
+        DiskImage(path).close()
+    except ImageLockError:
+        return True
+    return False

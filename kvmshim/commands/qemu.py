@@ -4,15 +4,17 @@ The arguments are QEMU's, read by kvmshim.qemu_options (any option kvmshim does 
 one line and status 1, as QEMU fails). The guest runs until isa-debug-exit (status ``(v << 1)
 | 1``, as QEMU), a reset or shutdown request (0, kvmshim does not reboot), Ctrl-A x on a mux'd
 stdio serial port (``-nographic``, ``-serial mon:stdio``; plain ``-serial stdio`` hands Ctrl-A to
-the guest, as QEMU does), or Ctrl-C (status 130). A guest fault KVM cannot go on from (an
-emulation failure, say) is one line and ``EXIT_GUEST_FAULT`` (2): QEMU would stop the VM and wait
-at its monitor, which kvmshim does not have, and an odd status or 1 would read as a debug-exit or
-a kvm-unit-tests pass.
+the guest, as QEMU does), or SIGINT (Ctrl-C), SIGTERM or SIGHUP, which end the run as QEMU does:
+"terminating on signal N", the disk images flushed and closed, status 0. A guest fault KVM cannot
+go on from (an emulation failure, say) is one line and ``EXIT_GUEST_FAULT`` (2): QEMU would stop
+the VM and wait at its monitor, which kvmshim does not have, and an odd status or 1 would read as
+a debug-exit or a kvm-unit-tests pass.
 kvm-unit-tests' run_tests.sh can use it: ``QEMU=$(which kvmshim-qemu)``.
 """
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -42,11 +44,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     return guarded(lambda: qemu(sys.argv[1:] if argv is None else argv))
 
 
+class _Terminated(Exception):
+    """SIGTERM or SIGHUP arrived: the run ends as after Ctrl-C, through every ``finally``."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise _Terminated(signum)
+
+
 def qemu(argv: Sequence[str]) -> int:
     from listeners.vcpu_runner import GuestFault, TripleFault
 
     from ..chardev import open_chardevs
-    from ..errors import EXIT_GUEST_FAULT, EXIT_INTERRUPTED, KvmshimError
+    from ..errors import EXIT_GUEST_FAULT, KvmshimError
     from ..pc.machine import PcMachine
     from ..qemu_config import QemuInfo
     from ..qemu_options import QemuOptionError, parse_command_line
@@ -73,6 +87,8 @@ def qemu(argv: Sequence[str]) -> int:
         for warning in machine.warnings:
             print(f"{PROG}: warning: {warning}", file=sys.stderr)
         open_chardevs(stack, machine, quit=machine.stop)
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            stack.callback(signal.signal, signum, signal.signal(signum, _raise_terminated))
         if config.display == "curses" and machine.board.vga is not None:
             from ..screen import TerminalScreen
 
@@ -85,8 +101,10 @@ def qemu(argv: Sequence[str]) -> int:
         except GuestFault as err:  # QEMU stops the VM and waits; with no monitor, kvmshim exits
             print(f"{PROG}: {err}; the guest is stopped", file=sys.stderr)
             return EXIT_GUEST_FAULT
-        except KeyboardInterrupt:
-            return EXIT_INTERRUPTED
+        except (KeyboardInterrupt, _Terminated) as stop:  # QEMU's words and status
+            received = stop.signum if isinstance(stop, _Terminated) else int(signal.SIGINT)
+            print(f"{PROG}: terminating on signal {received}", file=sys.stderr)
+            return 0
         if machine.reset_requested and not config.no_reboot:
             print(f"{PROG}: the guest asked for a reset; kvmshim does not reset, so it stops", file=sys.stderr)
         return machine.exit_status
