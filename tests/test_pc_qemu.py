@@ -21,7 +21,7 @@ import pytest
 
 from grub_image import MENU_READY, PROMPT, grub_image  # noqa: F401
 from kvmshim.pc.ata import DiskImage
-from kvmshim.pc.image_lock import ImageLockError
+from test_pc_ide import locked
 
 pytestmark = pytest.mark.kvm
 GRUB_TIMEOUT = 300.0
@@ -289,7 +289,7 @@ def test_a_terminating_signal_ends_the_run_as_it_ends_qemus(tmp_path, signum):
                              "-drive", f"file={disk},format=raw,if=ide", "-kernel", str(tmp_path / "k.bin")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 30
-    while not _held(disk):  # the image is locked once the machine is built
+    while not locked(disk):  # the image is locked once the machine is built
         assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else "slow"
         time.sleep(0.05)
     time.sleep(0.2)
@@ -298,10 +298,3 @@ def test_a_terminating_signal_ends_the_run_as_it_ends_qemus(tmp_path, signum):
     assert proc.returncode == 0 and err.endswith(f"kvmshim qemu: terminating on signal {int(signum)}\n".encode()), err
     DiskImage(disk).close()
 
-
-def _held(path: Path) -> bool:
-    try:
-        DiskImage(path).close()
-    except ImageLockError:
-        return True
-    return False
