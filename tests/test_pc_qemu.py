@@ -131,18 +131,17 @@ def test_disks_and_fw_cfg_files_the_board_refuses_are_one_line(tmp_path):
 
 def test_a_raw_disk_without_format_gets_qemus_probe_warning(tmp_path):
     """-hda raw.img: QEMU 7.2's three-line warning, before the guest runs (here a kernel that faults at once)."""
-    (tmp_path / "k.asm").write_text(UNFETCHABLE_KERNEL)
-    subprocess.run(["nasm", "-f", "bin", "-o", str(tmp_path / "k.bin"), str(tmp_path / "k.asm")], check=True)
+    kernel = nasm_kernel(tmp_path, UNFETCHABLE)
     raw = tmp_path / "raw.img"
     raw.write_bytes(bytes(512 * 16))
-    done = _qemu("-cpu", "max", "-kernel", str(tmp_path / "k.bin"), "-hda", str(raw))
+    done = _qemu("-cpu", "max", "-kernel", str(kernel), "-hda", str(raw))
     assert done.returncode == 2, done.stderr
     assert done.stderr.decode().splitlines()[:3] == [
         f"kvmshim qemu: warning: Image format was not specified for '{raw}' and probing guessed raw.",
         "         Automatically detecting the format is dangerous for raw images, write operations on block 0 "
         "will be restricted.",
         "         Specify the 'raw' format explicitly to remove the restrictions."]
-    assert b"Image format" not in _qemu("-cpu", "max", "-kernel", str(tmp_path / "k.bin"), "-drive",
+    assert b"Image format" not in _qemu("-cpu", "max", "-kernel", str(kernel), "-drive",
                                         f"file={raw},format=raw").stderr
 
 
@@ -169,16 +168,18 @@ def test_a_multiboot_kernel_starts_the_second_vcpu_and_exits_through_isa_debug_e
     assert done.returncode == 1  # isa-debug-exit: (0 << 1) | 1, as QEMU exits
 
 
-UNFETCHABLE_KERNEL = """
-bits 32
-org 0x100000
-header:
-    dd 0x1BADB002, 0x00010003, -(0x1BADB002 + 0x00010003)
-    dd header, header, image_end, image_end, start
-start:
+def nasm_kernel(tmp_path: Path, code: str) -> Path:
+    """A flat multiboot kernel (address fields) at 1 MiB whose entry runs ``code`` (NASM)."""
+    (tmp_path / "k.asm").write_text("bits 32\norg 0x100000\nheader:\n"
+                                    "    dd 0x1BADB002, 0x00010003, -(0x1BADB002 + 0x00010003)\n"
+                                    f"    dd header, header, image_end, image_end, start\nstart:\n{code}image_end:\n")
+    subprocess.run(["nasm", "-f", "bin", "-o", str(tmp_path / "k.bin"), str(tmp_path / "k.asm")], check=True)
+    return tmp_path / "k.bin"
+
+
+UNFETCHABLE = """
     mov eax, 0xfe000000             ; no RAM or ROM there: KVM cannot fetch the next instruction
     jmp eax
-image_end:
 """
 
 
@@ -186,10 +187,9 @@ def test_a_guest_fault_is_one_line_and_status_2_from_the_console_script(tmp_path
     """An emulation failure (KVM_EXIT_INTERNAL_ERROR) under `kvmshim-qemu`: no traceback; QEMU would
     stop the VM at its monitor, kvmshim has none and exits with a status no debug-exit can give
     (run_tests.sh would count 1, with only warnings on stderr, as a pass)."""
-    (tmp_path / "k.asm").write_text(UNFETCHABLE_KERNEL)
-    subprocess.run(["nasm", "-f", "bin", "-o", str(tmp_path / "k.bin"), str(tmp_path / "k.asm")], check=True)
+    kernel = nasm_kernel(tmp_path, UNFETCHABLE)
     done = subprocess.run([str(Path(sys.executable).parent / "kvmshim-qemu"), "-nodefaults", "-display", "none",
-                           "-cpu", "max", "-kernel", str(tmp_path / "k.bin")], capture_output=True, timeout=60)
+                           "-cpu", "max", "-kernel", str(kernel)], capture_output=True, timeout=60)
     assert done.returncode == 2 and b"Traceback" not in done.stderr, done.stderr
     assert re.fullmatch(r"kvmshim qemu: KVM_EXIT_INTERNAL_ERROR \(suberror 1\) at cs:ip=00[0-9a-f]{2}:0xfe000000 "
                         r"\(linear 0xfe000000\) rax=0xfe000000 rflags=0x2; the guest is stopped\n",
@@ -266,27 +266,14 @@ def test_the_guest_sees_qemus_cpuid_for_each_topology(tmp_path, smp):
     assert ours.stdout == qemu.stdout
 
 
-LOOPING_KERNEL = """
-bits 32
-org 0x100000
-header:
-    dd 0x1BADB002, 0x00010003, -(0x1BADB002 + 0x00010003)
-    dd header, header, image_end, image_end, start
-start:
-    jmp start
-image_end:
-"""
-
-
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
 def test_a_terminating_signal_ends_the_run_as_it_ends_qemus(tmp_path, signum):
     """QEMU's words and status 0, and the disk image closed: its lock is free again at once."""
-    (tmp_path / "k.asm").write_text(LOOPING_KERNEL)
-    subprocess.run(["nasm", "-f", "bin", "-o", str(tmp_path / "k.bin"), str(tmp_path / "k.asm")], check=True)
+    kernel = nasm_kernel(tmp_path, "    jmp start\n")
     disk = tmp_path / "disk.img"
     disk.write_bytes(bytes(1 << 20))
     proc = subprocess.Popen([str(Path(sys.executable).parent / "kvmshim-qemu"), "-nodefaults", "-display", "none",
-                             "-drive", f"file={disk},format=raw,if=ide", "-kernel", str(tmp_path / "k.bin")],
+                             "-drive", f"file={disk},format=raw,if=ide", "-kernel", str(kernel)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 30
     while not locked(disk):  # the image is locked once the machine is built
