@@ -126,11 +126,11 @@ class MachineBase:
         return Topology(cores=vcpus)
 
     def _add_vcpus(self, kvm: Kvm, vm: Vm, count: int, cpu: str, strict_unassigned: bool) -> None:
-        supported = kvm.supported_cpuid()
+        supported, topology = kvm.supported_cpuid(), self._topology(count)
         for index in range(count):
             vcpu = vm.create_vcpu(index)
             self.vcpus.append(vcpu)
-            table = cpu_model_table(supported, cpu, index, self._topology(count))
+            table = cpu_model_table(supported, cpu, index, topology)
             vcpu.set_cpuid2(table.entries)
             if not index:
                 self.warnings.extend(table.warnings())
